@@ -1,0 +1,241 @@
+"""BEIR-layout data: reading and validating folders, and serving them to mteb as retrieval tasks.
+
+Validation runs before any model is loaded: every malformed line, unknown id, empty text and
+duplicate id is reported with its file and line number.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import lzma
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mteb.abstasks.retrieval import AbsTaskRetrieval
+from mteb.abstasks.task_metadata import TaskMetadata
+
+from .variants import LmkEvalError
+
+MAX_PROBLEMS_SHOWN = 3
+
+
+@dataclass
+class RetrievalSplit:
+    """One evaluation split: documents, queries and graded relevance, all ids as str."""
+
+    corpus: list[dict] = field(default_factory=list)  # {"id", "title", "text"}
+    queries: list[dict] = field(default_factory=list)  # {"id", "text"}
+    qrels: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"corpus": self.corpus, "queries": self.queries, "qrels": self.qrels}
+
+    @classmethod
+    def from_json(cls, d: dict) -> RetrievalSplit:
+        return cls(d["corpus"], d["queries"], d["qrels"])
+
+
+def open_text(path: Path):
+    """Open .jsonl/.tsv/.txt, or the same compressed with .gz or .xz, as UTF-8 text."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    if path.suffix == ".xz":
+        return lzma.open(path, "rt", encoding="utf-8")
+    return path.open("r", encoding="utf-8")
+
+
+def find_file(folder: Path, name: str) -> Path | None:
+    for candidate in (name, name + ".gz", name + ".xz"):
+        if (folder / candidate).exists():
+            return folder / candidate
+    return None
+
+
+class _Problems:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.items: list[str] = []
+
+    def add(self, path: Path, line: int, what: str) -> None:
+        self.items.append(f"{path.relative_to(self.folder)} line {line}: {what}")
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            shown = "; ".join(self.items[:MAX_PROBLEMS_SHOWN])
+            more = len(self.items) - MAX_PROBLEMS_SHOWN
+            tail = f" (and {more} more)" if more > 0 else ""
+            raise LmkEvalError(f"invalid BEIR folder {self.folder}: {shown}{tail}; fix and re-run")
+
+
+def _read_jsonl(path: Path, problems: _Problems, *, with_title: bool) -> dict[str, dict]:
+    records: dict[str, dict] = {}
+    first_line: dict[str, int] = {}
+    with open_text(path) as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.add(path, n, f"not valid JSON ({exc.msg})")
+                continue
+            if not isinstance(obj, dict) or "_id" not in obj:
+                problems.add(path, n, 'missing "_id"')
+                continue
+            doc_id = str(obj["_id"])
+            title = obj.get("title") or ""
+            text = obj.get("text")
+            if not isinstance(text, str) or not isinstance(title, str):
+                problems.add(path, n, f'"text"/"title" of \'{doc_id}\' must be strings')
+                continue
+            if not (text.strip() or (with_title and title.strip())):
+                problems.add(path, n, f"empty text for '{doc_id}'")
+                continue
+            if doc_id in first_line:
+                problems.add(
+                    path, n, f"duplicate _id '{doc_id}' (first on line {first_line[doc_id]})"
+                )
+                continue
+            first_line[doc_id] = n
+            records[doc_id] = (
+                {"id": doc_id, "title": title, "text": text}
+                if with_title
+                else {
+                    "id": doc_id,
+                    "text": text,
+                }
+            )
+    return records
+
+
+def _read_qrels(path: Path, problems: _Problems, queries: dict, corpus: dict) -> dict:
+    qrels: dict[str, dict[str, int]] = {}
+    with open_text(path) as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            parts = line.rstrip("\n").split("\t")
+            if n == 1 and parts[0].lower() in {"query-id", "query_id", "qid"}:
+                continue
+            if len(parts) != 3:
+                problems.add(path, n, f"expected 3 tab-separated fields, got {len(parts)}")
+                continue
+            qid, did, score = parts
+            try:
+                value = int(float(score))
+            except ValueError:
+                problems.add(path, n, f"score '{score}' is not a number")
+                continue
+            if qid not in queries:
+                problems.add(path, n, f"unknown query-id '{qid}'")
+                continue
+            if did not in corpus:
+                problems.add(path, n, f"unknown corpus-id '{did}'")
+                continue
+            qrels.setdefault(qid, {})[did] = value
+    return qrels
+
+
+def available_splits(folder: Path) -> list[str]:
+    qdir = folder / "qrels"
+    if not qdir.is_dir():
+        return []
+    names = {p.name.split(".")[0] for p in qdir.iterdir() if ".tsv" in p.name}
+    return sorted(names)
+
+
+def read_beir_folder(folder: str | Path, split: str = "test") -> RetrievalSplit:
+    """Load and validate one split; raise LmkEvalError listing the problems found."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise LmkEvalError(f"BEIR folder '{folder}' does not exist")
+    corpus_path = find_file(folder, "corpus.jsonl")
+    queries_path = find_file(folder, "queries.jsonl")
+    qrels_path = find_file(folder / "qrels", f"{split}.tsv")
+    missing = [
+        name
+        for name, p in (("corpus.jsonl", corpus_path), ("queries.jsonl", queries_path))
+        if p is None
+    ]
+    if qrels_path is None:
+        have = ", ".join(available_splits(folder)) or "none"
+        missing.append(f"qrels/{split}.tsv (splits present: {have})")
+    if missing:
+        raise LmkEvalError(f"BEIR folder '{folder}' lacks {', '.join(missing)}")
+    problems = _Problems(folder)
+    corpus = _read_jsonl(corpus_path, problems, with_title=True)
+    queries = _read_jsonl(queries_path, problems, with_title=False)
+    qrels = _read_qrels(qrels_path, problems, queries, corpus)
+    problems.raise_if_any()
+    if not qrels:
+        raise LmkEvalError(f"BEIR folder '{folder}': qrels/{split}.tsv lists no judgements")
+    return RetrievalSplit(
+        corpus=list(corpus.values()),
+        queries=[queries[q] for q in queries if q in qrels],
+        qrels=qrels,
+    )
+
+
+class LocalRetrievalTask(AbsTaskRetrieval):
+    """An mteb retrieval task whose splits come from a Python callable instead of the hub.
+
+    mteb keeps ``metadata`` on the class (unloading pops an instance copy), so every local task
+    is its own subclass: build one with ``local_task``.
+    """
+
+    _load_splits: Callable[[], dict[str, RetrievalSplit]]
+
+    def load_data(self, **kwargs) -> None:
+        if self.data_loaded:
+            return
+        from datasets import Dataset
+
+        loaded = self._load_splits()
+        self.dataset = {"default": {}}
+        for split in self.metadata.eval_splits:
+            data = loaded[split]
+            self.dataset["default"][split] = {
+                "corpus": Dataset.from_list(
+                    [
+                        {"id": d["id"], "title": d.get("title", ""), "text": d["text"]}
+                        for d in data.corpus
+                    ]
+                ),
+                "queries": Dataset.from_list(
+                    [{"id": q["id"], "text": q["text"]} for q in data.queries]
+                ),
+                "relevant_docs": {q: dict(docs) for q, docs in data.qrels.items()},
+                "top_ranked": None,
+            }
+        self.data_loaded = True
+
+
+def local_task(
+    name: str,
+    load_splits: Callable[[], dict[str, RetrievalSplit]],
+    splits: list[str],
+    *,
+    description: str,
+    main_score: str = "ndcg_at_10",
+    reference: str | None = None,
+) -> LocalRetrievalTask:
+    """An mteb task named ``name`` scoring ``splits`` of the data ``load_splits`` returns."""
+    metadata = TaskMetadata(
+        name=name,
+        description=description,
+        reference=reference,
+        dataset={"path": f"lmk-eval/{name}", "revision": "local"},
+        type="Retrieval",
+        category="t2t",
+        eval_splits=splits,
+        eval_langs=["eng-Latn"],
+        main_score=main_score,
+    )
+    cls = type(
+        f"Local_{name}",
+        (LocalRetrievalTask,),
+        {"metadata": metadata, "_load_splits": staticmethod(load_splits)},
+    )
+    return cls()

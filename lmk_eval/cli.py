@@ -1,0 +1,288 @@
+"""``lmk-eval``: list poolings and tasks, run sweeps, write reports, gate CI on a baseline."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .variants import GRANULARITIES, POOLINGS, STRATEGIES, LmkEvalError
+
+DEFAULT_CONFIG = "tasks/quick.toml"
+EPILOG = """\
+examples:
+  lmk-eval run                                    quick offline sweep (cls, mean, lmk) + report
+  lmk-eval run --tasks scifact --pooling mean --max-length 256
+  lmk-eval run --tasks needle --pooling cls,mean,lmk --max-length 512 --strategy window
+  lmk-eval run --config tasks/paper-offline.toml
+  lmk-eval run --tasks path/to/beir_folder --pooling lmk --interval 64
+  lmk-eval report results/quick
+  lmk-eval baseline results/ci -o tasks/ci.baseline.json
+  lmk-eval check results/ci --baseline tasks/ci.baseline.json --tolerance 0.01
+"""
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _ints(value: str) -> list[int]:
+    try:
+        return [int(v) for v in _csv(value)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got '{value}'"
+        ) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lmk-eval",
+        description="Which pooling should a text encoder use? Sweeps pooling variants over "
+        "short- and long-context retrieval tasks through mteb, stores every score, writes reports.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    sub.add_parser("list", help="every pooling, granularity and context strategy, one line each")
+    sub.add_parser("tasks", help="bundled offline tasks, mteb groups, and how to name a folder")
+
+    run = sub.add_parser(
+        "run",
+        help="run a sweep (no arguments: the offline quick suite) and write its report",
+        description="Run a sweep of model x pooling x task x max_length. Finished cells are "
+        "read from the output directory, so an interrupted run resumes where it stopped.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument(
+        "--config", help=f"sweep TOML under tasks/ (default without flags: {DEFAULT_CONFIG})"
+    )
+    run.add_argument("--model", help="HF id or local dir; 'default' = packaged all-MiniLM-L6-v2")
+    run.add_argument("--pooling", type=_csv, help="comma-separated poolings (default cls,mean,lmk)")
+    run.add_argument(
+        "--tasks",
+        type=_csv,
+        help="comma-separated task names or BEIR folders (see `lmk-eval tasks`)",
+    )
+    run.add_argument(
+        "--max-length", type=_ints, help="comma-separated max_length grid (default 512)"
+    )
+    run.add_argument(
+        "--strategy", choices=list(STRATEGIES), help="context strategy (default truncate)"
+    )
+    run.add_argument(
+        "--granularity", choices=list(GRANULARITIES), help="landmark chunking (default fixed)"
+    )
+    run.add_argument(
+        "--interval", type=int, help="tokens per chunk for fixed granularity / every-k (default 32)"
+    )
+    run.add_argument("--intervals", help="choices for variable granularity (default 32,64,128,256)")
+    run.add_argument("--seed", type=int, help="seed for variable granularity (default 0)")
+    run.add_argument("--layers", type=int, help="layers averaged by layer_mean (default 4)")
+    run.add_argument(
+        "--baseline", help="pooling the significance test compares against (default cls)"
+    )
+    run.add_argument("--output", help="run directory (default results/<sweep name>)")
+    run.add_argument("--name", help="sweep name for flags-built sweeps (default: from the flags)")
+    run.add_argument("--no-report", action="store_true", help="skip writing reports/<run>.md")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    report = sub.add_parser("report", help="write reports/<run>.md and plots from a run directory")
+    report.add_argument("run_dir")
+    report.add_argument(
+        "--output-dir", default="reports", help="where reports go (default reports/)"
+    )
+    report.add_argument("--baseline", help="pooling to test against (default: the sweep's)")
+
+    base = sub.add_parser("baseline", help="write a baseline JSON of a run's main scores")
+    base.add_argument("run_dir")
+    base.add_argument("-o", "--output", required=True, help="baseline file to write")
+
+    check = sub.add_parser(
+        "check", help="exit 1 naming every cell whose score dropped below the baseline"
+    )
+    check.add_argument("run_dir")
+    check.add_argument("--baseline", required=True, help="baseline JSON from `lmk-eval baseline`")
+    check.add_argument("--tolerance", type=float, default=0.01, help="allowed drop (default 0.01)")
+
+    gen = sub.add_parser(
+        "generate", help="regenerate the synthetic tasks and compare with the shipped files"
+    )
+    gen.add_argument("--write", action="store_true", help="overwrite the shipped files")
+    return parser
+
+
+def cmd_list() -> int:
+    width = max(map(len, [*POOLINGS, *GRANULARITIES, *STRATEGIES]))
+    for title, table in (("poolings", POOLINGS), ("granularities (lmk, multi_cls)", GRANULARITIES),
+                         ("context strategies", STRATEGIES)):  # fmt: skip
+        print(f"{title}:")
+        for name, text in table.items():
+            print(f"  {name:<{width}}  {text}")
+    return 0
+
+
+def cmd_tasks() -> int:
+    from .task_registry import BUNDLED, ONLINE_GROUPS
+
+    print("bundled (offline):")
+    width = max(map(len, BUNDLED))
+    for name, (context, description, *_rest) in BUNDLED.items():
+        print(f"  {name:<{width}}  [{context}] {description}")
+    print("mteb tasks (need the Hugging Face hub):")
+    for group, names in ONLINE_GROUPS.items():
+        print(f"  {group:<{width}}  {', '.join(names)}")
+    print("  any mteb retrieval task name; pick splits with NAME:split1+split2")
+    print("local folders: a path to a BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv);")
+    print("  PATH:split picks another qrels file")
+    return 0
+
+
+def sweep_from_args(args: argparse.Namespace):
+    from .sweep import load_sweep, sweep_from_dict
+
+    flags = [args.model, args.pooling, args.tasks, args.max_length, args.strategy]
+    if args.config:
+        sweep = load_sweep(args.config)
+    elif not any(f is not None for f in flags):
+        if not Path(DEFAULT_CONFIG).exists():
+            raise LmkEvalError(
+                f"no flags given and no {DEFAULT_CONFIG} here; run from the repository root,"
+                " or pass --config FILE or --tasks/--pooling"
+            )
+        sweep = load_sweep(DEFAULT_CONFIG)
+    else:
+        options = {k: getattr(args, k) for k in ("granularity", "interval", "seed", "layers")
+                   if getattr(args, k) is not None}  # fmt: skip
+        if args.intervals:
+            options["intervals"] = args.intervals
+        poolings = [{"pooling": p, **options} for p in (args.pooling or ["cls", "mean", "lmk"])]
+        tasks = args.tasks or ["scifact-quick"]
+        lengths = args.max_length or [512]
+        name = args.name or "-".join(
+            [
+                tasks[0].rstrip("/").split("/")[-1].split(":")[0],
+                "+".join(args.pooling or ["cls", "mean", "lmk"]),
+            ]
+        )
+        sweep = sweep_from_dict(
+            {
+                "name": name,
+                "models": [args.model or "default"],
+                "poolings": poolings,
+                "tasks": tasks,
+                "max_length": lengths,
+                "strategy": args.strategy or "truncate",
+            },
+            name,
+        )
+        return _override(sweep, args)
+    if args.model:
+        sweep.models = [args.model]
+    return _override(sweep, args)
+
+
+def _override(sweep, args):
+    if args.baseline:
+        sweep.baseline = args.baseline
+    return sweep
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import run_sweep
+
+    sweep = sweep_from_args(args)
+    output = Path(args.output or f"results/{sweep.name}")
+    summary = run_sweep(sweep, output, progress=not args.no_progress, log=_info)
+    _info(f"{summary.computed} cells computed, {summary.total} in store, {summary.seconds:.1f}s"
+          f" -> {output / 'scores.csv'}")  # fmt: skip
+    if not args.no_report:
+        from .report import write_report
+
+        path = write_report(output, Path("reports"), baseline=sweep.baseline)
+        _info(f"report: {path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    path = write_report(Path(args.run_dir), Path(args.output_dir), baseline=args.baseline)
+    _info(f"report: {path}")
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from .gate import write_baseline
+
+    n = write_baseline(Path(args.run_dir), Path(args.output))
+    _info(f"baseline of {n} scores written to {args.output}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .gate import check
+
+    failures, checked = check(Path(args.run_dir), Path(args.baseline), args.tolerance)
+    for line in failures:
+        print(f"FAIL {line}")
+    if failures:
+        print(
+            f"check: {len(failures)} of {checked} scores below baseline (tolerance {args.tolerance})"
+        )
+        return 1
+    print(f"check: all {checked} scores within {args.tolerance} of baseline")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .synthetic import SyntheticSpec, generate
+    from .task_registry import SYNTHETIC_FILE, load_synthetic, synthetic_path, write_synthetic
+
+    differ = 0
+    for kind in SYNTHETIC_FILE:
+        fresh = generate(SyntheticSpec(kind))
+        if args.write:
+            write_synthetic(kind, fresh, synthetic_path(kind))
+            load_synthetic.cache_clear()
+            print(f"{kind}: written to {synthetic_path(kind)}")
+            continue
+        same = {k: v.to_json() for k, v in fresh.items()} == {
+            k: v.to_json() for k, v in load_synthetic(kind).items()
+        }
+        differ += not same
+        print(f"{kind}: {'identical to' if same else 'DIFFERS from'} {synthetic_path(kind)}")
+    return 1 if differ else 0
+
+
+def _info(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+COMMANDS = {"list": cmd_list, "tasks": cmd_tasks, "run": cmd_run, "report": cmd_report,
+            "baseline": cmd_baseline, "check": cmd_check, "generate": cmd_generate}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["run", *(argv or [])])
+    handler = COMMANDS[args.command]
+    try:
+        return handler() if args.command in ("list", "tasks") else handler(args)
+    except LmkEvalError as exc:
+        print(f"lmk-eval: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lmk-eval: interrupted; finished cells are saved, run the same command to resume",
+              file=sys.stderr)  # fmt: skip
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""Running the model: token-budget batches, streamed windows, many poolings per forward pass.
+
+``TextEncoder.encode(texts, variants)`` tokenises once per tokenisation group, runs every window
+through the model once, and applies every requested pooling to the same hidden states. Windows of
+one text are combined as they stream past, so memory holds one batch of states at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import models, pooling
+from .tokenisation import Tokenisation, Window
+from .variants import Variant
+
+DEFAULT_TOKEN_BUDGET = (
+    8192  # padded tokens per batch; bounds attention memory for 512-token windows
+)
+MAX_BATCH_ROWS = 256
+SLICE_TOKENS = 1_000_000  # texts are tokenised this many (approximate) tokens at a time
+
+
+@dataclass
+class EncodeStats:
+    """Counters a benchmark or report can read back; they only ever grow."""
+
+    texts: int = 0
+    windows: int = 0
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    forward_passes: int = 0
+    forward_seconds: float = 0.0
+    encode_seconds: float = 0.0
+
+    @property
+    def padding_waste(self) -> float:
+        return 1 - self.real_tokens / self.padded_tokens if self.padded_tokens else 0.0
+
+
+def pool_batch(
+    variant: Variant,
+    hidden: torch.Tensor,
+    attention_mask: torch.Tensor,
+    markers: torch.Tensor,
+    layers: tuple[torch.Tensor, ...] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-window vectors (unnormalised) and the weight each gets when windows are combined."""
+    tokens = attention_mask.sum(dim=1).to(hidden.dtype)
+    name = variant.pooling
+    if name in ("lmk", "multi_cls"):
+        vec = pooling.marked_mean(hidden, attention_mask, markers)
+        count = (markers & attention_mask.bool()).sum(dim=1).to(hidden.dtype)
+        return vec, torch.where(count > 0, count, tokens)
+    if name == "mean_every_k":
+        return pooling.mean_every_k(hidden, attention_mask, variant.interval), tokens
+    if name == "layer_mean":
+        stack = torch.stack(layers[-variant.layers :])
+        return pooling.layer_mean(stack, attention_mask), tokens
+    return getattr(pooling, name)(hidden, attention_mask), tokens
+
+
+def combine_windows(
+    variant: Variant, vectors: list[torch.Tensor], weights: list[float]
+) -> torch.Tensor:
+    """One vector per text: a single window is used as is; several are merged (see README)."""
+    if len(vectors) == 1:
+        return vectors[0]
+    stacked = torch.stack(vectors)
+    if variant.pooling == "max":
+        return stacked.max(dim=0).values
+    w = torch.tensor(weights, dtype=stacked.dtype).unsqueeze(-1)
+    return (stacked * w).sum(dim=0) / w.sum()
+
+
+def token_budget_batches(
+    windows: Sequence[Window], budget: int, max_rows: int = MAX_BATCH_ROWS
+) -> Iterator[list[Window]]:
+    """Length-sorted batches whose padded size stays within ``budget`` tokens."""
+    order = sorted(range(len(windows)), key=lambda i: (-len(windows[i].ids), i))
+    batch: list[Window] = []
+    for i in order:
+        width = len(batch[0].ids) if batch else 0  # sorted longest first: the first sets the width
+        if batch and (width * (len(batch) + 1) > budget or len(batch) >= max_rows):
+            yield batch
+            batch = []
+        batch.append(windows[i])
+    if batch:
+        yield batch
+
+
+def _slices(texts: Sequence[str], chars_per_slice: int) -> Iterator[tuple[int, int]]:
+    start, size = 0, 0
+    for i, t in enumerate(texts):
+        size += len(t)
+        if size >= chars_per_slice:
+            yield start, i + 1
+            start, size = i + 1, 0
+    if start < len(texts):
+        yield start, len(texts)
+
+
+class TextEncoder:
+    """One loaded model; encodes texts for any number of variants. Loads weights on first use."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        device: str | None = None,
+        token_budget: int = DEFAULT_TOKEN_BUDGET,
+        progress: bool = False,
+    ) -> None:
+        self.source = models.resolve_model(model)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.token_budget = token_budget
+        self.progress = progress
+        self.stats = EncodeStats()
+        self._loaded = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded is not None
+
+    def _load(self):
+        if self._loaded is None:
+            tokenizer, model, positions = models.load(self.source)
+            self._loaded = (tokenizer, model.to(self.device), Tokenisation(tokenizer, positions))
+        return self._loaded
+
+    @property
+    def tokenisation(self) -> Tokenisation:
+        return self._load()[2]
+
+    @property
+    def max_positions(self) -> int:
+        return self.tokenisation.max_positions
+
+    @property
+    def model(self):
+        return self._load()[1]
+
+    def resolve(self, variant: Variant) -> Variant:
+        """Fill in max_length from the model when the variant leaves it open."""
+        if variant.max_length is None:
+            return variant.with_max_length(self.max_positions)
+        return variant
+
+    def encode(
+        self, texts: Sequence[str], variants: Sequence[Variant]
+    ) -> dict[Variant, np.ndarray]:
+        """Embeddings (len(texts), dim) float32 per variant, in input order."""
+        started = time.perf_counter()
+        groups: dict[tuple, list[Variant]] = defaultdict(list)
+        for v in dict.fromkeys(variants):
+            groups[v.tokenisation_key()].append(v)
+        out: dict[Variant, np.ndarray] = {}
+        for group in groups.values():
+            out.update(self._encode_group(texts, group))
+        self.stats.texts += len(texts)
+        self.stats.encode_seconds += time.perf_counter() - started
+        return out
+
+    def _encode_group(
+        self, texts: Sequence[str], group: list[Variant]
+    ) -> dict[Variant, np.ndarray]:
+        _, model, tokenisation = self._load()
+        dim = model.config.hidden_size
+        result = {v: np.zeros((len(texts), dim), dtype=np.float32) for v in group}
+        need_layers = any(v.pooling == "layer_mean" for v in group)
+        chars = SLICE_TOKENS * 4
+        bar = self._bar(len(texts), group)
+        for lo, hi in _slices(texts, chars):
+            windows = tokenisation.windows(texts[lo:hi], group[0])
+            per_text: dict[Variant, dict[int, tuple[list, list]]] = {
+                v: defaultdict(lambda: ([], [])) for v in group
+            }
+            remaining = defaultdict(int)
+            for w in windows:
+                remaining[w.owner] += 1
+            for batch in token_budget_batches(windows, self.token_budget):
+                pooled = self._forward_and_pool(model, batch, group, need_layers)
+                for v, (vecs, weights) in pooled.items():
+                    for row, w in enumerate(batch):
+                        per_text[v][w.owner][0].append(vecs[row])
+                        per_text[v][w.owner][1].append(float(weights[row]))
+                for w in batch:
+                    remaining[w.owner] -= 1
+                    if remaining[w.owner] == 0:
+                        for v in group:
+                            vecs, weights = per_text[v].pop(w.owner)
+                            vec = combine_windows(v, vecs, weights)
+                            if v.normalize:
+                                vec = pooling.normalize(vec)
+                            result[v][lo + w.owner] = vec.numpy()
+                        bar.update(1)
+        bar.close()
+        return result
+
+    def _forward_and_pool(self, model, batch: list[Window], group, need_layers: bool):
+        width = max(len(w.ids) for w in batch)
+        ids = torch.zeros((len(batch), width), dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        markers = torch.zeros((len(batch), width), dtype=torch.bool)
+        for row, w in enumerate(batch):
+            n = len(w.ids)
+            ids[row, :n] = torch.tensor(w.ids)
+            mask[row, :n] = 1
+            markers[row, :n] = torch.tensor(w.markers)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            outputs = model(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                output_hidden_states=need_layers,
+            )
+            hidden = outputs.last_hidden_state
+            mask_d, markers_d = mask.to(self.device), markers.to(self.device)
+            layers = outputs.hidden_states if need_layers else None
+            pooled = {}
+            for v in group:
+                vecs, weights = pool_batch(v, hidden, mask_d, markers_d, layers)
+                pooled[v] = (vecs.float().cpu(), weights.cpu())
+        s = self.stats
+        s.forward_seconds += time.perf_counter() - started
+        s.forward_passes += 1
+        s.windows += len(batch)
+        s.real_tokens += int(mask.sum())
+        s.padded_tokens += width * len(batch)
+        return pooled
+
+    def _bar(self, total: int, group: list[Variant]):
+        from tqdm.auto import tqdm
+
+        names = ",".join(v.label() for v in group)
+        return tqdm(
+            total=total, desc=f"encode {names}", unit="text", disable=not self.progress, leave=False
+        )
+
+
+class SharedEmbeddings:
+    """Embeddings memoised per (variant, text), so sibling variants reuse one forward pass.
+
+    A sweep hands every variant of one (model, task, max_length) the same instance: the first
+    variant to ask for a set of texts triggers one encode for all siblings that share its tokens.
+    """
+
+    def __init__(self, encoder: TextEncoder, siblings: Sequence[Variant]) -> None:
+        self.encoder = encoder
+        self.siblings = list(dict.fromkeys(siblings))
+        self._store: dict[Variant, dict[bytes, np.ndarray]] = defaultdict(dict)
+
+    @staticmethod
+    def _key(text: str) -> bytes:
+        import hashlib
+
+        return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+    def get(self, texts: Sequence[str], variant: Variant) -> np.ndarray:
+        keys = [self._key(t) for t in texts]
+        store = self._store[variant]
+        missing: dict[bytes, str] = {}
+        for k, t in zip(keys, texts, strict=True):
+            if k not in store and k not in missing:
+                missing[k] = t
+        if missing:
+            partners = [
+                v for v in self.siblings if v.tokenisation_key() == variant.tokenisation_key()
+            ]
+            encoded = self.encoder.encode(list(missing.values()), partners + [variant])
+            for v, arr in encoded.items():
+                self._store[v].update(zip(missing.keys(), arr, strict=True))
+        return np.stack([store[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
+
+    def clear(self) -> None:
+        self._store.clear()
