@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from .sweep import validate
 from .variants import GRANULARITIES, POOLINGS, STRATEGIES, LmkEvalError
 
 DEFAULT_CONFIG = "tasks/quick.toml"
@@ -141,13 +142,18 @@ def cmd_tasks() -> int:
     return 0
 
 
+POOLING_OPTIONS = ("granularity", "interval", "intervals", "seed", "layers")
+
+
 def sweep_from_args(args: argparse.Namespace):
+    """--config, else flags, else tasks/quick.toml; pooling-option flags apply to every pooling."""
     from .sweep import load_sweep, sweep_from_dict
 
-    flags = [args.model, args.pooling, args.tasks, args.max_length, args.strategy]
+    options = {k: getattr(args, k) for k in POOLING_OPTIONS if getattr(args, k) is not None}
+    shaping = [args.model, args.pooling, args.tasks, args.max_length, args.strategy]
     if args.config:
         sweep = load_sweep(args.config)
-    elif not any(f is not None for f in flags):
+    elif all(f is None for f in shaping):
         if not Path(DEFAULT_CONFIG).exists():
             raise LmkEvalError(
                 f"no flags given and no {DEFAULT_CONFIG} here; run from the repository root,"
@@ -155,39 +161,28 @@ def sweep_from_args(args: argparse.Namespace):
             )
         sweep = load_sweep(DEFAULT_CONFIG)
     else:
-        options = {k: getattr(args, k) for k in ("granularity", "interval", "seed", "layers")
-                   if getattr(args, k) is not None}  # fmt: skip
-        if args.intervals:
-            options["intervals"] = args.intervals
-        poolings = [{"pooling": p, **options} for p in (args.pooling or ["cls", "mean", "lmk"])]
+        poolings = args.pooling or ["cls", "mean", "lmk"]
         tasks = args.tasks or ["scifact-quick"]
-        lengths = args.max_length or [512]
         name = args.name or "-".join(
-            [
-                tasks[0].rstrip("/").split("/")[-1].split(":")[0],
-                "+".join(args.pooling or ["cls", "mean", "lmk"]),
-            ]
+            [tasks[0].rstrip("/").split("/")[-1].split(":")[0], "+".join(poolings)]
         )
         sweep = sweep_from_dict(
             {
                 "name": name,
-                "models": [args.model or "default"],
-                "poolings": poolings,
+                "poolings": [{"pooling": p} for p in poolings],
                 "tasks": tasks,
-                "max_length": lengths,
+                "max_length": args.max_length or [512],
                 "strategy": args.strategy or "truncate",
             },
             name,
         )
-        return _override(sweep, args)
     if args.model:
         sweep.models = [args.model]
-    return _override(sweep, args)
-
-
-def _override(sweep, args):
+    if options:
+        sweep.poolings = [{**p, **options} for p in sweep.poolings]
     if args.baseline:
         sweep.baseline = args.baseline
+    validate(sweep)
     return sweep
 
 

@@ -127,6 +127,11 @@ class TextEncoder:
     def loaded(self) -> bool:
         return self._loaded is not None
 
+    def load(self) -> TextEncoder:
+        """Load weights now (they load on first use otherwise); errors are LmkEvalError."""
+        self._load()
+        return self
+
     def _load(self):
         if self._loaded is None:
             tokenizer, model, positions = models.load(self.source)

@@ -71,6 +71,7 @@ def load(source: ModelSource):
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.ref)

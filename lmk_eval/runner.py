@@ -126,8 +126,6 @@ def run_sweep(
     quiet_libraries()
     from tqdm.auto import tqdm
 
-    from .mteb_adapter import LmkEncoder, model_meta
-
     encoders: dict[str, TextEncoder] = {}
     bar = tqdm(total=n_missing, desc="cells", unit="cell", disable=not progress)
     try:
@@ -138,21 +136,24 @@ def run_sweep(
                     group.model, token_budget=sweep.token_budget, progress=progress
                 )
                 encoders[group.model] = encoder
-            _run_group(store, group, missing, encoder, bar, LmkEncoder, model_meta)
+            _run_group(store, group, missing, encoder, bar)
     finally:
         bar.close()
         store.write_scores_csv()
     return RunSummary(total, n_missing, time.perf_counter() - started, bool(encoders))
 
 
-def _run_group(store: RunStore, group: CellGroup, missing: list[Cell], encoder: TextEncoder,
-               bar, adapter_cls, meta_fn) -> None:  # fmt: skip
+def _run_group(
+    store: RunStore, group: CellGroup, missing: list[Cell], encoder: TextEncoder, bar
+) -> None:
+    from .mteb_adapter import LmkEncoder, model_meta
+
     task = group.task.build()
     task.load_data()  # loaded once, kept across the group's variants
     shared = SharedEmbeddings(encoder, [c.variant for c in missing])
     for cell in missing:
         bar.set_postfix_str(f"{cell.task} {cell.variant.label()} @{cell.variant.max_length}")
-        adapter = adapter_cls(encoder, cell.variant, shared, meta_fn(encoder, cell.variant))
+        adapter = LmkEncoder(encoder, cell.variant, shared, model_meta(encoder, cell.variant))
         task_result, per_query = evaluate_cell(task, adapter)
         store.save(
             cell,

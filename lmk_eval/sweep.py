@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import task_registry
+from . import models, task_registry
 from .encoding import DEFAULT_TOKEN_BUDGET
 from .variants import LmkEvalError, Variant, make_variant
 
@@ -161,7 +161,12 @@ def load_sweep(path: str | Path) -> Sweep:
 
 
 def validate(sweep: Sweep) -> None:
-    """Build every variant now, so a typo fails on reading (tasks are checked by ``plan``)."""
+    """Build every variant and name every model now, so a typo fails before any work.
+
+    Tasks are checked by ``plan``, which also runs before any model loads.
+    """
+    for model in sweep.models:
+        models.resolve_model(model)
     for grid in sweep.grids:
         for p in sweep.poolings:
             for n in grid.max_lengths:

@@ -19,14 +19,14 @@ from .variants import LmkEvalError
 
 BEIR = (
     "MSMARCO", "TRECCOVID", "NFCorpus", "NQ", "HotpotQA", "FiQA2018", "ArguAna", "Touche2020",
-    "CQADupstackRetrieval", "Quora", "DBPedia", "SCIDOCS", "FEVER", "ClimateFEVER", "SciFact",
+    "CQADupstackRetrieval", "QuoraRetrieval", "DBPedia", "SCIDOCS", "FEVER", "ClimateFEVER", "SciFact",
 )  # fmt: skip
 LONGEMBED = (
     "LEMBNarrativeQARetrieval", "LEMBQMSumRetrieval", "LEMBWikimQARetrieval",
     "LEMBSummScreenFDRetrieval", "LEMBPasskeyRetrieval", "LEMBNeedleRetrieval",
 )  # fmt: skip
 ONLINE_GROUPS = {"beir": BEIR, "longembed": LONGEMBED}
-ONLINE_ALIASES = {"CQADupstack": "CQADupstackRetrieval"}
+ONLINE_ALIASES = {"CQADupstack": "CQADupstackRetrieval", "Quora": "QuoraRetrieval"}
 
 
 def data_dir(name: str) -> Path:
@@ -113,13 +113,13 @@ BUNDLED: dict[str, tuple[str, str, Callable, list[str], str]] = {
                 _synthetic_loader("passkey", False), [f"test_{n}" for n in SyntheticSpec("passkey").lengths], "ndcg_at_1"),
     "needle": ("long", "LongEmbed-style needle in public-domain books, 256..32768 tokens, 50 x 100",
                _synthetic_loader("needle", False), [f"test_{n}" for n in SyntheticSpec("needle").lengths], "ndcg_at_1"),
-    "needle-depth": ("long", "needle at depth 0.0, 0.1, ..., 1.0 of 512-token documents, 50 x 100",
+    "needle-depth": ("long", "needle at depth 0.0, 0.1, ..., 1.0 of 368-token documents (fit whole), 50 x 100",
                      _synthetic_loader("needle-depth", False), SyntheticSpec("needle-depth").split_names(), "ndcg_at_1"),
     "passkey-quick": ("long", "passkey, 256..4096 tokens, 20 queries x 30 docs/length",
                       _synthetic_loader("passkey", True), [f"test_{n}" for n in QUICK_LENGTHS], "ndcg_at_1"),
     "needle-quick": ("long", "needle, 256..4096 tokens, 20 queries x 30 docs/length",
                      _synthetic_loader("needle", True), [f"test_{n}" for n in QUICK_LENGTHS], "ndcg_at_1"),
-    "needle-depth-quick": ("long", "needle at 11 depths of 512-token documents, 10 x 10 per depth",
+    "needle-depth-quick": ("long", "needle at 11 depths of 368-token documents, 10 x 10 per depth",
                            _synthetic_loader("needle-depth", True), SyntheticSpec("needle-depth").split_names(), "ndcg_at_1"),
 }  # fmt: skip
 

@@ -1,0 +1,255 @@
+"""From a run directory to ``reports/<run>.md``: tables, significance, extrapolation and depth plots."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from .significance import ALPHA, TEST_NAME, paired_test
+from .store import RunStore, atomic_write_text
+from .variants import LmkEvalError
+
+LENGTH_SPLIT = re.compile(r"^test_(\d+)$")
+DEPTH_SPLIT = re.compile(r"^depth_(\d+)$")
+ROW_KEYS = ["model", "task", "context", "max_length", "strategy"]
+
+
+def main_frame(store: RunStore) -> pd.DataFrame:
+    rows = []
+    for r in store.records():
+        c = r.cell
+        for split, metrics in r.scores.items():
+            rows.append({"model": c["model"], "task": r.task, "context": r.context,
+                         "max_length": c["max_length"], "strategy": c["strategy"],
+                         "pooling": c["pooling"], "split": split,
+                         "score": metrics[r.main_score], "metric": r.main_score,
+                         "per_query": r.per_query.get(split, {})})  # fmt: skip
+    if not rows:
+        raise LmkEvalError(f"no finished cells in '{store.root}'; nothing to report")
+    return pd.DataFrame(rows)
+
+
+def pooling_order(frame: pd.DataFrame, baseline: str, sweep: dict) -> list[str]:
+    """Baseline first, then the sweep's own order, then anything else the store holds."""
+    from .variants import make_variant
+
+    declared = []
+    for p in sweep.get("poolings", []):
+        try:
+            declared.append(make_variant(**p).label())
+        except LmkEvalError:
+            continue
+    names = list(dict.fromkeys([*declared, *sorted(frame["pooling"].unique())]))
+    names = [n for n in names if n in set(frame["pooling"])]
+    return sorted(names, key=lambda p: (p != baseline, names.index(p)))
+
+
+def _row_label(key: tuple, vary: dict[str, bool]) -> str:
+    model, task, _context, max_length, strategy = key
+    label = task
+    if vary["max_length"] or vary["strategy"]:
+        label += f" @{max_length}" + (f"/{strategy}" if vary["strategy"] else "")
+    if vary["model"]:
+        label = f"{model}: {label}"
+    return label
+
+
+def _fmt(value: float, bold: bool, mark: str = "") -> str:
+    text = f"{value * 100:.1f}{mark}"
+    return f"**{text}**" if bold else text
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _pooled_queries(group: pd.DataFrame, pooling: str) -> dict[str, float]:
+    """Per-query scores of one pooling across all splits of a row, keyed split/query."""
+    out = {}
+    for _, r in group[group["pooling"] == pooling].iterrows():
+        out.update({f"{r['split']}/{q}": v for q, v in r["per_query"].items()})
+    return out
+
+
+def main_table(frame: pd.DataFrame, poolings: list[str], baseline: str) -> tuple[str, list[str]]:
+    """Per-row main score (mean over splits), best in bold, † where significantly != baseline."""
+    vary = {k: frame[k].nunique() > 1 for k in ("model", "max_length", "strategy")}
+    rows, notes, context_means = [], [], {}
+    for key, group in frame.groupby(ROW_KEYS, sort=False):
+        means = group.groupby("pooling")["score"].mean()
+        best = means.max()
+        cells = []
+        base_q = _pooled_queries(group, baseline) if baseline in means else {}
+        for p in poolings:
+            if p not in means:
+                cells.append("–")
+                continue
+            mark = ""
+            if base_q and p != baseline:
+                cmp = paired_test(_pooled_queries(group, p), base_q)
+                if cmp.significant:
+                    mark = "†"
+                if cmp.p_value is not None:
+                    notes.append(f"{_row_label(key, vary)}: {p} vs {baseline}: Δ={cmp.mean_diff * 100:+.1f},"
+                                 f" p={cmp.p_value:.3g}, n={cmp.n}")  # fmt: skip
+            cells.append(_fmt(means[p], means[p] == best, mark))
+        splits = group["split"].nunique()
+        rows.append([_row_label(key, vary), group["metric"].iloc[0], str(splits), *cells])
+        context_means.setdefault(key[2], []).append(means)
+    for context, series in context_means.items():
+        avg = pd.concat(series, axis=1).mean(axis=1)
+        best = avg.max()
+        rows.append([f"*{context}-context average*", "", str(len(series)),
+                     *[_fmt(avg[p], avg[p] == best) if p in avg else "–" for p in poolings]])  # fmt: skip
+    return _markdown_table(["task", "metric", "splits", *poolings], rows), notes
+
+
+def split_tables(frame: pd.DataFrame, pattern: re.Pattern, poolings: list[str], scale: float,
+                 column: str) -> list[tuple[str, str]]:  # fmt: skip
+    """One table per row key whose splits match ``pattern`` (length or depth), splits as rows."""
+    out = []
+    vary = {k: frame[k].nunique() > 1 for k in ("model", "max_length", "strategy")}
+    for key, group in frame.groupby(ROW_KEYS, sort=False):
+        matched = group[group["split"].str.match(pattern)]
+        if matched.empty:
+            continue
+        matched = matched.assign(x=matched["split"].str.extract(pattern)[0].astype(float) * scale)
+        table = matched.pivot_table(index="x", columns="pooling", values="score").sort_index()
+        rows = []
+        for x, r in table.iterrows():
+            best = r.max()
+            label = f"{x:g}"
+            rows.append([label, *[_fmt(r[p], r[p] == best) if p in r else "–" for p in poolings]])
+        out.append((_row_label(key, vary), _markdown_table([column, *poolings], rows)))
+    return out
+
+
+def _series(frame: pd.DataFrame, pattern: re.Pattern, scale: float) -> dict[str, pd.DataFrame]:
+    vary = {k: frame[k].nunique() > 1 for k in ("model", "max_length", "strategy")}
+    out = {}
+    for key, group in frame.groupby(ROW_KEYS, sort=False):
+        matched = group[group["split"].str.match(pattern)]
+        if not matched.empty:
+            matched = matched.assign(
+                x=matched["split"].str.extract(pattern)[0].astype(float) * scale
+            )
+            out[_row_label(key, vary)] = matched.pivot_table(
+                index="x", columns="pooling", values="score"
+            )
+    # single-split tasks run at several max_lengths: score against max_length
+    for (model, task, strategy), group in frame.groupby(["model", "task", "strategy"], sort=False):
+        if group["max_length"].nunique() > 1 and group["split"].nunique() == 1:
+            table = group.pivot_table(index="max_length", columns="pooling", values="score")
+            label = f"{task}/{strategy}" if vary["strategy"] else task
+            label = f"{model}: {label}" if vary["model"] else label
+            out[f"{label} (max_length)"] = table
+    return out
+
+
+def plot(series: dict[str, pd.DataFrame], poolings: list[str], path: Path, *, xlabel: str,
+         ylabel: str, log2: bool, title: str) -> Path | None:  # fmt: skip
+    if not series:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(series)
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
+    markers = "osD^v<>ph*"
+    for ax, (name, table) in zip(axes.flat, series.items(), strict=False):
+        for i, p in enumerate(x for x in poolings if x in table.columns):
+            ax.plot(table.index, table[p] * 100, marker=markers[i % len(markers)], label=p)
+        if log2:
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(list(table.index))
+            ax.set_xticklabels([f"{int(x)}" for x in table.index], rotation=45)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("max_length (tokens)" if "(max_length)" in name else xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) -> Path:
+    store = RunStore(run_dir)
+    if not store.cells_dir.is_dir():
+        raise LmkEvalError(
+            f"'{run_dir}' is not a run directory (no cells/); run `lmk-eval run` first"
+        )
+    sweep = store.sweep() or {}
+    baseline = baseline or sweep.get("baseline", "cls")
+    frame = main_frame(store)
+    poolings = pooling_order(frame, baseline, sweep)
+    name = run_dir.name
+    assets = reports_dir / name
+    table, notes = main_table(frame, poolings, baseline)
+    length_plot = plot(_series(frame, LENGTH_SPLIT, 1), poolings, assets / "length.png",
+                       xlabel="document length (tokens)", ylabel="main score ×100", log2=True,
+                       title="Length extrapolation")  # fmt: skip
+    depth_plot = plot(_series(frame, DEPTH_SPLIT, 0.01), poolings, assets / "depth.png",
+                      xlabel="needle depth (fraction of document)", ylabel="nDCG@1 ×100",
+                      log2=False, title="Evidence depth")  # fmt: skip
+    parts = [
+        f"# lmk-eval report: {name}",
+        "",
+        sweep.get("description", ""),
+        "",
+        "## Settings",
+        "",
+        f"- models: {', '.join(sorted(frame['model'].unique()))}",
+        f"- poolings: {', '.join(poolings)} (baseline for significance: `{baseline}`)",
+        f"- tasks: {', '.join(dict.fromkeys(frame['task']))}",
+        f"- max_length: {', '.join(map(str, sorted(frame['max_length'].unique())))};"
+        f" strategy: {', '.join(sorted(frame['strategy'].unique()))}",
+        f"- cells: {frame.groupby(ROW_KEYS + ['pooling']).ngroups}; run directory: `{run_dir}`;"
+        f" written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        "## Main scores",
+        "",
+        "Main score ×100 (mean over a task's splits, as LongEmbed averages over lengths). Best per"
+        f" row in **bold**; † marks a difference from `{baseline}` with p < {ALPHA} ({TEST_NAME},"
+        " all splits' queries pooled).",
+        "",
+        table,
+        "",
+    ]
+    length_tables = split_tables(frame, LENGTH_SPLIT, poolings, 1, "length")
+    if length_plot or length_tables:
+        parts += ["## Length extrapolation", ""]
+        if length_plot:
+            parts += [f"![length extrapolation]({name}/length.png)", ""]
+        for label, t in length_tables:
+            parts += [f"**{label}** (score ×100 per document length in tokens)", "", t, ""]
+    depth_tables = split_tables(frame, DEPTH_SPLIT, poolings, 0.01, "depth")
+    if depth_plot:
+        parts += ["## Evidence depth", "",
+                  "Needle placed at a fixed fraction of each document (0 = first word, 1 = last).",
+                  "", f"![evidence depth]({name}/depth.png)", ""]  # fmt: skip
+        for label, t in depth_tables:
+            parts += [f"**{label}**", "", t, ""]
+    if notes:
+        parts += ["## Significance", "", f"{TEST_NAME}; Δ is candidate − baseline ×100.", ""]
+        parts += [f"- {n}" for n in notes] + [""]
+    path = reports_dir / f"{name}.md"
+    atomic_write_text(path, "\n".join(parts))
+    return path

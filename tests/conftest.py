@@ -1,0 +1,53 @@
+"""Shared fixtures: the real packaged model, loaded once, and a tiny real BEIR folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def text_encoder():
+    from lmk_eval.encoding import TextEncoder
+
+    return TextEncoder(None).load()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(text_encoder):
+    return text_encoder.tokenisation.tokenizer
+
+
+def write_beir(folder: Path, corpus: list[dict], queries: list[dict], qrels: list[tuple]) -> Path:
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    with (folder / "corpus.jsonl").open("w") as f:
+        for d in corpus:
+            f.write(
+                json.dumps({"_id": d["id"], "title": d.get("title", ""), "text": d["text"]}) + "\n"
+            )
+    with (folder / "queries.jsonl").open("w") as f:
+        for q in queries:
+            f.write(json.dumps({"_id": q["id"], "text": q["text"]}) + "\n")
+    with (folder / "qrels" / "test.tsv").open("w") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        for q, d, s in qrels:
+            f.write(f"{q}\t{d}\t{s}\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_beir(tmp_path_factory) -> Path:
+    """8 real SciFact claims, their abstracts and 12 distractors, as a BEIR folder."""
+    from lmk_eval.task_registry import _beir_loader
+
+    split = _beir_loader("scifact", (8, 20))()["test"]
+    qrels = [(q, d, s) for q, docs in split.qrels.items() for d, s in docs.items()]
+    return write_beir(
+        tmp_path_factory.mktemp("tiny") / "tiny_scifact", split.corpus, split.queries, qrels
+    )

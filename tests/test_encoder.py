@@ -1,0 +1,142 @@
+"""The real MiniLM through the encoder and the mteb adapter."""
+
+import mteb
+import numpy as np
+import pytest
+
+import lmk_eval
+from lmk_eval.encoding import SharedEmbeddings, TextEncoder, token_budget_batches
+from lmk_eval.mteb_adapter import LmkEncoder, model_meta
+from lmk_eval.tokenisation import Window
+from lmk_eval.variants import make_variant
+
+TEXTS = [
+    "A cat sat on the mat.",
+    "Landmark tokens are inserted after every chunk of a long document, and their states are averaged.",
+    "What is the capital of France?",
+    "Mean pooling averages all token states.",
+    "CLS pooling keeps only the first state.",
+    "Passkeys hidden deep in long documents are hard to find.",
+    "The grass is green. The sky is blue. The sun is yellow.",
+    "Sentence embeddings map text to vectors.",
+    "Short",
+    "Ten short texts are enough to test an encoder.",
+]
+SHARED_POOLINGS = ["cls", "mean", "max", "lasttoken", "weightedmean", "mean_sqrt_len_tokens",
+                   "mean_every_k", "layer_mean"]  # fmt: skip
+
+
+def variants(*names, **options):
+    return [make_variant(n, max_length=options.pop("max_length", 128), **options) for n in names]
+
+
+def test_mean_reproduces_sentence_transformers(text_encoder):
+    from sentence_transformers import SentenceTransformer
+
+    from lmk_eval.models import packaged_model_path
+
+    reference = SentenceTransformer(str(packaged_model_path()), device="cpu").encode(
+        TEXTS, normalize_embeddings=True
+    )
+    ours = LmkEncoder(text_encoder, make_variant("mean", max_length=256)).encode(TEXTS)
+    cosine = (ours * reference).sum(axis=1)
+    assert cosine.min() > 0.9999
+
+
+def test_cls_mean_and_lmk_differ_and_are_normalised(text_encoder):
+    out = text_encoder.encode(TEXTS, variants("cls", "mean", "lmk"))
+    cls_, mean_, lmk_ = out.values()
+    for a, b in [(cls_, mean_), (cls_, lmk_), (mean_, lmk_)]:
+        assert np.abs(a - b).max() > 1e-3
+    for arr in out.values():
+        np.testing.assert_allclose(np.linalg.norm(arr, axis=1), 1.0, rtol=1e-5)
+
+
+def test_shared_forward_pass_is_bit_identical_to_each_pooling_alone(text_encoder):
+    together = text_encoder.encode(TEXTS, variants(*SHARED_POOLINGS))
+    passes_before = text_encoder.stats.forward_passes
+    text_encoder.encode(TEXTS, variants("mean"))
+    one_group_passes = text_encoder.stats.forward_passes - passes_before
+    for v in variants(*SHARED_POOLINGS):
+        alone = text_encoder.encode(TEXTS, [v])[v]
+        assert np.array_equal(alone, together[v]), v.label()
+    assert one_group_passes >= 1
+
+
+def test_shared_embeddings_serve_siblings_without_new_forward_passes(text_encoder):
+    siblings = variants("cls", "mean", "lmk")
+    shared = SharedEmbeddings(text_encoder, siblings)
+    first = shared.get(TEXTS, siblings[0])
+    passes = text_encoder.stats.forward_passes
+    second = shared.get(TEXTS, siblings[1])
+    assert text_encoder.stats.forward_passes == passes  # mean came with cls's pass
+    shared.get(TEXTS, siblings[2])
+    assert text_encoder.stats.forward_passes > passes  # lmk has its own tokens
+    assert not np.array_equal(first, second)
+
+
+def test_order_is_restored_whatever_the_length_sorting(text_encoder):
+    v = variants("lmk")[0]
+    forward = text_encoder.encode(TEXTS, [v])[v]
+    backward = text_encoder.encode(TEXTS[::-1], [v])[v]
+    np.testing.assert_allclose(forward, backward[::-1], atol=1e-5)
+
+
+def test_token_budget_batches_sort_by_length_and_respect_the_budget():
+    windows = [Window(i, [0] * n, [False] * n) for i, n in enumerate([5, 50, 7, 49, 3, 48])]
+    batches = list(token_budget_batches(windows, budget=100))
+    for b in batches:
+        assert len(b[0].ids) * len(b) <= 100
+    assert [w.owner for b in batches for w in b] == [1, 3, 5, 2, 0, 4]
+
+
+def test_windowed_lmk_pools_all_landmarks_across_windows(text_encoder):
+    long_text = " ".join(TEXTS * 4)
+    window = make_variant("lmk", interval=8, max_length=64, strategy="window")
+    truncated = make_variant("lmk", interval=8, max_length=64)
+    out = text_encoder.encode([long_text], [window, truncated])
+    assert not np.allclose(out[window], out[truncated])
+    windows = text_encoder.tokenisation.windows([long_text], window)
+    assert len(windows) > 1  # the text really was split
+
+
+def test_variants_never_collide_in_mteb_cache(text_encoder):
+    kwargs = [
+        model_meta(text_encoder, v).experiment_kwargs
+        for v in variants("cls", "mean", "lmk")
+        + variants("lmk", interval=64)
+        + variants("lmk", max_length=256)
+        + variants("lmk", strategy="window")
+    ]
+    assert len({str(sorted(k.items())) for k in kwargs}) == len(kwargs)
+    meta = model_meta(text_encoder, variants("lmk")[0])
+    assert "/" in meta.name and meta.embed_dim == 384 and meta.similarity_fn_name is not None
+
+
+def test_encoder_satisfies_mteb_protocol_and_runs_end_to_end(tiny_beir):
+    from lmk_eval.task_registry import resolve
+
+    task = resolve(str(tiny_beir))[0].build()
+    task.load_data()
+    scores = {}
+    for name in ("cls", "mean", "lmk"):
+        enc = lmk_eval.encoder(None, name, max_length=256)
+        assert isinstance(enc, mteb.EncoderProtocol)
+        result = mteb.evaluate(enc, task, cache=None, show_progress_bar=False, co2_tracker=False)
+        scores[name] = result.task_results[0].get_score()
+    assert all(0.0 < s <= 1.0 for s in scores.values())
+
+
+def test_encoder_accepts_hub_ids_and_local_dirs_without_loading(tmp_path):
+    from lmk_eval.models import packaged_model_path, resolve_model
+
+    local = resolve_model(str(packaged_model_path()))
+    assert local.local and local.name.startswith("local/")
+    hub = resolve_model("BAAI/bge-small-en-v1.5")
+    assert not hub.local and hub.name == "BAAI/bge-small-en-v1.5"
+
+
+def test_hub_model_offline_gives_one_clear_line():
+    enc = TextEncoder("nonexistent-org/nonexistent-model")
+    with pytest.raises(lmk_eval.LmkEvalError, match="could not load model Hugging Face hub id"):
+        enc.load()

@@ -1,0 +1,182 @@
+"""Sweeps end to end on a tiny real task: store, resume after a kill, determinism, gate, report."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lmk_eval.gate import check, write_baseline
+from lmk_eval.report import write_report
+from lmk_eval.runner import run_sweep
+from lmk_eval.store import RunStore
+from lmk_eval.sweep import load_sweep, plan, sweep_from_dict
+from lmk_eval.variants import LmkEvalError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_sweep(folder: Path, name: str = "tiny"):
+    return sweep_from_dict(
+        {
+            "name": name,
+            "poolings": [
+                {"pooling": "cls"},
+                {"pooling": "mean"},
+                {"pooling": "lmk", "interval": 16},
+            ],
+            "grid": [
+                {"tasks": [str(folder)], "max_length": [64, 128], "strategy": "truncate"},
+                {"tasks": ["needle-depth-quick:depth_000+depth_100"], "max_length": [512]},
+            ],
+        },
+        name,
+    )
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_beir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    summary = run_sweep(tiny_sweep(tiny_beir), out, progress=False, log=lambda m: None)
+    return out, summary
+
+
+def test_run_stores_every_cell_with_mteb_results_and_tidy_csv(finished_run):
+    out, summary = finished_run
+    assert summary.total == summary.computed == 9
+    cells = sorted((out / "cells").iterdir())
+    assert len(cells) == 9
+    assert all((c / "cell.json").exists() and len(list(c.glob("*.json"))) == 2 for c in cells)
+    frame = pd.read_csv(out / "scores.csv")
+    for column in ["model", "pooling", "options", "task", "split", "max_length", "metric", "score"]:
+        assert column in frame.columns
+    assert set(frame["pooling"]) == {"cls", "mean", "lmk[fixed/16]"}
+    assert set(frame[frame.main]["split"]) == {"test", "depth_000", "depth_100"}
+
+
+def test_per_query_scores_average_to_mteb_main_score(finished_run):
+    out, _ = finished_run
+    for record in RunStore(out).records():
+        for split, per_query in record.per_query.items():
+            mean = sum(per_query.values()) / len(per_query)
+            assert mean == pytest.approx(record.scores[split][record.main_score], abs=1e-4)
+
+
+def test_rerun_of_a_finished_sweep_loads_no_model(finished_run, tiny_beir):
+    out, _ = finished_run
+    before = (out / "scores.csv").read_text()
+    summary = run_sweep(tiny_sweep(tiny_beir), out, progress=False, log=lambda m: None)
+    assert summary.computed == 0 and not summary.model_loaded
+    assert (out / "scores.csv").read_text() == before
+
+
+def test_two_runs_give_identical_scores(finished_run, tiny_beir, tmp_path):
+    out, _ = finished_run
+    run_sweep(tiny_sweep(tiny_beir), tmp_path / "again", progress=False, log=lambda m: None)
+    assert (tmp_path / "again" / "scores.csv").read_text() == (out / "scores.csv").read_text()
+
+
+def _run_cli(args, **kw):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "lmk_eval.cli", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)  # fmt: skip
+
+
+def _wait_for_cells(cells: Path, n: int, proc, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if cells.is_dir() and len([p for p in cells.iterdir() if (p / "cell.json").exists()]) >= n:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {n} cells appeared; exit {proc.poll()}")
+
+
+def test_killed_and_interrupted_runs_resume_to_the_uninterrupted_result(
+    finished_run, tiny_beir, tmp_path
+):
+    out, _ = finished_run
+    target = tmp_path / "resumed"
+    args = ["run", "--tasks", str(tiny_beir), "--pooling", "cls,mean,lmk", "--interval", "16",
+            "--max-length", "64,128,256", "--output", str(target), "--no-report", "--no-progress"]  # fmt: skip
+    proc = _run_cli(args)
+    _wait_for_cells(target / "cells", 1, proc)
+    proc.kill()  # SIGKILL: no chance to clean up
+    proc.wait()
+    proc = _run_cli(args)
+    _wait_for_cells(target / "cells", 4, proc)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "run the same command to resume" in err
+    assert "Traceback" not in err
+    finished = _run_cli(args)
+    _, err = finished.communicate(timeout=300)
+    assert finished.returncode == 0, err
+    straight = tmp_path / "straight"
+    run_sweep(load_sweep_from_args(args, straight), straight, progress=False, log=lambda m: None)
+    assert (target / "scores.csv").read_text() == (straight / "scores.csv").read_text()
+    assert not any((target / ".tmp").glob("*"))
+
+
+def load_sweep_from_args(args, output):
+    from lmk_eval.cli import build_parser, sweep_from_args
+
+    parsed = build_parser().parse_args(args[:-4] + ["--output", str(output)])
+    return sweep_from_args(parsed)
+
+
+def test_gate_passes_on_true_baseline_and_names_cells_on_a_doctored_one(finished_run, tmp_path):
+    import json
+
+    out, _ = finished_run
+    baseline = tmp_path / "baseline.json"
+    n = write_baseline(out, baseline)
+    assert n == 3 * 2 + 3 * 2  # folder: 3 poolings x 2 lengths; depth: 3 poolings x 2 splits
+    assert check(out, baseline, 0.01) == ([], n)
+    doc = json.loads(baseline.read_text())
+    key = next(k for k in doc["scores"] if "|mean|" in k)
+    doc["scores"][key] += 0.05
+    doc["scores"]["default|gone|cls|64|truncate|test"] = 0.5
+    baseline.write_text(json.dumps(doc))
+    failures, _ = check(out, baseline, 0.01)
+    assert len(failures) == 2
+    assert any(key in f and "< baseline" in f for f in failures)
+    assert any("gone" in f and "missing" in f for f in failures)
+    loose, _ = check(out, baseline, 0.06)  # the +0.05 doctoring is within tolerance now
+    assert len(loose) == 1 and "missing" in loose[0]
+
+
+def test_report_has_tables_significance_and_both_plots(finished_run, tmp_path):
+    out, _ = finished_run
+    path = write_report(out, tmp_path / "reports")
+    text = path.read_text()
+    assert "| task | metric | splits | cls | mean | lmk[fixed/16] |" in text
+    assert "**" in text and "paired t-test" in text
+    assert (
+        "## Evidence depth" in text
+        and (tmp_path / "reports" / "tiny" / "depth.png").stat().st_size > 10_000
+    )
+    assert (tmp_path / "reports" / "tiny" / "length.png").exists()  # the folder task at 64 and 128
+
+
+def test_sweep_config_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('poolings = ["cls"]\ntasks = ["scifact"]\nmax_lenght = [256]\n')
+    with pytest.raises(LmkEvalError, match="unknown key.*max_lenght"):
+        load_sweep(bad)
+    bad.write_text('poolings = ["cls", "nope"]\ntasks = ["scifact"]\n')
+    with pytest.raises(LmkEvalError, match="unknown pooling 'nope'"):
+        load_sweep(bad)
+    bad.write_text("poolings = [")
+    with pytest.raises(LmkEvalError, match="not valid TOML"):
+        load_sweep(bad)
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "tasks").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_sweeps_parse_and_plan(config, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    groups = plan(load_sweep(config))
+    assert groups and all(g.cells for g in groups)
