@@ -103,8 +103,8 @@ BUNDLED: dict[str, tuple[str, str, Callable, list[str], str]] = {
     # name: (context, description, loader, splits, main score)
     "scifact": ("short", "BEIR SciFact test (300 claims, 5,183 abstracts)",
                 _beir_loader("scifact"), ["test"], "ndcg_at_10"),
-    "scifact-quick": ("short", "SciFact: first 100 test claims, 600 abstracts (relevant + sampled)",
-                      _beir_loader("scifact", (100, 600)), ["test"], "ndcg_at_10"),
+    "scifact-quick": ("short", "SciFact: first 100 test claims, 400 abstracts (their relevant ones + sampled)",
+                      _beir_loader("scifact", (100, 400)), ["test"], "ndcg_at_10"),
     "qmsum": ("long", "QMSum meetings: 1,534 queries -> 232 transcripts (median ~9k words)",
               _beir_loader("qmsum"), ["test"], "ndcg_at_10"),
     "qmsum-quick": ("long", "QMSum: first 200 queries, all 232 transcripts",

@@ -152,7 +152,7 @@ def test_quick_tasks_are_subsets_with_their_relevant_documents():
     task.load_data()
     data = task.dataset["default"]["test"]
     corpus_ids = set(data["corpus"]["id"])
-    assert len(data["queries"]) == 100 and len(corpus_ids) == 600
+    assert len(data["queries"]) == 100 and len(corpus_ids) == 400
     assert all(d in corpus_ids for docs in data["relevant_docs"].values() for d in docs)
 
 
