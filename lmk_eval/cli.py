@@ -109,6 +109,40 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--baseline", required=True, help="baseline JSON from `lmk-eval baseline`")
     check.add_argument("--tolerance", type=float, default=0.01, help="allowed drop (default 0.01)")
 
+    train = sub.add_parser(
+        "train",
+        help="fine-tune one checkpoint per (pooling, seed) from the same base and data",
+        description="Matched fine-tuning with sentence-transformers (MultipleNegativesRankingLoss, "
+        "in-batch negatives) on a BEIR folder's train split. lmk trains with variable intervals "
+        "(32/64/128/256 per text) and is saved for evaluation with a fixed interval. Finished "
+        "checkpoints are skipped, so an interrupted run resumes.",
+    )
+    train.add_argument(
+        "--base", default="default", help="base model (default: packaged all-MiniLM-L6-v2)"
+    )
+    train.add_argument(
+        "--pooling",
+        type=_csv,
+        default=["cls", "mean", "lmk"],
+        help="poolings (default cls,mean,lmk)",
+    )
+    train.add_argument(
+        "--data", help="BEIR folder with qrels/<split>.tsv (default: bundled SciFact train split)"
+    )
+    train.add_argument("--split", default="train", help="qrels split to train on (default train)")
+    train.add_argument(
+        "--steps", type=int, default=100, help="optimiser steps per checkpoint (default 100)"
+    )
+    train.add_argument("--batch-size", type=int, default=32, help="pairs per batch (default 32)")
+    train.add_argument("--lr", type=float, default=2e-5, help="learning rate (default 2e-5)")
+    train.add_argument("--seeds", type=_ints, default=[0], help="comma-separated seeds (default 0)")
+    train.add_argument(
+        "--max-seq-length", type=int, default=256, help="tokens per text in training (default 256)"
+    )
+    train.add_argument(
+        "--output", default="checkpoints", help="checkpoint directory (default checkpoints/)"
+    )
+
     gen = sub.add_parser(
         "generate", help="regenerate the synthetic tasks and compare with the shipped files"
     )
@@ -253,12 +287,25 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 1 if differ else 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, train_all
+
+    cfg = TrainConfig(base=args.base, poolings=args.pooling, data=args.data, split=args.split,
+                      steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
+                      seeds=args.seeds, max_seq_length=args.max_seq_length, output=args.output)  # fmt: skip
+    for r in train_all(cfg, log=_info):
+        last = f"{r['losses'][-1]:.4f}" if r["losses"] else "n/a"
+        _info(f"{r['pooling']} seed {r['seed']}: last loss {last}, {r['seconds']}s")
+    return 0
+
+
 def _info(message: str) -> None:
     print(message, file=sys.stderr)
 
 
 COMMANDS = {"list": cmd_list, "tasks": cmd_tasks, "run": cmd_run, "report": cmd_report,
-            "baseline": cmd_baseline, "check": cmd_check, "generate": cmd_generate}  # fmt: skip
+            "baseline": cmd_baseline, "check": cmd_check, "generate": cmd_generate,
+            "train": cmd_train}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

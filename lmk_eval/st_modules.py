@@ -1,0 +1,135 @@
+"""lmk-eval's tokenisation and pooling as sentence-transformers modules.
+
+A model built from ``LandmarkTransformer`` + ``HarnessPooling`` (+ ST's ``Normalize``) tokenises
+with the harness's code path (landmarks, multi-CLS or plain) and pools with its pure functions, so
+a checkpoint trained with sentence-transformers saves with ``model.save(dir)``, loads back with
+``SentenceTransformer(dir)`` wherever ``lmk_eval`` is installed, and encodes exactly as
+``lmk_eval.encoder(dir, pooling=...)`` does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from sentence_transformers.base.modules import Module, Transformer
+
+from .encoding import pool_batch
+from .tokenisation import Tokenisation
+from .variants import LmkEvalError, Variant, make_variant
+
+MARKERS = "lmk_markers"
+
+
+class LandmarkTransformer(Transformer):
+    """ST's Transformer with the harness's landmark-aware tokenisation in ``preprocess``."""
+
+    config_keys = [
+        *Transformer.config_keys,
+        "pooling",
+        "granularity",
+        "interval",
+        "intervals",
+        "seed",
+    ]
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        *,
+        pooling: str = "lmk",
+        granularity: str = "fixed",
+        interval: int = 32,
+        intervals: list[int] | tuple[int, ...] = (32, 64, 128, 256),
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model_name_or_path, **kwargs)
+        self.pooling = pooling
+        self.granularity = granularity
+        self.interval = interval
+        self.intervals = list(intervals)
+        self.seed = seed
+        make_variant(
+            pooling, granularity=granularity, interval=interval, intervals=intervals, seed=seed
+        )
+        self._tokenisation: Tokenisation | None = None
+
+    @property
+    def tokenisation(self) -> Tokenisation:
+        if self._tokenisation is None:
+            positions = int(getattr(self.model.config, "max_position_embeddings", 512))
+            self._tokenisation = Tokenisation(self.tokenizer, positions)
+        return self._tokenisation
+
+    def variant(self) -> Variant:
+        max_length = self.max_seq_length or self.tokenisation.max_positions
+        return make_variant(
+            self.pooling,
+            granularity=self.granularity,
+            interval=self.interval,
+            intervals=self.intervals,
+            seed=self.seed,
+            max_length=min(max_length, self.tokenisation.max_positions),
+        )
+
+    def preprocess(self, inputs, prompt: str | None = None, **kwargs: Any) -> dict[str, Any]:
+        if not inputs:
+            return {}
+        texts = [(prompt or "") + t for t in inputs]
+        windows = self.tokenisation.windows(texts, self.variant())
+        width = max(len(w.ids) for w in windows)
+        ids = torch.zeros((len(windows), width), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        markers = torch.zeros_like(ids, dtype=torch.bool)
+        for row, w in enumerate(windows):
+            ids[row, : len(w.ids)] = torch.tensor(w.ids)
+            mask[row, : len(w.ids)] = 1
+            markers[row, : len(w.ids)] = torch.tensor(w.markers)
+        return {"input_ids": ids, "attention_mask": mask, MARKERS: markers}
+
+
+class HarnessPooling(Module):
+    """Pools token embeddings with ``lmk_eval.pooling`` (landmark markers from the input module)."""
+
+    config_keys = ["pooling", "interval", "embedding_dimension"]
+
+    def __init__(self, embedding_dimension: int, pooling: str = "lmk", interval: int = 32) -> None:
+        super().__init__()
+        if pooling == "layer_mean":
+            raise LmkEvalError("layer_mean is evaluation-only; train with another pooling")
+        self.embedding_dimension = embedding_dimension
+        self.pooling = pooling
+        self.interval = interval
+        self._variant = make_variant(pooling, interval=interval)
+
+    def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        hidden = features["token_embeddings"]
+        mask = features["attention_mask"]
+        markers = features.get(MARKERS)
+        if markers is None:
+            markers = torch.zeros_like(mask, dtype=torch.bool)
+        features["sentence_embedding"] = pool_batch(
+            self._variant, hidden, mask, markers.bool(), None
+        )[0]
+        return features
+
+    def get_embedding_dimension(self) -> int:
+        return self.embedding_dimension
+
+    def save(self, output_path: str, *args: Any, **kwargs: Any) -> None:
+        self.save_config(output_path)
+
+
+def build_model(base: str, pooling: str, *, max_seq_length: int = 256, **options: Any):
+    """A SentenceTransformer of ``base`` (a local dir or hub id) pooled with ``pooling``."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Normalize
+
+    transformer = LandmarkTransformer(
+        base, pooling=pooling, max_seq_length=max_seq_length, **options
+    )
+    pool = HarnessPooling(
+        transformer.get_embedding_dimension(), pooling=pooling, interval=options.get("interval", 32)
+    )
+    return SentenceTransformer(modules=[transformer, pool, Normalize()], device="cpu")

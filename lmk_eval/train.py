@@ -1,0 +1,190 @@
+"""Matched fine-tuning: one checkpoint per (pooling, seed) from the same base, data, steps and seeds.
+
+Training uses sentence-transformers' own trainer and MultipleNegativesRankingLoss (in-batch
+negatives) on (query, relevant document) pairs of a BEIR folder's train split. LMK trains with
+``variable`` granularity (an interval drawn per text from 32/64/128/256, as the authors do) and is
+saved with the fixed interval used for evaluation. A finished checkpoint is skipped on re-run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .beir import read_beir_folder
+from .models import resolve_model
+from .store import atomic_write_text
+from .task_registry import data_dir
+from .variants import LmkEvalError, make_variant
+
+DONE_FILE = "lmk_eval_training.json"
+
+
+@dataclass
+class TrainConfig:
+    base: str = "default"
+    poolings: list[str] = field(default_factory=lambda: ["cls", "mean", "lmk"])
+    data: str | None = None  # BEIR folder; None = bundled SciFact (train split)
+    split: str = "train"
+    steps: int = 100
+    batch_size: int = 32
+    learning_rate: float = 2e-5
+    seeds: list[int] = field(default_factory=lambda: [0])
+    max_seq_length: int = 256
+    eval_interval: int = 32
+    output: str = "checkpoints"
+
+    def validate(self) -> None:
+        for p in self.poolings:
+            make_variant(p)
+            if p == "layer_mean":
+                raise LmkEvalError("layer_mean is evaluation-only; train cls, mean, lmk, ...")
+        if self.steps < 1 or self.batch_size < 2:
+            raise LmkEvalError("steps must be >= 1 and batch size >= 2 (in-batch negatives)")
+        if not self.learning_rate > 0:
+            raise LmkEvalError(f"learning rate must be > 0, got {self.learning_rate}")
+
+
+def training_pairs(folder: Path, split: str) -> list[dict[str, str]]:
+    """(query, relevant document) pairs; the folder must have qrels/<split>.tsv."""
+    data = read_beir_folder(folder, split)
+    docs = {d["id"]: (d["title"] + " " + d["text"]).strip() for d in data.corpus}
+    queries = {q["id"]: q["text"] for q in data.queries}
+    return [
+        {"anchor": queries[q], "positive": docs[d]}
+        for q, rel in data.qrels.items()
+        for d, score in rel.items()
+        if score > 0
+    ]
+
+
+def checkpoint_dir(cfg: TrainConfig, pooling: str, seed: int) -> Path:
+    return Path(cfg.output) / f"{pooling}-seed{seed}"
+
+
+def is_trained(path: Path) -> bool:
+    return (path / DONE_FILE).is_file()
+
+
+def train_one(
+    cfg: TrainConfig, pooling: str, seed: int, pairs: list[dict[str, str]]
+) -> dict[str, Any]:
+    from datasets import Dataset
+    from sentence_transformers import (
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+        losses,
+    )
+    from sentence_transformers.base.sampler import BatchSamplers
+
+    from .st_modules import build_model
+
+    base = resolve_model(cfg.base)
+    options = {"granularity": "variable"} if pooling in ("lmk", "multi_cls") else {}
+    if pooling == "mean_every_k":
+        options["interval"] = cfg.eval_interval
+    model = build_model(base.ref, pooling, max_seq_length=cfg.max_seq_length, seed=seed, **options)
+    target = checkpoint_dir(cfg, pooling, seed)
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(staging / "trainer"),
+        max_steps=cfg.steps,
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        warmup_steps=max(1, cfg.steps // 10),
+        seed=seed,
+        data_seed=seed,
+        save_strategy="no",
+        logging_steps=1,
+        report_to=[],
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        use_cpu=not _cuda(),
+        disable_tqdm=os.environ.get("CI") == "true",
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(pairs),
+        loss=losses.MultipleNegativesRankingLoss(model),
+    )
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    losses_seen = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    transformer = model[0]
+    if pooling in ("lmk", "multi_cls"):  # evaluate with the fixed interval, as the authors do
+        transformer.granularity = "fixed"
+        transformer.interval = cfg.eval_interval
+    shutil.rmtree(staging / "trainer", ignore_errors=True)
+    model.save(str(staging))
+    record = {
+        "base": base.name,
+        "base_path": base.ref,
+        "pooling": pooling,
+        "trained_granularity": options.get("granularity", "none"),
+        "saved_granularity": transformer.granularity,
+        "seed": seed,
+        "pairs": len(pairs),
+        "seconds": round(seconds, 1),
+        "losses": losses_seen,
+        "config": asdict(cfg),
+    }
+    (staging / "TRAINING.md").write_text(model_card(record), encoding="utf-8")
+    atomic_write_text(staging / DONE_FILE, json.dumps(record, indent=1))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)
+    return record
+
+
+def model_card(r: dict[str, Any]) -> str:
+    c = r["config"]
+    losses = r["losses"]
+    return "\n".join([
+        f"# {r['pooling']} checkpoint (seed {r['seed']}) trained by lmk-eval",
+        "",
+        f"- base: {r['base']} ({r['base_path']})",
+        f"- pooling: {r['pooling']}; landmark granularity in training: {r['trained_granularity']};"
+        f" saved for evaluation with: {r['saved_granularity']}"
+        + (f" (interval {c['eval_interval']})" if r["saved_granularity"] == "fixed" else ""),
+        f"- data: {c['data'] or 'bundled SciFact'} split {c['split']}: {r['pairs']} (query, document) pairs",
+        "- loss: MultipleNegativesRankingLoss, in-batch negatives, no-duplicates batches",
+        f"- steps {c['steps']}, batch size {c['batch_size']}, learning rate {c['learning_rate']},"
+        f" 10% warm-up, max_seq_length {c['max_seq_length']}, seed {r['seed']}",
+        f"- loss first/last step: {losses[0]:.4f} / {losses[-1]:.4f}" if losses else "- no loss logged",
+        f"- wall time: {r['seconds']} s",
+        "",
+        "Load with `SentenceTransformer(dir, trust_remote_code=True)` (sentence-transformers 6 asks",
+        "that for any module outside its namespace) or `lmk_eval.encoder(dir, pooling=...)`.",
+        "",
+    ])  # fmt: skip
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def train_all(cfg: TrainConfig, log=print) -> list[dict[str, Any]]:
+    cfg.validate()
+    folder = Path(cfg.data) if cfg.data else data_dir("scifact")
+    pairs = training_pairs(folder, cfg.split)
+    if len(pairs) < cfg.batch_size:
+        raise LmkEvalError(f"only {len(pairs)} training pairs in {folder}; lower --batch-size")
+    records = []
+    for seed in cfg.seeds:
+        for pooling in cfg.poolings:
+            target = checkpoint_dir(cfg, pooling, seed)
+            if is_trained(target):
+                log(f"{target}: already trained, skipped")
+                records.append(json.loads((target / DONE_FILE).read_text()))
+                continue
+            log(f"training {pooling} seed {seed} on {len(pairs)} pairs -> {target}")
+            records.append(train_one(cfg, pooling, seed, pairs))
+    return records

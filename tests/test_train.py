@@ -1,0 +1,87 @@
+"""Matched fine-tuning: a few real steps on a tiny generated folder."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import lmk_eval
+from lmk_eval.models import packaged_model_path
+from lmk_eval.synthetic import needles
+from lmk_eval.train import TrainConfig, train_all, training_pairs
+from tests.conftest import write_beir
+
+
+@pytest.fixture(scope="module")
+def train_folder(tmp_path_factory):
+    """16 needle facts as documents, their questions as queries, split 'train'."""
+    facts = needles()[:16]
+    corpus = [{"id": f"d{i}", "text": fact} for i, (fact, _) in enumerate(facts)]
+    queries = [{"id": f"q{i}", "text": q} for i, (_, q) in enumerate(facts)]
+    folder = write_beir(tmp_path_factory.mktemp("train") / "facts", corpus, queries,
+                        [(f"q{i}", f"d{i}", 1) for i in range(16)])  # fmt: skip
+    (folder / "qrels" / "test.tsv").rename(folder / "qrels" / "train.tsv")
+    return folder
+
+
+def in_batch_loss(model, pairs) -> float:
+    """MultipleNegativesRankingLoss over all pairs at once, from the model's own embeddings."""
+    a = torch.tensor(model.encode([p["anchor"] for p in pairs]))
+    b = torch.tensor(model.encode([p["positive"] for p in pairs]))
+    scores = 20.0 * a @ b.T
+    return float(torch.nn.functional.cross_entropy(scores, torch.arange(len(pairs))))
+
+
+@pytest.fixture(scope="module")
+def trained(train_folder, tmp_path_factory):
+    cfg = TrainConfig(poolings=["lmk"], data=str(train_folder), steps=8, batch_size=8,
+                      learning_rate=1e-4, max_seq_length=64,
+                      output=str(tmp_path_factory.mktemp("ckpt")))  # fmt: skip
+    (record,) = train_all(cfg, log=lambda m: None)
+    return cfg, record
+
+
+def test_training_lowers_the_loss_on_its_data(train_folder, trained):
+    from sentence_transformers import SentenceTransformer
+
+    from lmk_eval.st_modules import build_model
+
+    cfg, record = trained
+    pairs = training_pairs(train_folder, "train")
+    before = in_batch_loss(build_model(str(packaged_model_path()), "lmk", max_seq_length=64), pairs)
+    model = SentenceTransformer(f"{cfg.output}/lmk-seed0", device="cpu", trust_remote_code=True)
+    after = in_batch_loss(model, pairs)
+    assert after < before
+    assert len(record["losses"]) == 8 and record["saved_granularity"] == "fixed"
+
+
+def test_checkpoint_round_trips_through_the_harness_encoder(trained):
+    from sentence_transformers import SentenceTransformer
+
+    cfg, _ = trained
+    path = f"{cfg.output}/lmk-seed0"
+    texts = ["What colour is the door?", "Landmark pooling for dense embeddings. " * 20, "short"]
+    st = SentenceTransformer(path, device="cpu", trust_remote_code=True).encode(texts)
+    ours = lmk_eval.encoder(path, "lmk", interval=32, max_length=64).encode(texts)
+    assert (st * ours).sum(axis=1).min() > 0.9999
+    card = (Path(path) / "TRAINING.md").read_text()
+    assert "pooling: lmk" in card and "variable" in card and "seed 0" in card
+
+
+def test_finished_checkpoints_are_skipped(trained):
+    cfg, record = trained
+    messages = []
+    (again,) = train_all(cfg, log=messages.append)
+    assert again["losses"] == record["losses"] and "already trained" in messages[0]
+
+
+def test_folder_without_train_split_is_one_clear_error(tmp_path, capsys):
+    from lmk_eval.cli import main
+
+    folder = write_beir(
+        tmp_path / "f", [{"id": "d", "text": "x"}], [{"id": "q", "text": "y"}], [("q", "d", 1)]
+    )
+    assert main(["train", "--data", str(folder), "--output", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "lacks qrels/train.tsv (splits present: test)" in err
+    assert not (tmp_path / "c").exists()
