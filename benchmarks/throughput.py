@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lmk_eval.encoding import TextEncoder, token_budget_batches  # noqa: E402
+from lmk_eval.encoding import TextEncoder, pad_windows, token_budget_batches  # noqa: E402
 from lmk_eval.variants import make_variant  # noqa: E402
 
 SIX_POOLINGS = ["cls", "mean", "max", "weightedmean", "mean_sqrt_len_tokens", "layer_mean"]
@@ -50,12 +50,7 @@ def raw_forward_tokens_per_s(encoder: TextEncoder, texts: list[str], max_length:
     windows = encoder.tokenisation.windows(texts, variant)
     batches = []
     for batch in token_budget_batches(windows, encoder.token_budget):
-        width = len(batch[0].ids)
-        ids = torch.zeros((len(batch), width), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, w in enumerate(batch):
-            ids[row, : len(w.ids)] = torch.tensor(w.ids)
-            mask[row, : len(w.ids)] = 1
+        ids, mask, _ = pad_windows(batch)
         batches.append((ids, mask))
     real = sum(int(m.sum()) for _, m in batches)
     started = time.perf_counter()

@@ -78,6 +78,20 @@ def combine_windows(
     return (stacked * w).sum(dim=0) / w.sum()
 
 
+def pad_windows(windows: Sequence[Window]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded (input_ids, attention_mask, marker_mask) tensors for one batch."""
+    width = max(len(w.ids) for w in windows)
+    ids = torch.zeros((len(windows), width), dtype=torch.long)
+    mask = torch.zeros((len(windows), width), dtype=torch.long)
+    markers = torch.zeros((len(windows), width), dtype=torch.bool)
+    for row, w in enumerate(windows):
+        n = len(w.ids)
+        ids[row, :n] = torch.tensor(w.ids)
+        mask[row, :n] = 1
+        markers[row, :n] = torch.tensor(w.markers)
+    return ids, mask, markers
+
+
 def token_budget_batches(
     windows: Sequence[Window], budget: int, max_rows: int = MAX_BATCH_ROWS
 ) -> Iterator[list[Window]]:
@@ -208,15 +222,8 @@ class TextEncoder:
         return result
 
     def _forward_and_pool(self, model, batch: list[Window], group, need_layers: bool):
-        width = max(len(w.ids) for w in batch)
-        ids = torch.zeros((len(batch), width), dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        markers = torch.zeros((len(batch), width), dtype=torch.bool)
-        for row, w in enumerate(batch):
-            n = len(w.ids)
-            ids[row, :n] = torch.tensor(w.ids)
-            mask[row, :n] = 1
-            markers[row, :n] = torch.tensor(w.markers)
+        ids, mask, markers = pad_windows(batch)
+        width = ids.shape[1]
         started = time.perf_counter()
         with torch.inference_mode():
             outputs = model(

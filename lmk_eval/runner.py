@@ -17,6 +17,7 @@ from pathlib import Path
 from .encoding import SharedEmbeddings, TextEncoder
 from .store import RunStore
 from .sweep import Cell, CellGroup, Sweep, plan
+from .task_registry import ensure_hub
 
 PER_QUERY_PREFIX = {"ndcg_at_": "ndcg_cut_", "map_at_": "map_cut_", "recall_at_": "recall_",
                     "precision_at_": "P_"}  # fmt: skip
@@ -113,9 +114,10 @@ def run_sweep(
     store = RunStore(output)
     store.clean_staging()
     groups = plan(sweep)
-    store.write_sweep(sweep.to_dict())
     todo = [(g, [c for c in g.cells if not store.has(c)]) for g in groups]
     todo = [(g, missing) for g, missing in todo if missing]
+    ensure_hub(list(dict.fromkeys(g.task.name for g, _ in todo if g.task.source == "mteb")))
+    store.write_sweep(sweep.to_dict())
     total = sum(len(g.cells) for g in groups)
     n_missing = sum(len(m) for _, m in todo)
     if not todo:
@@ -140,6 +142,11 @@ def run_sweep(
     finally:
         bar.close()
         store.write_scores_csv()
+        for name, enc in encoders.items():
+            s = enc.stats
+            if s.forward_passes:
+                log(f"{name}: {s.real_tokens:,} tokens in {s.forward_passes} forward passes"
+                    f" ({s.forward_seconds:.0f}s), padding waste {s.padding_waste:.1%}")  # fmt: skip
     return RunSummary(total, n_missing, time.perf_counter() - started, bool(encoders))
 
 

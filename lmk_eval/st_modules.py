@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from sentence_transformers.base.modules import Module, Transformer
 
-from .encoding import pool_batch
+from .encoding import pad_windows, pool_batch
 from .tokenisation import Tokenisation
 from .variants import LmkEvalError, Variant, make_variant
 
@@ -77,15 +77,7 @@ class LandmarkTransformer(Transformer):
         if not inputs:
             return {}
         texts = [(prompt or "") + t for t in inputs]
-        windows = self.tokenisation.windows(texts, self.variant())
-        width = max(len(w.ids) for w in windows)
-        ids = torch.zeros((len(windows), width), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        markers = torch.zeros_like(ids, dtype=torch.bool)
-        for row, w in enumerate(windows):
-            ids[row, : len(w.ids)] = torch.tensor(w.ids)
-            mask[row, : len(w.ids)] = 1
-            markers[row, : len(w.ids)] = torch.tensor(w.markers)
+        ids, mask, markers = pad_windows(self.tokenisation.windows(texts, self.variant()))
         return {"input_ids": ids, "attention_mask": mask, MARKERS: markers}
 
 

@@ -168,6 +168,15 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def ensure_hub(names: list[str]) -> None:
+    """One probe for all hub tasks: fail in one line, naming the offline alternatives."""
+    if names and not hub_reachable():
+        raise LmkEvalError(
+            f"the Hugging Face hub is unreachable, so mteb task(s) {', '.join(names)} cannot be"
+            f" downloaded; offline alternatives: {', '.join(BUNDLED)}"
+        )
+
+
 def _online(name: str, splits: tuple[str, ...] | None) -> TaskRef:
     import mteb
 
@@ -179,11 +188,7 @@ def _online(name: str, splits: tuple[str, ...] | None) -> TaskRef:
     context = "long" if canonical in LONGEMBED else "short"
 
     def build():
-        if not hub_reachable():
-            raise LmkEvalError(
-                f"the Hugging Face hub is unreachable, so mteb task '{canonical}' cannot be"
-                f" downloaded; offline alternatives: {', '.join(BUNDLED)}"
-            )
+        ensure_hub([canonical])
         kwargs = {"eval_splits": list(splits)} if splits else {}
         return mteb.get_task(canonical, **kwargs)
 

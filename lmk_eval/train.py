@@ -78,9 +78,9 @@ def train_one(
     from sentence_transformers import (
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
-        losses,
     )
     from sentence_transformers.base.sampler import BatchSamplers
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     from .st_modules import build_model
 
@@ -111,7 +111,7 @@ def train_one(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(pairs),
-        loss=losses.MultipleNegativesRankingLoss(model),
+        loss=MultipleNegativesRankingLoss(model),
     )
     started = time.perf_counter()
     trainer.train()

@@ -35,6 +35,10 @@ def test_tasks_lists_bundled_and_online(capsys):
             ["--intervals", "32,x", "--granularity", "variable"],
             "intervals must be comma-separated integers",
         ),
+        (
+            ["--tasks", "SciFact"],
+            "hub is unreachable, so mteb task(s) SciFact cannot be downloaded",
+        ),
     ],
 )
 def test_bad_options_give_one_line_and_exit_2(args, message, capsys, tmp_path):
@@ -43,7 +47,7 @@ def test_bad_options_give_one_line_and_exit_2(args, message, capsys, tmp_path):
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("lmk-eval: error:") and message in lines[0]
-    assert not (tmp_path / "out" / "scores.csv").exists()
+    assert not (tmp_path / "out").exists()  # nothing written, not even a run directory
 
 
 def test_bad_model_path_through_the_real_console_entry_point(tmp_path):
