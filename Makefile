@@ -23,7 +23,7 @@ test: $(STAMP)
 # The regression gate CI runs: a small offline sweep checked against the committed baseline.
 ci-gate: $(STAMP)
 	$(BIN)/lmk-eval run --config tasks/ci.toml --output results/ci --no-report
-	$(BIN)/lmk-eval check results/ci --baseline tasks/ci.baseline.json
+	$(BIN)/lmk-eval check results/ci --baseline tasks/ci.baseline.json --both-ways
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py

@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("run_dir")
     check.add_argument("--baseline", required=True, help="baseline JSON from `lmk-eval baseline`")
     check.add_argument("--tolerance", type=float, default=0.01, help="allowed drop (default 0.01)")
+    check.add_argument(
+        "--both-ways", action="store_true", help="also fail on rises beyond the tolerance"
+    )
 
     train = sub.add_parser(
         "train",
@@ -255,12 +258,15 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from .gate import check
 
-    failures, checked = check(Path(args.run_dir), Path(args.baseline), args.tolerance)
+    failures, checked = check(
+        Path(args.run_dir), Path(args.baseline), args.tolerance, both_ways=args.both_ways
+    )
     for line in failures:
         print(f"FAIL {line}")
     if failures:
+        where = "away from" if args.both_ways else "below"
         print(
-            f"check: {len(failures)} of {checked} scores below baseline (tolerance {args.tolerance})"
+            f"check: {len(failures)} of {checked} scores {where} baseline (tol. {args.tolerance})"
         )
         return 1
     print(f"check: all {checked} scores within {args.tolerance} of baseline")

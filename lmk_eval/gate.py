@@ -38,8 +38,14 @@ def write_baseline(run_dir: Path, path: Path) -> int:
     return len(scores)
 
 
-def check(run_dir: Path, baseline_path: Path, tolerance: float) -> tuple[list[str], int]:
-    """Lines naming each baseline cell that is missing or dropped by more than ``tolerance``."""
+def check(
+    run_dir: Path, baseline_path: Path, tolerance: float, both_ways: bool = False
+) -> tuple[list[str], int]:
+    """Lines naming each baseline cell that is missing or dropped by more than ``tolerance``.
+
+    ``both_ways`` also names cells that rose beyond it: the harness is deterministic, so in a
+    correctness gate an unexplained gain (a landmark lost, a fallback taken) is as suspect as a loss.
+    """
     if not baseline_path.is_file():
         raise LmkEvalError(
             f"baseline '{baseline_path}' does not exist; write one with `lmk-eval baseline`"
@@ -59,4 +65,9 @@ def check(run_dir: Path, baseline_path: Path, tolerance: float) -> tuple[list[st
             failures.append(f"{key}: missing from {run_dir}")
         elif actual[key] < want - tolerance:
             failures.append(f"{key}: {actual[key]:.4f} < baseline {want:.4f} - {tolerance}")
+        elif both_ways and actual[key] > want + tolerance:
+            failures.append(
+                f"{key}: {actual[key]:.4f} > baseline {want:.4f} + {tolerance}"
+                " (refresh the baseline if the change is intended)"
+            )
     return failures, len(expected)

@@ -149,6 +149,21 @@ def test_gate_passes_on_true_baseline_and_names_cells_on_a_doctored_one(finished
     assert len(loose) == 1 and "missing" in loose[0]
 
 
+def test_both_ways_gate_also_names_cells_that_rose(finished_run, tmp_path):
+    import json
+
+    out, _ = finished_run
+    baseline = tmp_path / "baseline.json"
+    write_baseline(out, baseline)
+    doc = json.loads(baseline.read_text())
+    key = next(k for k in doc["scores"] if "|cls|" in k)
+    doc["scores"][key] -= 0.05  # the run now looks 0.05 better than the baseline
+    baseline.write_text(json.dumps(doc))
+    assert check(out, baseline, 0.01)[0] == []
+    (failure,) = check(out, baseline, 0.01, both_ways=True)[0]
+    assert key in failure and "> baseline" in failure
+
+
 def test_report_has_tables_significance_and_both_plots(finished_run, tmp_path):
     out, _ = finished_run
     path = write_report(out, tmp_path / "reports")
