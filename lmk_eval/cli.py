@@ -275,10 +275,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from .synthetic import SyntheticSpec, generate
-    from .task_registry import SYNTHETIC_FILE, load_synthetic, synthetic_path, write_synthetic
+    from .task_registry import SYNTHETIC_KINDS, load_synthetic, synthetic_path, write_synthetic
 
     differ = 0
-    for kind in SYNTHETIC_FILE:
+    for kind in SYNTHETIC_KINDS:
         fresh = generate(SyntheticSpec(kind))
         if args.write:
             write_synthetic(kind, fresh, synthetic_path(kind))

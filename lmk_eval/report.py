@@ -78,7 +78,7 @@ def _pooled_queries(group: pd.DataFrame, pooling: str) -> dict[str, float]:
 
 def main_table(frame: pd.DataFrame, poolings: list[str], baseline: str) -> tuple[str, list[str]]:
     """Per-row main score (mean over splits), best in bold, † where significantly != baseline."""
-    vary = {k: frame[k].nunique() > 1 for k in ("model", "max_length", "strategy")}
+    vary = _varying(frame)
     rows, notes, context_means = [], [], {}
     for key, group in frame.groupby(ROW_KEYS, sort=False):
         means = group.groupby("pooling")["score"].mean()
@@ -109,45 +109,50 @@ def main_table(frame: pd.DataFrame, poolings: list[str], baseline: str) -> tuple
     return _markdown_table(["task", "metric", "splits", *poolings], rows), notes
 
 
-def split_tables(frame: pd.DataFrame, pattern: re.Pattern, poolings: list[str], scale: float,
-                 column: str) -> list[tuple[str, str]]:  # fmt: skip
-    """One table per row key whose splits match ``pattern`` (length or depth), splits as rows."""
-    out = []
-    vary = {k: frame[k].nunique() > 1 for k in ("model", "max_length", "strategy")}
-    for key, group in frame.groupby(ROW_KEYS, sort=False):
-        matched = group[group["split"].str.match(pattern)]
-        if matched.empty:
-            continue
-        matched = matched.assign(x=matched["split"].str.extract(pattern)[0].astype(float) * scale)
-        table = matched.pivot_table(index="x", columns="pooling", values="score").sort_index()
-        rows = []
-        for x, r in table.iterrows():
-            best = r.max()
-            label = f"{x:g}"
-            rows.append([label, *[_fmt(r[p], r[p] == best) if p in r else "–" for p in poolings]])
-        out.append((_row_label(key, vary), _markdown_table([column, *poolings], rows)))
-    return out
+def _varying(frame: pd.DataFrame) -> dict[str, bool]:
+    return {k: frame[k].nunique() > 1 for k in ("model", "max_length", "strategy")}
 
 
-def _series(frame: pd.DataFrame, pattern: re.Pattern, scale: float) -> dict[str, pd.DataFrame]:
-    vary = {k: frame[k].nunique() > 1 for k in ("model", "max_length", "strategy")}
+def split_pivots(frame: pd.DataFrame, pattern: re.Pattern, scale: float) -> dict[str, pd.DataFrame]:
+    """Per row key, score by split value (length in tokens or depth fraction) x pooling."""
+    vary = _varying(frame)
     out = {}
     for key, group in frame.groupby(ROW_KEYS, sort=False):
         matched = group[group["split"].str.match(pattern)]
         if not matched.empty:
-            matched = matched.assign(
-                x=matched["split"].str.extract(pattern)[0].astype(float) * scale
+            x = matched["split"].str.extract(pattern)[0].astype(float) * scale
+            table = matched.assign(x=x).pivot_table(index="x", columns="pooling", values="score")
+            out[_row_label(key, vary)] = table.sort_index()
+    return out
+
+
+def split_tables(
+    pivots: dict[str, pd.DataFrame], poolings: list[str], column: str
+) -> list[tuple[str, str]]:
+    """The pivots as markdown, splits as rows, best per row in bold."""
+    out = []
+    for label, table in pivots.items():
+        rows = []
+        for x, r in table.iterrows():
+            best = r.max()
+            rows.append(
+                [f"{x:g}", *[_fmt(r[p], r[p] == best) if p in r else "–" for p in poolings]]
             )
-            out[_row_label(key, vary)] = matched.pivot_table(
-                index="x", columns="pooling", values="score"
-            )
-    # single-split tasks run at several max_lengths: score against max_length
+        out.append((label, _markdown_table([column, *poolings], rows)))
+    return out
+
+
+def max_length_pivots(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Single-split tasks run at several max_lengths: score against max_length."""
+    vary = _varying(frame)
+    out = {}
     for (model, task, strategy), group in frame.groupby(["model", "task", "strategy"], sort=False):
         if group["max_length"].nunique() > 1 and group["split"].nunique() == 1:
-            table = group.pivot_table(index="max_length", columns="pooling", values="score")
             label = f"{task}/{strategy}" if vary["strategy"] else task
             label = f"{model}: {label}" if vary["model"] else label
-            out[f"{label} (max_length)"] = table
+            out[f"{label} (max_length)"] = group.pivot_table(
+                index="max_length", columns="pooling", values="score"
+            )
     return out
 
 
@@ -203,10 +208,12 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
     name = run_dir.name
     assets = reports_dir / name
     table, notes = main_table(frame, poolings, baseline)
-    length_plot = plot(_series(frame, LENGTH_SPLIT, 1), poolings, assets / "length.png",
+    lengths = split_pivots(frame, LENGTH_SPLIT, 1)
+    depths = split_pivots(frame, DEPTH_SPLIT, 0.01)
+    length_plot = plot({**lengths, **max_length_pivots(frame)}, poolings, assets / "length.png",
                        xlabel="document length (tokens)", ylabel="main score ×100", log2=True,
                        title="Length extrapolation")  # fmt: skip
-    depth_plot = plot(_series(frame, DEPTH_SPLIT, 0.01), poolings, assets / "depth.png",
+    depth_plot = plot(depths, poolings, assets / "depth.png",
                       xlabel="needle depth (fraction of document)", ylabel="nDCG@1 ×100",
                       log2=False, title="Evidence depth")  # fmt: skip
     parts = [
@@ -233,14 +240,14 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
         table,
         "",
     ]
-    length_tables = split_tables(frame, LENGTH_SPLIT, poolings, 1, "length")
+    length_tables = split_tables(lengths, poolings, "length")
     if length_plot or length_tables:
         parts += ["## Length extrapolation", ""]
         if length_plot:
             parts += [f"![length extrapolation]({name}/length.png)", ""]
         for label, t in length_tables:
             parts += [f"**{label}** (score ×100 per document length in tokens)", "", t, ""]
-    depth_tables = split_tables(frame, DEPTH_SPLIT, poolings, 0.01, "depth")
+    depth_tables = split_tables(depths, poolings, "depth")
     if depth_plot:
         parts += ["## Evidence depth", "",
                   "Needle placed at a fixed fraction of each document (0 = first word, 1 = last).",

@@ -45,7 +45,7 @@ class TaskRef:
 
 
 # -- bundled data ----------------------------------------------------------------------------
-SYNTHETIC_FILE = {"passkey": "passkey", "needle": "needle", "needle-depth": "needle-depth"}
+SYNTHETIC_KINDS = ("passkey", "needle", "needle-depth")
 QUICK_LENGTHS = (256, 512, 1024, 2048, 4096)
 
 
