@@ -7,7 +7,6 @@ import os
 import sys
 from pathlib import Path
 
-from .sweep import validate
 from .variants import GRANULARITIES, POOLINGS, STRATEGIES, LmkEvalError
 
 DEFAULT_CONFIG = "tasks/quick.toml"
@@ -184,7 +183,7 @@ POOLING_OPTIONS = ("granularity", "interval", "intervals", "seed", "layers")
 
 def sweep_from_args(args: argparse.Namespace):
     """--config, else flags, else tasks/quick.toml; pooling-option flags apply to every pooling."""
-    from .sweep import load_sweep, sweep_from_dict
+    from .sweep import load_sweep, sweep_from_dict, validate
 
     options = {k: getattr(args, k) for k in POOLING_OPTIONS if getattr(args, k) is not None}
     shaping = [args.model, args.pooling, args.tasks, args.max_length, args.strategy]
