@@ -85,14 +85,15 @@ def load(source: ModelSource):
 
 
 def max_positions(model, tokenizer) -> int:
-    """Usable positions: the config's limit less any position-id offset (RoBERTa's 2)."""
+    """Usable positions: the config's limit less any position-id offset (RoBERTa's 2).
+
+    The tokenizer's ``model_max_length`` is not used: sentence-transformers stores its training
+    length there, which says nothing about what the weights can take.
+    """
     config = model.config
     limit = getattr(config, "max_position_embeddings", None) or 512
     if getattr(config, "model_type", "") in {"roberta", "xlm-roberta", "camembert", "mpnet"}:
         limit -= (config.pad_token_id or 0) + 1
-    tok_limit = getattr(tokenizer, "model_max_length", None)
-    if isinstance(tok_limit, int) and 0 < tok_limit < limit:
-        limit = tok_limit
     return int(limit)
 
 

@@ -15,14 +15,24 @@ from .variants import LmkEvalError
 LENGTH_SPLIT = re.compile(r"^test_(\d+)$")
 DEPTH_SPLIT = re.compile(r"^depth_(\d+)$")
 ROW_KEYS = ["model", "task", "context", "max_length", "strategy"]
+CHECKPOINT = re.compile(r"^(?:(?P<root>.*)/)?(?P<pooling>[a-z_]+)-seed(?P<seed>\d+)$")
+
+
+def split_checkpoint(model: str) -> tuple[str, int | None]:
+    """``runs/x/lmk-seed2`` -> (``runs/x``, 2): matched checkpoints of a controlled sweep share a row."""
+    m = CHECKPOINT.match(model.removeprefix("local/"))
+    if m is None:
+        return model, None
+    return m.group("root") or "checkpoints", int(m.group("seed"))
 
 
 def main_frame(store: RunStore) -> pd.DataFrame:
     rows = []
     for r in store.records():
         c = r.cell
+        model, seed = split_checkpoint(c["model"])
         for split, metrics in r.scores.items():
-            rows.append({"model": c["model"], "task": r.task, "context": r.context,
+            rows.append({"model": model, "seed": seed, "task": r.task, "context": r.context,
                          "max_length": c["max_length"], "strategy": c["strategy"],
                          "pooling": c["pooling"], "split": split,
                          "score": metrics[r.main_score], "metric": r.main_score,
@@ -32,12 +42,21 @@ def main_frame(store: RunStore) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _evaluated_as(pooling: str, train: dict) -> dict:
+    from .train import TrainConfig, evaluation_pooling
+
+    return evaluation_pooling(TrainConfig(eval_interval=train.get("eval_interval", 32)), pooling)
+
+
 def pooling_order(frame: pd.DataFrame, baseline: str, sweep: dict) -> list[str]:
     """Baseline first, then the sweep's own order, then anything else the store holds."""
     from .variants import make_variant
 
     declared = []
-    for p in sweep.get("poolings", []):
+    train = sweep.get("train") or {}
+    for p in sweep.get("poolings", []) + [
+        _evaluated_as(n, train) for n in train.get("poolings", [])
+    ]:
         try:
             declared.append(make_variant(**p).label())
         except LmkEvalError:
@@ -57,8 +76,8 @@ def _row_label(key: tuple, vary: dict[str, bool]) -> str:
     return label
 
 
-def _fmt(value: float, bold: bool, mark: str = "") -> str:
-    text = f"{value * 100:.1f}{mark}"
+def _fmt(value: float, bold: bool, mark: str = "", std: float | None = None) -> str:
+    text = f"{value * 100:.1f}" + (f" ± {std * 100:.1f}" if std is not None else "") + mark
     return f"**{text}**" if bold else text
 
 
@@ -72,8 +91,16 @@ def _pooled_queries(group: pd.DataFrame, pooling: str) -> dict[str, float]:
     """Per-query scores of one pooling across all splits of a row, keyed split/query."""
     out = {}
     for _, r in group[group["pooling"] == pooling].iterrows():
-        out.update({f"{r['split']}/{q}": v for q, v in r["per_query"].items()})
+        out.update({f"{r['seed']}/{r['split']}/{q}": v for q, v in r["per_query"].items()})
     return out
+
+
+def _seed_std(group: pd.DataFrame, pooling: str) -> float | None:
+    """Standard deviation over seeds of the split-averaged score, when there are several seeds."""
+    rows = group[group["pooling"] == pooling]
+    if rows["seed"].nunique() < 2:
+        return None
+    return float(rows.groupby("seed")["score"].mean().std())
 
 
 def main_table(frame: pd.DataFrame, poolings: list[str], baseline: str) -> tuple[str, list[str]]:
@@ -97,7 +124,7 @@ def main_table(frame: pd.DataFrame, poolings: list[str], baseline: str) -> tuple
                 if cmp.p_value is not None:
                     notes.append(f"{_row_label(key, vary)}: {p} vs {baseline}: Δ={cmp.mean_diff * 100:+.1f},"
                                  f" p={cmp.p_value:.3g}, n={cmp.n}")  # fmt: skip
-            cells.append(_fmt(means[p], means[p] == best, mark))
+            cells.append(_fmt(means[p], means[p] == best, mark, _seed_std(group, p)))
         splits = group["split"].nunique()
         rows.append([_row_label(key, vary), group["metric"].iloc[0], str(splits), *cells])
         context_means.setdefault(key[2], []).append(means)
@@ -223,7 +250,13 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
         "",
         "## Settings",
         "",
-        f"- models: {', '.join(sorted(frame['model'].unique()))}",
+        f"- models: {', '.join(sorted(frame['model'].unique()))}"
+        + (
+            f"; seeds: {', '.join(str(int(x)) for x in sorted(frame['seed'].dropna().unique()))}"
+            " (scores are means over seeds, ± their standard deviation)"
+            if frame["seed"].notna().any()
+            else ""
+        ),
         f"- poolings: {', '.join(poolings)} (baseline for significance: `{baseline}`)",
         f"- tasks: {', '.join(dict.fromkeys(frame['task']))}",
         f"- max_length: {', '.join(map(str, sorted(frame['max_length'].unique())))};"

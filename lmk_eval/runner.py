@@ -113,6 +113,12 @@ def run_sweep(
     started = time.perf_counter()
     store = RunStore(output)
     store.clean_staging()
+    if (
+        sweep.train is not None
+    ):  # controlled sweep: matched checkpoints first (finished ones skipped)
+        from .train import train_all
+
+        train_all(sweep.train_config(), log=log)
     groups = plan(sweep)
     todo = [(g, [c for c in g.cells if not store.has(c)]) for g in groups]
     todo = [(g, missing) for g, missing in todo if missing]

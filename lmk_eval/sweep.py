@@ -29,7 +29,7 @@ from .variants import LmkEvalError, Variant, make_variant
 
 DEFAULT_MODEL = "default"
 SWEEP_KEYS = {"name", "description", "models", "poolings", "grid", "baseline", "token_budget",
-              "tasks", "max_length", "strategy"}  # fmt: skip
+              "tasks", "max_length", "strategy", "train"}  # fmt: skip
 GRID_KEYS = {"tasks", "max_length", "strategy"}
 
 
@@ -49,6 +49,35 @@ class Sweep:
     baseline: str = "cls"
     description: str = ""
     token_budget: int = DEFAULT_TOKEN_BUDGET
+    train: dict[str, Any] | None = None  # a controlled sweep: train, then evaluate each checkpoint
+
+    def train_config(self):
+        from dataclasses import fields
+
+        from .train import TrainConfig
+
+        if self.train is None:
+            return None
+        unknown = set(self.train) - {f.name for f in fields(TrainConfig)}
+        if unknown:
+            valid = ", ".join(f.name for f in fields(TrainConfig))
+            raise LmkEvalError(
+                f"[train]: unknown key(s) {', '.join(sorted(unknown))}; valid: {valid}"
+            )
+        return TrainConfig(**self.train)
+
+    def model_poolings(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        """(model, poolings) pairs: every model x every pooling, or each checkpoint x its own."""
+        cfg = self.train_config()
+        if cfg is None:
+            return [(m, self.poolings) for m in self.models]
+        from .train import checkpoint_dir, evaluation_pooling
+
+        return [
+            (str(checkpoint_dir(cfg, p, seed)), [evaluation_pooling(cfg, p)])
+            for seed in cfg.seeds
+            for p in cfg.poolings
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +87,7 @@ class Sweep:
             "baseline": self.baseline,
             "token_budget": self.token_budget,
             "poolings": self.poolings,
+            "train": self.train,
             "grid": [
                 {"tasks": g.tasks, "max_length": g.max_lengths, "strategy": g.strategy}
                 for g in self.grids
@@ -130,7 +160,8 @@ def sweep_from_dict(d: dict[str, Any], default_name: str) -> Sweep:
     poolings = []
     for p in _as_list(d.get("poolings")):
         poolings.append({"pooling": p} if isinstance(p, str) else dict(p))
-    if not poolings:
+    train = dict(d["train"]) if "train" in d else None
+    if not poolings and train is None:
         raise LmkEvalError("sweep: no poolings given")
     if "grid" in d:
         grids = [_grid(g, f"grid {i + 1}") for i, g in enumerate(_as_list(d["grid"]))]
@@ -144,6 +175,7 @@ def sweep_from_dict(d: dict[str, Any], default_name: str) -> Sweep:
         grids=grids,
         baseline=str(d.get("baseline", "cls")),
         token_budget=int(d.get("token_budget", DEFAULT_TOKEN_BUDGET)),
+        train=train,
     )
     validate(sweep)
     return sweep
@@ -165,23 +197,29 @@ def validate(sweep: Sweep) -> None:
 
     Tasks are checked by ``plan``, which also runs before any model loads.
     """
-    for model in sweep.models:
-        models.resolve_model(model)
+    cfg = sweep.train_config() if sweep.train is not None else None
+    if cfg is not None:
+        cfg.validate()  # checkpoints do not exist yet: training makes them
+        models.resolve_model(cfg.base)
+    else:
+        for model in sweep.models:
+            models.resolve_model(model)
     for grid in sweep.grids:
-        for p in sweep.poolings:
-            for n in grid.max_lengths:
-                make_variant(**{**p, "max_length": n, "strategy": grid.strategy})
+        for _model, poolings in sweep.model_poolings():
+            for p in poolings:
+                for n in grid.max_lengths:
+                    make_variant(**{**p, "max_length": n, "strategy": grid.strategy})
 
 
 def plan(sweep: Sweep) -> list[CellGroup]:
     groups: list[CellGroup] = []
-    for model in sweep.models:
+    for model, poolings in sweep.model_poolings():
         for grid in sweep.grids:
             for ref in task_registry.resolve_all(grid.tasks):
                 for n in grid.max_lengths:
                     variants = dict.fromkeys(
                         make_variant(**{**p, "max_length": n, "strategy": grid.strategy})
-                        for p in sweep.poolings
+                        for p in poolings
                     )
                     groups.append(
                         CellGroup(model, ref, [Cell(model, v, ref.name) for v in variants])

@@ -39,6 +39,10 @@ class TrainConfig:
     eval_interval: int = 32
     output: str = "checkpoints"
 
+    def __post_init__(self) -> None:
+        self.poolings = list(self.poolings)
+        self.seeds = list(self.seeds)
+
     def validate(self) -> None:
         for p in self.poolings:
             make_variant(p)
@@ -48,6 +52,15 @@ class TrainConfig:
             raise LmkEvalError("steps must be >= 1 and batch size >= 2 (in-batch negatives)")
         if not self.learning_rate > 0:
             raise LmkEvalError(f"learning rate must be > 0, got {self.learning_rate}")
+
+
+def evaluation_pooling(cfg: TrainConfig, pooling: str) -> dict[str, Any]:
+    """How a checkpoint trained with ``pooling`` is evaluated: landmarks at the fixed interval."""
+    if pooling in ("lmk", "multi_cls"):
+        return {"pooling": pooling, "granularity": "fixed", "interval": cfg.eval_interval}
+    if pooling == "mean_every_k":
+        return {"pooling": pooling, "interval": cfg.eval_interval}
+    return {"pooling": pooling}
 
 
 def training_pairs(folder: Path, split: str) -> list[dict[str, str]]:

@@ -85,3 +85,45 @@ def test_folder_without_train_split_is_one_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "lacks qrels/train.tsv (splits present: test)" in err
     assert not (tmp_path / "c").exists()
+
+
+def test_controlled_sweep_trains_then_evaluates_each_checkpoint_with_its_pooling(
+    train_folder, tmp_path
+):
+    from lmk_eval.report import write_report
+    from lmk_eval.runner import run_sweep
+    from lmk_eval.store import RunStore
+    from lmk_eval.sweep import sweep_from_dict
+
+    sweep = sweep_from_dict(
+        {
+            "name": "controlled-tiny",
+            "train": {
+                "poolings": ["mean", "lmk"],
+                "seeds": [0, 1],
+                "data": str(train_folder),
+                "steps": 2,
+                "batch_size": 8,
+                "max_seq_length": 64,
+                "output": str(tmp_path / "ckpt"),
+            },  # fmt: skip
+            "tasks": ["needle-depth-quick:depth_000+depth_050"],
+            "max_length": [512],
+        },
+        "controlled-tiny",
+    )
+    out = tmp_path / "run"
+    summary = run_sweep(sweep, out, progress=False, log=lambda m: None)
+    assert summary.computed == 4  # 2 poolings x 2 seeds, each checkpoint with its own pooling only
+    pairs = {
+        (r.cell["model"].rsplit("/", 1)[-1], r.cell["pooling"]) for r in RunStore(out).records()
+    }
+    assert pairs == {("mean-seed0", "mean"), ("mean-seed1", "mean"),
+                     ("lmk-seed0", "lmk[fixed/32]"), ("lmk-seed1", "lmk[fixed/32]")}  # fmt: skip
+    messages = []
+    again = run_sweep(sweep, out, progress=False, log=messages.append)
+    assert again.computed == 0 and not again.model_loaded
+    assert sum("already trained" in m for m in messages) == 4
+    text = write_report(out, tmp_path / "reports", baseline="mean").read_text()
+    assert "seeds: 0, 1" in text and " ± " in text
+    assert "| needle-depth-quick | ndcg_at_1 |" in text  # one row for all checkpoints and seeds
