@@ -86,28 +86,37 @@ def _run_cli(args, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)  # fmt: skip
 
 
+def _finished(cells: Path) -> int:
+    return len([p for p in cells.iterdir() if (p / "cell.json").exists()]) if cells.is_dir() else 0
+
+
 def _wait_for_cells(cells: Path, n: int, proc, timeout=180):
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
-        if cells.is_dir() and len([p for p in cells.iterdir() if (p / "cell.json").exists()]) >= n:
+        if _finished(cells) >= n:
             return
-        time.sleep(0.2)
+        time.sleep(0.1)
     raise AssertionError(f"fewer than {n} cells appeared; exit {proc.poll()}")
+
+
+LENGTHS = "32,48,64,96,128,192,256"  # 7 lengths x 3 poolings = 21 cells: work left after any signal
 
 
 def test_killed_and_interrupted_runs_resume_to_the_uninterrupted_result(
     finished_run, tiny_beir, tmp_path
 ):
-    out, _ = finished_run
     target = tmp_path / "resumed"
     args = ["run", "--tasks", str(tiny_beir), "--pooling", "cls,mean,lmk", "--interval", "16",
-            "--max-length", "64,128,256", "--output", str(target), "--no-report", "--no-progress"]  # fmt: skip
+            "--max-length", LENGTHS, "--output", str(target), "--no-report", "--no-progress"]  # fmt: skip
     proc = _run_cli(args)
     _wait_for_cells(target / "cells", 1, proc)
     proc.kill()  # SIGKILL: no chance to clean up
     proc.wait()
+    killed_at = _finished(target / "cells")
+    assert killed_at < 21
     proc = _run_cli(args)
-    _wait_for_cells(target / "cells", 4, proc)
+    _wait_for_cells(target / "cells", killed_at + 1, proc)  # the restarted run made progress
+    assert proc.poll() is None, "the run finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)  # Ctrl-C
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "run the same command to resume" in err
@@ -115,6 +124,7 @@ def test_killed_and_interrupted_runs_resume_to_the_uninterrupted_result(
     finished = _run_cli(args)
     _, err = finished.communicate(timeout=300)
     assert finished.returncode == 0, err
+    assert _finished(target / "cells") == 21
     straight = tmp_path / "straight"
     run_sweep(load_sweep_from_args(args, straight), straight, progress=False, log=lambda m: None)
     assert (target / "scores.csv").read_text() == (straight / "scores.csv").read_text()
