@@ -81,10 +81,10 @@ def load(source: ModelSource):
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         hint = "" if source.local else " (offline? pass a local model directory instead)"
         raise LmkEvalError(f"could not load model {where} '{source.ref}': {reason}{hint}") from None
-    return tokenizer, model, max_positions(model, tokenizer)
+    return tokenizer, model, max_positions(model)
 
 
-def max_positions(model, tokenizer) -> int:
+def max_positions(model) -> int:
     """Usable positions: the config's limit less any position-id offset (RoBERTa's 2).
 
     The tokenizer's ``model_max_length`` is not used: sentence-transformers stores its training

@@ -3,8 +3,9 @@
 A model built from ``LandmarkTransformer`` + ``HarnessPooling`` (+ ST's ``Normalize``) tokenises
 with the harness's code path (landmarks, multi-CLS or plain) and pools with its pure functions, so
 a checkpoint trained with sentence-transformers saves with ``model.save(dir)``, loads back with
-``SentenceTransformer(dir)`` wherever ``lmk_eval`` is installed, and encodes exactly as
-``lmk_eval.encoder(dir, pooling=...)`` does.
+``SentenceTransformer(dir, trust_remote_code=True)`` wherever ``lmk_eval`` is installed
+(sentence-transformers 6 asks that for any module class outside its own package), and encodes
+exactly as ``lmk_eval.encoder(dir, pooling=...)`` does.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from sentence_transformers.base.modules import Module, Transformer
 
 from .encoding import pad_windows, pool_batch
+from .models import max_positions
 from .tokenisation import Tokenisation
 from .variants import LmkEvalError, Variant, make_variant
 
@@ -58,8 +60,7 @@ class LandmarkTransformer(Transformer):
     @property
     def tokenisation(self) -> Tokenisation:
         if self._tokenisation is None:
-            positions = int(getattr(self.model.config, "max_position_embeddings", 512))
-            self._tokenisation = Tokenisation(self.tokenizer, positions)
+            self._tokenisation = Tokenisation(self.tokenizer, max_positions(self.model))
         return self._tokenisation
 
     def variant(self) -> Variant:
