@@ -113,10 +113,8 @@ def run_sweep(
     started = time.perf_counter()
     store = RunStore(output)
     store.clean_staging()
-    if (
-        sweep.train is not None
-    ):  # controlled sweep: matched checkpoints first (finished ones skipped)
-        from .train import train_all
+    if sweep.train is not None:
+        from .train import train_all  # controlled sweep: matched checkpoints first
 
         train_all(sweep.train_config(), log=log)
     groups = plan(sweep)

@@ -197,15 +197,16 @@ def validate(sweep: Sweep) -> None:
 
     Tasks are checked by ``plan``, which also runs before any model loads.
     """
-    cfg = sweep.train_config() if sweep.train is not None else None
+    cfg = sweep.train_config()
     if cfg is not None:
         cfg.validate()  # checkpoints do not exist yet: training makes them
         models.resolve_model(cfg.base)
     else:
         for model in sweep.models:
             models.resolve_model(model)
+    pairs = sweep.model_poolings()
     for grid in sweep.grids:
-        for _model, poolings in sweep.model_poolings():
+        for _model, poolings in pairs:
             for p in poolings:
                 for n in grid.max_lengths:
                     make_variant(**{**p, "max_length": n, "strategy": grid.strategy})

@@ -98,9 +98,10 @@ def train_one(
     from .st_modules import build_model
 
     base = resolve_model(cfg.base)
-    options = {"granularity": "variable"} if pooling in ("lmk", "multi_cls") else {}
-    if pooling == "mean_every_k":
-        options["interval"] = cfg.eval_interval
+    saved = evaluation_pooling(cfg, pooling)  # what the checkpoint is evaluated with
+    options = {k: v for k, v in saved.items() if k != "pooling"}
+    if saved.get("granularity") == "fixed":  # landmarks train with per-text intervals
+        options["granularity"] = "variable"
     model = build_model(base.ref, pooling, max_seq_length=cfg.max_seq_length, seed=seed, **options)
     target = checkpoint_dir(cfg, pooling, seed)
     staging = target.with_name(target.name + ".partial")
@@ -131,9 +132,9 @@ def train_one(
     seconds = time.perf_counter() - started
     losses_seen = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     transformer = model[0]
-    if pooling in ("lmk", "multi_cls"):  # evaluate with the fixed interval, as the authors do
-        transformer.granularity = "fixed"
-        transformer.interval = cfg.eval_interval
+    for key in ("granularity", "interval"):  # saved as evaluated, as the authors do
+        if key in saved:
+            setattr(transformer, key, saved[key])
     shutil.rmtree(staging / "trainer", ignore_errors=True)
     model.save(str(staging))
     record = {
