@@ -1,8 +1,10 @@
 """Running the model: token-budget batches, streamed windows, many poolings per forward pass.
 
-``TextEncoder.encode(texts, variants)`` tokenises once per tokenisation group, runs every window
-through the model once, and applies every requested pooling to the same hidden states. Windows of
-one text are combined as they stream past, so memory holds one batch of states at a time.
+``TextEncoder.encode(texts, variants)`` tokenises once per tokenisation group, runs every distinct
+window through the model once (identical windows, such as the repeated filler of passkey
+haystacks, are computed once and shared), and applies every requested pooling to the same hidden
+states. Windows of one text are combined as they stream past, so memory holds one batch of states
+at a time.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ class EncodeStats:
     """Counters a benchmark or report can read back; they only ever grow."""
 
     texts: int = 0
-    windows: int = 0
+    windows: int = 0  # windows run through the model
+    reused_windows: int = 0  # windows served from an identical window's forward pass
     real_tokens: int = 0
     padded_tokens: int = 0
     forward_passes: int = 0
@@ -106,6 +109,20 @@ def token_budget_batches(
         batch.append(windows[i])
     if batch:
         yield batch
+
+
+def unique_windows(windows: Sequence[Window]) -> tuple[list[Window], dict[int, list[Window]]]:
+    """Distinct inputs, and for each (by ``id``) every window that is identical to it.
+
+    A window's pooled vector depends on its tokens and markers only, so identical windows need one
+    forward pass; LongEmbed-style passkey documents repeat the same filler windows many times.
+    """
+    first: dict[tuple, Window] = {}
+    users: dict[int, list[Window]] = defaultdict(list)
+    for w in windows:
+        u = first.setdefault((tuple(w.ids), tuple(w.markers)), w)
+        users[id(u)].append(w)
+    return list(first.values()), users
 
 
 def _slices(texts: Sequence[str], chars_per_slice: int) -> Iterator[tuple[int, int]]:
@@ -196,19 +213,22 @@ class TextEncoder:
         bar = self._bar(len(texts), group)
         for lo, hi in _slices(texts, chars):
             windows = tokenisation.windows(texts[lo:hi], group[0])
+            distinct, users = unique_windows(windows)
+            self.stats.reused_windows += len(windows) - len(distinct)
             per_text: dict[Variant, dict[int, tuple[list, list]]] = {
                 v: defaultdict(lambda: ([], [])) for v in group
             }
             remaining = defaultdict(int)
             for w in windows:
                 remaining[w.owner] += 1
-            for batch in token_budget_batches(windows, self.token_budget):
+            for batch in token_budget_batches(distinct, self.token_budget):
                 pooled = self._forward_and_pool(model, batch, group, need_layers)
                 for v, (vecs, weights) in pooled.items():
-                    for row, w in enumerate(batch):
-                        per_text[v][w.owner][0].append(vecs[row])
-                        per_text[v][w.owner][1].append(float(weights[row]))
-                for w in batch:
+                    for row, u in enumerate(batch):
+                        for w in users[id(u)]:
+                            per_text[v][w.owner][0].append(vecs[row])
+                            per_text[v][w.owner][1].append(float(weights[row]))
+                for w in (w for u in batch for w in users[id(u)]):
                     remaining[w.owner] -= 1
                     if remaining[w.owner] == 0:
                         for v in group:

@@ -222,6 +222,40 @@ def plot(series: dict[str, pd.DataFrame], poolings: list[str], path: Path, *, xl
     return path
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def compute_section(store: RunStore) -> list[str]:
+    """Measured wall time per task and for training, summed over every (resumed) run segment."""
+    records = store.records()
+    timed = [r for r in records if r.seconds is not None]
+    training = store.training_records()
+    if not timed and not training:
+        return []
+    per_task: dict[str, list[float]] = {}
+    for r in timed:
+        per_task.setdefault(r.task, []).append(r.seconds)
+    rows = [[task, str(len(s)), _duration(sum(s))] for task, s in per_task.items()]
+    if training:
+        rows.append(
+            ["training", str(len(training)), _duration(sum(t["seconds"] for t in training))]
+        )
+    total = sum(map(sum, per_task.values())) + sum(t["seconds"] for t in training)
+    rows.append(["**total**", "", f"**{_duration(total)}**"])
+    untimed = len(records) - len(timed)
+    return [
+        "## Compute",
+        "",
+        "Wall time measured per cell (encoding + mteb scoring) and per trained checkpoint, summed;"
+        " a run interrupted and resumed counts only the work it kept."
+        + (f" {untimed} cell(s) from older runs carry no timing." if untimed else ""),
+        "",
+        _markdown_table(["step", "cells / checkpoints", "wall time"], rows),
+        "",
+    ]
+
+
 def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) -> Path:
     store = RunStore(run_dir)
     if not store.cells_dir.is_dir():
@@ -290,6 +324,7 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
     if notes:
         parts += ["## Significance", "", f"{TEST_NAME}; Δ is candidate − baseline ×100.", ""]
         parts += [f"- {n}" for n in notes] + [""]
+    parts += compute_section(store)
     path = reports_dir / f"{name}.md"
     atomic_write_text(path, "\n".join(parts))
     return path

@@ -113,10 +113,6 @@ def run_sweep(
     started = time.perf_counter()
     store = RunStore(output)
     store.clean_staging()
-    if sweep.train is not None:
-        from .train import train_all  # controlled sweep: matched checkpoints first
-
-        train_all(sweep.train_config(), log=log)
     groups = plan(sweep)
     todo = [(g, [c for c in g.cells if not store.has(c)]) for g in groups]
     todo = [(g, missing) for g, missing in todo if missing]
@@ -129,6 +125,7 @@ def run_sweep(
         log(f"all {total} cells already in {store.root}; nothing to compute")
         return RunSummary(total, 0, time.perf_counter() - started, False)
     log(f"{n_missing} of {total} cells to compute -> {store.root}")
+    train_checkpoint = _checkpoint_trainer(sweep, store, log)
     quiet_libraries()
     from tqdm.auto import tqdm
 
@@ -136,6 +133,7 @@ def run_sweep(
     bar = tqdm(total=n_missing, desc="cells", unit="cell", disable=not progress)
     try:
         for group, missing in todo:
+            train_checkpoint(group.model)
             encoder = encoders.get(group.model)
             if encoder is None:
                 encoder = TextEncoder(
@@ -154,6 +152,28 @@ def run_sweep(
     return RunSummary(total, n_missing, time.perf_counter() - started, bool(encoders))
 
 
+def _checkpoint_trainer(
+    sweep: Sweep, store: RunStore, log: Callable[[str], None]
+) -> Callable[[str], None]:
+    """For a controlled sweep: train a checkpoint just before its first cell (seed by seed, so an
+    interrupted sweep leaves whole seeds behind) and keep its training record with the results."""
+    cfg = sweep.train_config()
+    if cfg is None:
+        return lambda model: None
+    from .train import checkpoint_jobs, ensure_trained, load_pairs
+
+    jobs = checkpoint_jobs(cfg)
+    pairs = load_pairs(cfg)  # a bad training folder fails before any work
+
+    def train(model: str) -> None:
+        if model in jobs:
+            pooling, seed = jobs.pop(model)
+            record = ensure_trained(cfg, pooling, seed, pairs, log)
+            store.save_training(Path(model).name, record)
+
+    return train
+
+
 def _run_group(
     store: RunStore, group: CellGroup, missing: list[Cell], encoder: TextEncoder, bar
 ) -> None:
@@ -165,6 +185,7 @@ def _run_group(
     for cell in missing:
         bar.set_postfix_str(f"{cell.task} {cell.variant.label()} @{cell.variant.max_length}")
         adapter = LmkEncoder(encoder, cell.variant, shared, model_meta(encoder, cell.variant))
+        cell_started = time.perf_counter()
         task_result, per_query = evaluate_cell(task, adapter)
         store.save(
             cell,
@@ -173,6 +194,7 @@ def _run_group(
             main_score=task.metadata.main_score,
             scores=split_scores(task_result),
             per_query=per_query,
+            seconds=time.perf_counter() - cell_started,
         )
         bar.update(1)
     shared.clear()

@@ -5,6 +5,7 @@ Layout of a run directory::
     sweep.json                 the sweep as run
     cells/<cell-key>/cell.json the cell, its scores per split, per-query main scores
     cells/<cell-key>/<Task>.json  mteb's TaskResult, as mteb writes it
+    training/<checkpoint>.json training record of each checkpoint a controlled sweep trained
     scores.csv                 one row per (cell, split, metric)
 
 A cell directory is built under ``.tmp`` and renamed into place, so a kill at any moment leaves
@@ -55,6 +56,7 @@ class CellRecord:
     main_score: str
     scores: dict[str, dict[str, float]]  # split -> metric -> value
     per_query: dict[str, dict[str, float]]  # split -> query id -> main-metric value
+    seconds: float | None = None  # wall time of the cell (encoding + scoring); older runs lack it
 
 
 class RunStore:
@@ -77,6 +79,7 @@ class RunStore:
         main_score: str,
         scores: dict[str, dict[str, float]],
         per_query: dict[str, dict[str, float]],
+        seconds: float | None = None,
     ) -> None:
         staging_root = self.root / ".tmp"
         staging_root.mkdir(parents=True, exist_ok=True)
@@ -90,6 +93,7 @@ class RunStore:
                 "main_score": main_score,
                 "scores": scores,
                 "per_query": per_query,
+                "seconds": None if seconds is None else round(seconds, 2),
             }
             (staging / "cell.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
             target = self.cell_dir(cell)
@@ -110,6 +114,14 @@ class RunStore:
             d = json.loads(path.read_text(encoding="utf-8"))
             out.append(CellRecord(**d))
         return out
+
+    def save_training(self, name: str, record: dict[str, Any]) -> None:
+        """Keep a checkpoint's training record with the results (checkpoints are not committed)."""
+        atomic_write_text(self.root / "training" / f"{name}.json", json.dumps(record, indent=1))
+
+    def training_records(self) -> list[dict[str, Any]]:
+        paths = sorted((self.root / "training").glob("*.json"))
+        return [json.loads(p.read_text(encoding="utf-8")) for p in paths]
 
     def write_sweep(self, sweep_dict: dict[str, Any]) -> None:
         atomic_write_text(self.root / "sweep.json", json.dumps(sweep_dict, indent=1))

@@ -185,20 +185,33 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def train_all(cfg: TrainConfig, log=print) -> list[dict[str, Any]]:
+def checkpoint_jobs(cfg: TrainConfig) -> dict[str, tuple[str, int]]:
+    """Checkpoint directory -> (pooling, seed), seed-major: the order a controlled sweep runs."""
+    return {str(checkpoint_dir(cfg, p, s)): (p, s) for s in cfg.seeds for p in cfg.poolings}
+
+
+def load_pairs(cfg: TrainConfig) -> list[dict[str, str]]:
+    """The training pairs, checked before any training starts."""
     cfg.validate()
     folder = Path(cfg.data) if cfg.data else data_dir("scifact")
     pairs = training_pairs(folder, cfg.split)
     if len(pairs) < cfg.batch_size:
         raise LmkEvalError(f"only {len(pairs)} training pairs in {folder}; lower --batch-size")
-    records = []
-    for seed in cfg.seeds:
-        for pooling in cfg.poolings:
-            target = checkpoint_dir(cfg, pooling, seed)
-            if is_trained(target):
-                log(f"{target}: already trained, skipped")
-                records.append(json.loads((target / DONE_FILE).read_text()))
-                continue
-            log(f"training {pooling} seed {seed} on {len(pairs)} pairs -> {target}")
-            records.append(train_one(cfg, pooling, seed, pairs))
-    return records
+    return pairs
+
+
+def ensure_trained(
+    cfg: TrainConfig, pooling: str, seed: int, pairs: list[dict[str, str]], log=print
+) -> dict[str, Any]:
+    """The checkpoint's training record, training it first unless a finished one is on disk."""
+    target = checkpoint_dir(cfg, pooling, seed)
+    if is_trained(target):
+        log(f"{target}: already trained, skipped")
+        return json.loads((target / DONE_FILE).read_text(encoding="utf-8"))
+    log(f"training {pooling} seed {seed} on {len(pairs)} pairs -> {target}")
+    return train_one(cfg, pooling, seed, pairs)
+
+
+def train_all(cfg: TrainConfig, log=print) -> list[dict[str, Any]]:
+    pairs = load_pairs(cfg)
+    return [ensure_trained(cfg, p, s, pairs, log) for p, s in checkpoint_jobs(cfg).values()]

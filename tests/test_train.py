@@ -113,17 +113,26 @@ def test_controlled_sweep_trains_then_evaluates_each_checkpoint_with_its_pooling
         "controlled-tiny",
     )
     out = tmp_path / "run"
-    summary = run_sweep(sweep, out, progress=False, log=lambda m: None)
+    first_log = []
+    summary = run_sweep(sweep, out, progress=False, log=first_log.append)
     assert summary.computed == 4  # 2 poolings x 2 seeds, each checkpoint with its own pooling only
     pairs = {
         (r.cell["model"].rsplit("/", 1)[-1], r.cell["pooling"]) for r in RunStore(out).records()
     }
     assert pairs == {("mean-seed0", "mean"), ("mean-seed1", "mean"),
                      ("lmk-seed0", "lmk[fixed/32]"), ("lmk-seed1", "lmk[fixed/32]")}  # fmt: skip
+    store = RunStore(out)
+    trained_in_order = [m.split(" on ")[0] for m in first_log if m.startswith("training ")]
+    assert trained_in_order == ["training mean seed 0", "training lmk seed 0",
+                                "training mean seed 1", "training lmk seed 1"]  # fmt: skip
+    assert len(store.training_records()) == 4  # kept with the results
+    assert all(r.seconds > 0 for r in store.records())
     messages = []
     again = run_sweep(sweep, out, progress=False, log=messages.append)
     assert again.computed == 0 and not again.model_loaded
-    assert sum("already trained" in m for m in messages) == 4
+    assert not any("training" in m for m in messages)  # a finished sweep trains nothing
     text = write_report(out, tmp_path / "reports", baseline="mean").read_text()
     assert "seeds: 0, 1" in text and " ± " in text
     assert "| needle-depth-quick | ndcg_at_1 |" in text  # one row for all checkpoints and seeds
+    training_row = next(line for line in text.splitlines() if line.startswith("| training |"))
+    assert training_row.startswith("| training | 4 |")
