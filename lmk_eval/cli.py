@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run a sweep (no arguments: the offline quick suite) and write its report",
         description="Run a sweep of model x pooling x task x max_length. Finished cells are "
-        "read from the output directory, so an interrupted run resumes where it stopped.",
+        "read from the output directory, so an interrupted run resumes where it stopped. A "
+        "config with a [train] section (a controlled sweep) trains each checkpoint just before "
+        "its first cell, seed by seed; finished checkpoints are reused.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
