@@ -129,10 +129,17 @@ def main_table(frame: pd.DataFrame, poolings: list[str], baseline: str) -> tuple
         rows.append([_row_label(key, vary), group["metric"].iloc[0], str(splits), *cells])
         context_means.setdefault(key[2], []).append(means)
     for context, series in context_means.items():
-        avg = pd.concat(series, axis=1).mean(axis=1)
+        table = pd.concat(series, axis=1).reindex(poolings)
+        complete = table.loc[:, table.notna().all()]  # rows every pooling has: a fair average
+        if complete.shape[1] == 0:
+            continue
+        avg = complete.mean(axis=1)
         best = avg.max()
-        rows.append([f"*{context}-context average*", "", str(len(series)),
-                     *[_fmt(avg[p], avg[p] == best) if p in avg else "–" for p in poolings]])  # fmt: skip
+        label = f"*{context}-context average*"
+        if complete.shape[1] < table.shape[1]:
+            label = f"*{context}-context average over the {complete.shape[1]} of {table.shape[1]} rows every pooling has*"
+        rows.append([label, "", str(complete.shape[1]),
+                     *[_fmt(avg[p], avg[p] == best) for p in poolings]])  # fmt: skip
     return _markdown_table(["task", "metric", "splits", *poolings], rows), notes
 
 

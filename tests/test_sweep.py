@@ -187,6 +187,23 @@ def test_report_has_tables_significance_and_both_plots(finished_run, tmp_path):
     assert (tmp_path / "reports" / "tiny" / "length.png").exists()  # the folder task at 64 and 128
 
 
+def test_context_average_uses_only_rows_every_pooling_has():
+    import pandas as pd
+
+    from lmk_eval.report import main_table
+
+    def row(task, pooling, score):
+        return {"model": "m", "seed": None, "task": task, "context": "long", "max_length": 512,
+                "strategy": "window", "pooling": pooling, "split": "test", "score": score,
+                "metric": "ndcg_at_1", "per_query": {}}  # fmt: skip
+
+    frame = pd.DataFrame([row("a", "cls", 0.2), row("a", "lmk", 0.4), row("b", "cls", 0.9)])
+    table, _ = main_table(frame, ["cls", "lmk"], "cls")
+    average = next(line for line in table.splitlines() if "context average" in line)
+    assert "1 of 2 rows" in average  # task b lacks lmk (an unfinished run)
+    assert average.endswith("| 1 | 20.0 | **40.0** |")  # not cls's (0.2 + 0.9) / 2
+
+
 def test_sweep_config_errors_are_one_line(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('poolings = ["cls"]\ntasks = ["scifact"]\nmax_lenght = [256]\n')
