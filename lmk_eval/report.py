@@ -263,6 +263,36 @@ def compute_section(store: RunStore) -> list[str]:
     ]
 
 
+def unfinished_note(store: RunStore) -> list[str]:
+    """A bold warning naming what is missing when the store holds only part of its sweep."""
+    from .sweep import plan, sweep_from_dict
+
+    saved = {k: v for k, v in (store.sweep() or {}).items() if v is not None}
+    if not saved:
+        return []
+    try:
+        cells = [c for g in plan(sweep_from_dict(saved, store.root.name)) for c in g.cells]
+    except LmkEvalError:  # e.g. hub tasks offline: the plan cannot be rebuilt here
+        return []
+    planned: dict[str, list[str]] = {}
+    missing: dict[str, list[str]] = {}
+    for c in cells:
+        planned.setdefault(Path(c.model).name, []).append(c.task)
+        if not store.has(c):
+            missing.setdefault(Path(c.model).name, []).append(c.task)
+    if not missing:
+        return []
+    done = len(cells) - sum(map(len, missing.values()))
+    what = "; ".join(
+        f"{m}: {'all' if tasks == planned[m] else ', '.join(tasks)}" for m, tasks in missing.items()
+    )
+    return [
+        f"**Unfinished run: {done} of {len(cells)} planned cells are in the store.** Missing:"
+        f" {what}. Running the same command again resumes it.",
+        "",
+    ]
+
+
 def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) -> Path:
     store = RunStore(run_dir)
     if not store.cells_dir.is_dir():
@@ -289,6 +319,7 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
         "",
         sweep.get("description", ""),
         "",
+        *unfinished_note(store),
         "## Settings",
         "",
         f"- models: {', '.join(sorted(frame['model'].unique()))}"

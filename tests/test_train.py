@@ -1,5 +1,7 @@
 """Matched fine-tuning: a few real steps on a tiny generated folder."""
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -136,3 +138,11 @@ def test_controlled_sweep_trains_then_evaluates_each_checkpoint_with_its_pooling
     assert "| needle-depth-quick | ndcg_at_1 |" in text  # one row for all checkpoints and seeds
     training_row = next(line for line in text.splitlines() if line.startswith("| training |"))
     assert training_row.startswith("| training | 4 |")
+    assert "Unfinished run" not in text
+    gone = next(
+        d for d in store.cells_dir.iterdir() if d.name.startswith("needle-depth-quick__mean")
+    )
+    model = json.loads((gone / "cell.json").read_text())["cell"]["model"].rsplit("/", 1)[-1]
+    shutil.rmtree(gone)
+    partial = write_report(out, tmp_path / "reports", baseline="mean").read_text()
+    assert f"Unfinished run: 3 of 4 planned cells are in the store.** Missing: {model}:" in partial
