@@ -244,11 +244,10 @@ def compute_section(store: RunStore) -> list[str]:
     for r in timed:
         per_task.setdefault(r.task, []).append(r.seconds)
     rows = [[task, str(len(s)), _duration(sum(s))] for task, s in per_task.items()]
+    training_seconds = sum(t["seconds"] for t in training)
     if training:
-        rows.append(
-            ["training", str(len(training)), _duration(sum(t["seconds"] for t in training))]
-        )
-    total = sum(map(sum, per_task.values())) + sum(t["seconds"] for t in training)
+        rows.append(["training", str(len(training)), _duration(training_seconds)])
+    total = sum(map(sum, per_task.values())) + training_seconds
     rows.append(["**total**", "", f"**{_duration(total)}**"])
     untimed = len(records) - len(timed)
     return [

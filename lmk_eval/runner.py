@@ -156,7 +156,7 @@ def _checkpoint_trainer(
     sweep: Sweep, store: RunStore, log: Callable[[str], None]
 ) -> Callable[[str], None]:
     """For a controlled sweep: train a checkpoint just before its first cell (seed by seed, so an
-    interrupted sweep leaves whole seeds behind) and keep its training record with the results."""
+    interrupted sweep leaves whole checkpoints behind) and keep its training record with the results."""
     cfg = sweep.train_config()
     if cfg is None:
         return lambda model: None
