@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+import statistics
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
 from .significance import ALPHA, TEST_NAME, paired_test
-from .store import RunStore, atomic_write_text
+from .store import CellRecord, RunStore, atomic_write_text
+from .sweep import Cell
 from .variants import LmkEvalError
 
 LENGTH_SPLIT = re.compile(r"^test_(\d+)$")
@@ -233,23 +236,29 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
+def _timed_cells(records: list[CellRecord], key: Callable[[CellRecord], object]) -> dict:
+    """Measured wall times of the timed cells, grouped by key."""
+    out: dict = {}
+    for r in records:
+        if r.seconds is not None:
+            out.setdefault(key(r), []).append(r.seconds)
+    return out
+
+
 def compute_section(store: RunStore) -> list[str]:
     """Measured wall time per task and for training, summed over every (resumed) run segment."""
     records = store.records()
-    timed = [r for r in records if r.seconds is not None]
+    per_task = _timed_cells(records, lambda r: r.task)
     training = store.training_records()
-    if not timed and not training:
+    if not per_task and not training:
         return []
-    per_task: dict[str, list[float]] = {}
-    for r in timed:
-        per_task.setdefault(r.task, []).append(r.seconds)
     rows = [[task, str(len(s)), _duration(sum(s))] for task, s in per_task.items()]
-    training_seconds = sum(t["seconds"] for t in training)
+    training_seconds = sum(t["seconds"] for t in training.values())
     if training:
         rows.append(["training", str(len(training)), _duration(training_seconds)])
     total = sum(map(sum, per_task.values())) + training_seconds
     rows.append(["**total**", "", f"**{_duration(total)}**"])
-    untimed = len(records) - len(timed)
+    untimed = len(records) - sum(map(len, per_task.values()))
     return [
         "## Compute",
         "",
@@ -275,21 +284,49 @@ def unfinished_note(store: RunStore) -> list[str]:
         return []
     planned: dict[str, list[str]] = {}
     missing: dict[str, list[str]] = {}
+    missing_cells = [c for c in cells if not store.has(c)]
     for c in cells:
         planned.setdefault(Path(c.model).name, []).append(c.task)
-        if not store.has(c):
-            missing.setdefault(Path(c.model).name, []).append(c.task)
+    for c in missing_cells:
+        missing.setdefault(Path(c.model).name, []).append(c.task)
     if not missing:
         return []
-    done = len(cells) - sum(map(len, missing.values()))
     what = "; ".join(
         f"{m}: {'all' if tasks == planned[m] else ', '.join(tasks)}" for m, tasks in missing.items()
     )
+    remaining = remaining_seconds(store, missing_cells, trains="train" in saved)
+    estimate = (
+        f" At this run's own measured mean per cell (and per trained checkpoint) the rest needs"
+        f" about {_duration(remaining)}."
+        if remaining is not None
+        else ""
+    )
     return [
-        f"**Unfinished run: {done} of {len(cells)} planned cells are in the store.** Missing:"
-        f" {what}. Running the same command again resumes it.",
+        f"**Unfinished run: {len(cells) - len(missing_cells)} of {len(cells)} planned cells are in"
+        f" the store.** Missing: {what}. Running the same command again resumes it.{estimate}",
         "",
     ]
+
+
+def remaining_seconds(store: RunStore, missing: list[Cell], trains: bool) -> float | None:
+    """The missing cells (and checkpoints still to train) priced at the measured mean of their
+    kind; None when some kind was never timed, since a guess would read as a measurement."""
+    timed = _timed_cells(
+        store.records(), lambda r: (r.task, r.cell["max_length"], r.cell["strategy"])
+    )
+    trained = store.training_records()
+    seconds = 0.0
+    for cell in missing:
+        key = (cell.task, cell.variant.max_length, cell.variant.strategy)
+        if key not in timed:
+            return None
+        seconds += statistics.mean(timed[key])
+    untrained = {Path(c.model).name for c in missing} - set(trained) if trains else set()
+    if untrained and not trained:
+        return None
+    if untrained:
+        seconds += len(untrained) * statistics.mean(t["seconds"] for t in trained.values())
+    return seconds
 
 
 def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) -> Path:

@@ -119,9 +119,10 @@ class RunStore:
         """Keep a checkpoint's training record with the results (checkpoints are not committed)."""
         atomic_write_text(self.root / "training" / f"{name}.json", json.dumps(record, indent=1))
 
-    def training_records(self) -> list[dict[str, Any]]:
+    def training_records(self) -> dict[str, dict[str, Any]]:
+        """Checkpoint name -> its training record."""
         paths = sorted((self.root / "training").glob("*.json"))
-        return [json.loads(p.read_text(encoding="utf-8")) for p in paths]
+        return {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in paths}
 
     def write_sweep(self, sweep_dict: dict[str, Any]) -> None:
         atomic_write_text(self.root / "sweep.json", json.dumps(sweep_dict, indent=1))

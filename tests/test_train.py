@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import statistics
 from pathlib import Path
 
 import pytest
@@ -92,10 +93,10 @@ def test_folder_without_train_split_is_one_clear_error(tmp_path, capsys):
 def test_controlled_sweep_trains_then_evaluates_each_checkpoint_with_its_pooling(
     train_folder, tmp_path
 ):
-    from lmk_eval.report import write_report
+    from lmk_eval.report import remaining_seconds, write_report
     from lmk_eval.runner import run_sweep
     from lmk_eval.store import RunStore
-    from lmk_eval.sweep import sweep_from_dict
+    from lmk_eval.sweep import plan, sweep_from_dict
 
     sweep = sweep_from_dict(
         {
@@ -146,3 +147,13 @@ def test_controlled_sweep_trains_then_evaluates_each_checkpoint_with_its_pooling
     shutil.rmtree(gone)
     partial = write_report(out, tmp_path / "reports", baseline="mean").read_text()
     assert f"Unfinished run: 3 of 4 planned cells are in the store.** Missing: {model}:" in partial
+    assert "the rest needs about" in partial
+    missing = [c for g in plan(sweep) for c in g.cells if not store.has(c)]
+    cell_mean = statistics.mean(r.seconds for r in store.records())
+    assert remaining_seconds(store, missing, trains=True) == pytest.approx(cell_mean)
+    trained = store.training_records()
+    (store.root / "training" / f"{model}.json").unlink()  # as if that checkpoint never trained
+    training_mean = statistics.mean(t["seconds"] for n, t in trained.items() if n != model)
+    expected = cell_mean + training_mean
+    assert remaining_seconds(store, missing, trains=True) == pytest.approx(expected)
+    assert remaining_seconds(store, missing, trains=False) == pytest.approx(cell_mean)
