@@ -29,9 +29,9 @@ def split_checkpoint(model: str) -> tuple[str, int | None]:
     return m.group("root") or "checkpoints", int(m.group("seed"))
 
 
-def main_frame(store: RunStore) -> pd.DataFrame:
+def main_frame(records: list[CellRecord], root: Path) -> pd.DataFrame:
     rows = []
-    for r in store.records():
+    for r in records:
         c = r.cell
         model, seed = split_checkpoint(c["model"])
         for split, metrics in r.scores.items():
@@ -41,7 +41,7 @@ def main_frame(store: RunStore) -> pd.DataFrame:
                          "score": metrics[r.main_score], "metric": r.main_score,
                          "per_query": r.per_query.get(split, {})})  # fmt: skip
     if not rows:
-        raise LmkEvalError(f"no finished cells in '{store.root}'; nothing to report")
+        raise LmkEvalError(f"no finished cells in '{root}'; nothing to report")
     return pd.DataFrame(rows)
 
 
@@ -245,11 +245,9 @@ def _timed_cells(records: list[CellRecord], key: Callable[[CellRecord], object])
     return out
 
 
-def compute_section(store: RunStore) -> list[str]:
+def compute_section(records: list[CellRecord], training: dict[str, dict]) -> list[str]:
     """Measured wall time per task and for training, summed over every (resumed) run segment."""
-    records = store.records()
     per_task = _timed_cells(records, lambda r: r.task)
-    training = store.training_records()
     if not per_task and not training:
         return []
     rows = [[task, str(len(s)), _duration(sum(s))] for task, s in per_task.items()]
@@ -271,7 +269,9 @@ def compute_section(store: RunStore) -> list[str]:
     ]
 
 
-def unfinished_note(store: RunStore) -> list[str]:
+def unfinished_note(
+    store: RunStore, records: list[CellRecord], training: dict[str, dict]
+) -> list[str]:
     """A bold warning naming what is missing when the store holds only part of its sweep."""
     from .sweep import plan, sweep_from_dict
 
@@ -294,7 +294,7 @@ def unfinished_note(store: RunStore) -> list[str]:
     what = "; ".join(
         f"{m}: {'all' if tasks == planned[m] else ', '.join(tasks)}" for m, tasks in missing.items()
     )
-    remaining = remaining_seconds(store, missing_cells, trains="train" in saved)
+    remaining = remaining_seconds(records, training, missing_cells, trains="train" in saved)
     estimate = (
         f" At this run's own measured mean per cell (and per trained checkpoint) the rest needs"
         f" about {_duration(remaining)}."
@@ -308,13 +308,12 @@ def unfinished_note(store: RunStore) -> list[str]:
     ]
 
 
-def remaining_seconds(store: RunStore, missing: list[Cell], trains: bool) -> float | None:
+def remaining_seconds(
+    records: list[CellRecord], trained: dict[str, dict], missing: list[Cell], trains: bool
+) -> float | None:
     """The missing cells (and checkpoints still to train) priced at the measured mean of their
     kind; None when some kind was never timed, since a guess would read as a measurement."""
-    timed = _timed_cells(
-        store.records(), lambda r: (r.task, r.cell["max_length"], r.cell["strategy"])
-    )
-    trained = store.training_records()
+    timed = _timed_cells(records, lambda r: (r.task, r.cell["max_length"], r.cell["strategy"]))
     seconds = 0.0
     for cell in missing:
         key = (cell.task, cell.variant.max_length, cell.variant.strategy)
@@ -337,7 +336,8 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
         )
     sweep = store.sweep() or {}
     baseline = baseline or sweep.get("baseline", "cls")
-    frame = main_frame(store)
+    records, training = store.records(), store.training_records()  # read once
+    frame = main_frame(records, store.root)
     poolings = pooling_order(frame, baseline, sweep)
     name = run_dir.name
     assets = reports_dir / name
@@ -355,7 +355,7 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
         "",
         sweep.get("description", ""),
         "",
-        *unfinished_note(store),
+        *unfinished_note(store, records, training),
         "## Settings",
         "",
         f"- models: {', '.join(sorted(frame['model'].unique()))}"
@@ -398,7 +398,7 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
     if notes:
         parts += ["## Significance", "", f"{TEST_NAME}; Δ is candidate − baseline ×100.", ""]
         parts += [f"- {n}" for n in notes] + [""]
-    parts += compute_section(store)
+    parts += compute_section(records, training)
     path = reports_dir / f"{name}.md"
     atomic_write_text(path, "\n".join(parts))
     return path

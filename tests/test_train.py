@@ -150,10 +150,16 @@ def test_controlled_sweep_trains_then_evaluates_each_checkpoint_with_its_pooling
     assert "the rest needs about" in partial
     missing = [c for g in plan(sweep) for c in g.cells if not store.has(c)]
     cell_mean = statistics.mean(r.seconds for r in store.records())
-    assert remaining_seconds(store, missing, trains=True) == pytest.approx(cell_mean)
+    assert remaining_seconds(
+        store.records(), store.training_records(), missing, trains=True
+    ) == pytest.approx(cell_mean)
     trained = store.training_records()
     (store.root / "training" / f"{model}.json").unlink()  # as if that checkpoint never trained
     training_mean = statistics.mean(t["seconds"] for n, t in trained.items() if n != model)
     expected = cell_mean + training_mean
-    assert remaining_seconds(store, missing, trains=True) == pytest.approx(expected)
-    assert remaining_seconds(store, missing, trains=False) == pytest.approx(cell_mean)
+    assert remaining_seconds(
+        store.records(), store.training_records(), missing, trains=True
+    ) == pytest.approx(expected)
+    assert remaining_seconds(
+        store.records(), store.training_records(), missing, trains=False
+    ) == pytest.approx(cell_mean)
