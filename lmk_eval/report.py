@@ -45,6 +45,27 @@ def main_frame(records: list[CellRecord], root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def matched_seeds(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Per row, keep only the seeds every pooling in it has, so that each pooling is averaged over
+    the same training runs (an unfinished controlled sweep has one pooling a seed ahead). Returns
+    the kept frame and what was left out, as "pooling seed N (tasks)"."""
+    if not frame["seed"].notna().any():
+        return frame, []
+    keep = pd.Series(True, index=frame.index)
+    left_out: dict[str, list[str]] = {}
+    for key, group in frame.groupby(ROW_KEYS, sort=False):
+        seeds = [frozenset(s.dropna()) for _, s in group.groupby("pooling")["seed"]]
+        common = frozenset.intersection(*seeds)
+        extra = group[~group["seed"].isin(common)]
+        if not common or extra.empty:  # nothing shared (nothing to match on) or nothing extra
+            continue
+        keep[extra.index] = False
+        for pooling, seed in extra[["pooling", "seed"]].drop_duplicates().itertuples(index=False):
+            left_out.setdefault(f"{pooling} seed {int(seed)}", []).append(key[1])
+    notes = [f"{name} ({', '.join(dict.fromkeys(tasks))})" for name, tasks in left_out.items()]
+    return frame[keep], notes
+
+
 def _evaluated_as(pooling: str, train: dict) -> dict:
     from .train import TrainConfig, evaluation_pooling
 
@@ -337,7 +358,7 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
     sweep = store.sweep() or {}
     baseline = baseline or sweep.get("baseline", "cls")
     records, training = store.records(), store.training_records()  # read once
-    frame = main_frame(records, store.root)
+    frame, unmatched = matched_seeds(main_frame(records, store.root))
     poolings = pooling_order(frame, baseline, sweep)
     name = run_dir.name
     assets = reports_dir / name
@@ -378,6 +399,16 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
         f" row in **bold**; † marks a difference from `{baseline}` with p < {ALPHA} ({TEST_NAME},"
         " all splits' queries pooled).",
         "",
+        *(
+            [
+                "Seeds not yet run for every pooling of a row are left out of every table, plot"
+                " and test below, so that each pooling is averaged over the same seeds (the store"
+                f" keeps them): {'; '.join(unmatched)}.",
+                "",
+            ]
+            if unmatched
+            else []
+        ),
         table,
         "",
     ]

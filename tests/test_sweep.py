@@ -187,21 +187,40 @@ def test_report_has_tables_significance_and_both_plots(finished_run, tmp_path):
     assert (tmp_path / "reports" / "tiny" / "length.png").exists()  # the folder task at 64 and 128
 
 
+def _score_row(task, pooling, score, seed=None):
+    return {"model": "m", "seed": seed, "task": task, "context": "long", "max_length": 512,
+            "strategy": "window", "pooling": pooling, "split": "test", "score": score,
+            "metric": "ndcg_at_1", "per_query": {}}  # fmt: skip
+
+
 def test_context_average_uses_only_rows_every_pooling_has():
     import pandas as pd
 
     from lmk_eval.report import main_table
 
-    def row(task, pooling, score):
-        return {"model": "m", "seed": None, "task": task, "context": "long", "max_length": 512,
-                "strategy": "window", "pooling": pooling, "split": "test", "score": score,
-                "metric": "ndcg_at_1", "per_query": {}}  # fmt: skip
-
+    row = _score_row
     frame = pd.DataFrame([row("a", "cls", 0.2), row("a", "lmk", 0.4), row("b", "cls", 0.9)])
     table, _ = main_table(frame, ["cls", "lmk"], "cls")
     average = next(line for line in table.splitlines() if "context average" in line)
     assert "1 of 2 rows" in average  # task b lacks lmk (an unfinished run)
     assert average.endswith("| 1 | 20.0 | **40.0** |")  # not cls's (0.2 + 0.9) / 2
+
+
+def test_poolings_are_compared_over_the_seeds_they_all_have():
+    import pandas as pd
+
+    from lmk_eval.report import main_table, matched_seeds
+
+    row = _score_row
+    frame = pd.DataFrame([row("a", "cls", 0.2, 0), row("a", "cls", 0.8, 1), row("a", "lmk", 0.4, 0),
+                          row("b", "cls", 0.5, 1), row("b", "lmk", 0.7, 2)])  # fmt: skip
+    kept, left_out = matched_seeds(frame)
+    assert left_out == ["cls seed 1 (a)"]  # b shares no seed: nothing to match on, kept whole
+    assert sorted(kept.loc[kept["task"] == "a", "seed"]) == [0, 0]
+    table, _ = main_table(kept, ["cls", "lmk"], "cls")
+    assert "| a | ndcg_at_1 | 1 | 20.0 | **40.0** |" in table  # not cls's two-seed mean, 50.0
+    unseeded = frame.assign(seed=None)
+    assert matched_seeds(unseeded)[0] is unseeded
 
 
 def test_sweep_config_errors_are_one_line(tmp_path):
