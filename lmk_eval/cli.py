@@ -10,6 +10,7 @@ from pathlib import Path
 from .variants import GRANULARITIES, POOLINGS, STRATEGIES, LmkEvalError
 
 DEFAULT_CONFIG = "tasks/quick.toml"
+RUN_DIR_HELP = "a run directory written by `lmk-eval run` (e.g. results/quick)"
 EPILOG = """\
 examples:
   lmk-eval run                                    quick offline sweep (cls, mean, lmk) + report
@@ -93,20 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     report = sub.add_parser("report", help="write reports/<run>.md and plots from a run directory")
-    report.add_argument("run_dir")
+    report.add_argument("run_dir", help=RUN_DIR_HELP)
     report.add_argument(
         "--output-dir", default="reports", help="where reports go (default reports/)"
     )
     report.add_argument("--baseline", help="pooling to test against (default: the sweep's)")
 
     base = sub.add_parser("baseline", help="write a baseline JSON of a run's main scores")
-    base.add_argument("run_dir")
+    base.add_argument("run_dir", help=RUN_DIR_HELP)
     base.add_argument("-o", "--output", required=True, help="baseline file to write")
 
     check = sub.add_parser(
         "check", help="exit 1 naming every cell whose score dropped below the baseline"
     )
-    check.add_argument("run_dir")
+    check.add_argument("run_dir", help=RUN_DIR_HELP)
     check.add_argument("--baseline", required=True, help="baseline JSON from `lmk-eval baseline`")
     check.add_argument("--tolerance", type=float, default=0.01, help="allowed drop (default 0.01)")
     check.add_argument(
