@@ -167,6 +167,23 @@ def main_table(frame: pd.DataFrame, poolings: list[str], baseline: str) -> tuple
     return _markdown_table(["task", "metric", "splits", *poolings], rows), notes
 
 
+def seed_table(frame: pd.DataFrame, poolings: list[str]) -> str | None:
+    """Main score of every stored checkpoint, one row per (task row, seed): seed-to-seed spread,
+    and the seeds an unfinished sweep holds for only some poolings."""
+    seeded = frame[frame["seed"].notna()]
+    if seeded["seed"].nunique() < 2:
+        return None
+    vary = _varying(frame)
+    rows = []
+    for key, group in seeded.groupby(ROW_KEYS, sort=False):
+        means = group.groupby(["seed", "pooling"])["score"].mean()
+        for seed in sorted(group["seed"].unique()):
+            rows.append([_row_label(key, vary), str(int(seed)),
+                         *[_fmt(means[seed, p], False) if (seed, p) in means else "–"
+                           for p in poolings]])  # fmt: skip
+    return _markdown_table(["task", "seed", *poolings], rows)
+
+
 def _varying(frame: pd.DataFrame) -> dict[str, bool]:
     return {k: frame[k].nunique() > 1 for k in ("model", "max_length", "strategy")}
 
@@ -358,8 +375,9 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
     sweep = store.sweep() or {}
     baseline = baseline or sweep.get("baseline", "cls")
     records, training = store.records(), store.training_records()  # read once
-    frame, unmatched = matched_seeds(main_frame(records, store.root))
-    poolings = pooling_order(frame, baseline, sweep)
+    every_seed = main_frame(records, store.root)
+    frame, unmatched = matched_seeds(every_seed)
+    poolings = pooling_order(every_seed, baseline, sweep)
     name = run_dir.name
     assets = reports_dir / name
     table, notes = main_table(frame, poolings, baseline)
@@ -412,6 +430,10 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
         table,
         "",
     ]
+    per_seed = seed_table(every_seed, poolings)
+    if per_seed:
+        parts += ["## Per seed", "", "Main score ×100 of every stored checkpoint (mean over a task's"
+                  " splits), seeds left out above included.", "", per_seed, ""]  # fmt: skip
     length_tables = split_tables(lengths, poolings, "length")
     if length_plot or length_tables:
         parts += ["## Length extrapolation", ""]

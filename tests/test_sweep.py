@@ -209,7 +209,7 @@ def test_context_average_uses_only_rows_every_pooling_has():
 def test_poolings_are_compared_over_the_seeds_they_all_have():
     import pandas as pd
 
-    from lmk_eval.report import main_table, matched_seeds
+    from lmk_eval.report import main_table, matched_seeds, seed_table
 
     row = _score_row
     frame = pd.DataFrame([row("a", "cls", 0.2, 0), row("a", "cls", 0.8, 1), row("a", "lmk", 0.4, 0),
@@ -219,8 +219,14 @@ def test_poolings_are_compared_over_the_seeds_they_all_have():
     assert sorted(kept.loc[kept["task"] == "a", "seed"]) == [0, 0]
     table, _ = main_table(kept, ["cls", "lmk"], "cls")
     assert "| a | ndcg_at_1 | 1 | 20.0 | **40.0** |" in table  # not cls's two-seed mean, 50.0
+    per_seed = seed_table(frame, ["cls", "lmk"]).splitlines()  # every seed, the left-out one too
+    assert per_seed[2:5] == [
+        "| a | 0 | 20.0 | 40.0 |",
+        "| a | 1 | 80.0 | – |",
+        "| b | 1 | 50.0 | – |",
+    ]
     unseeded = frame.assign(seed=None)
-    assert matched_seeds(unseeded)[0] is unseeded
+    assert matched_seeds(unseeded)[0] is unseeded and seed_table(unseeded, ["cls"]) is None
 
 
 def test_sweep_config_errors_are_one_line(tmp_path):
