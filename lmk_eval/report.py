@@ -408,7 +408,8 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
         f"- tasks: {', '.join(dict.fromkeys(frame['task']))}",
         f"- max_length: {', '.join(map(str, sorted(frame['max_length'].unique())))};"
         f" strategy: {', '.join(sorted(frame['strategy'].unique()))}",
-        f"- cells: {frame.groupby(ROW_KEYS + ['pooling']).ngroups}; run directory: `{run_dir}`;"
+        f"- cells: {frame.groupby(ROW_KEYS + ['pooling', 'seed'], dropna=False).ngroups};"
+        f" run directory: `{run_dir}`;"
         f" written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         "## Main scores",

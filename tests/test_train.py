@@ -136,6 +136,7 @@ def test_controlled_sweep_trains_then_evaluates_each_checkpoint_with_its_pooling
     assert not any("training" in m for m in messages)  # a finished sweep trains nothing
     text = write_report(out, tmp_path / "reports", baseline="mean").read_text()
     assert "seeds: 0, 1" in text and " ± " in text
+    assert "- cells: 4;" in text  # every checkpoint's cell, not one per pooling
     assert "## Per seed" in text and "| needle-depth-quick | 1 |" in text
     assert "| needle-depth-quick | ndcg_at_1 |" in text  # one row for all checkpoints and seeds
     training_row = next(line for line in text.splitlines() if line.startswith("| training |"))
