@@ -1,4 +1,5 @@
-# The two commands a newcomer needs: `make demo` (quick offline sweep + report) and `make test`.
+# The two commands a newcomer needs: `make demo` (quick offline sweep, report, reproduction check)
+# and `make test`.
 # Each creates .venv on first use with the CPU build of torch (never a multi-GB CUDA build).
 PYTHON ?= python3
 VENV := .venv
@@ -13,8 +14,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+# The demo computes the quick suite afresh (results/demo, not committed) and says whether it
+# reproduced the shipped reference run results/quick.
 demo: $(STAMP)
-	$(BIN)/lmk-eval run
+	$(BIN)/lmk-eval run --config quick --output results/demo --recompute --report-dir results/demo-report
+	@$(BIN)/lmk-eval check results/demo --baseline results/quick --decimals 4 \
+	  && echo "demo: reproduced the shipped results/quick (every main score equal to 4 decimals)" \
+	  || echo "demo: differs from the shipped results/quick in the scores listed above"
 
 test: $(STAMP)
 	$(BIN)/ruff check lmk_eval tests benchmarks
@@ -22,7 +28,7 @@ test: $(STAMP)
 
 # The regression gate CI runs: a small offline sweep checked against the committed baseline.
 ci-gate: $(STAMP)
-	$(BIN)/lmk-eval run --config tasks/ci.toml --output results/ci --no-report
+	$(BIN)/lmk-eval run --config ci --output results/ci --recompute --no-report
 	$(BIN)/lmk-eval check results/ci --baseline tasks/ci.baseline.json --both-ways
 
 benchmark: $(STAMP)
@@ -35,10 +41,10 @@ scifact: $(STAMP)
 # The controlled comparison (README): the full one takes many hours on 2 CPU cores and resumes
 # where it stopped when run again; the reduced one takes under 30 minutes.
 controlled: $(STAMP)
-	$(BIN)/lmk-eval run --config tasks/controlled-minilm.toml
+	$(BIN)/lmk-eval run --config controlled-minilm
 
 controlled-reduced: $(STAMP)
-	$(BIN)/lmk-eval run --config tasks/controlled-minilm-reduced.toml
+	$(BIN)/lmk-eval run --config controlled-minilm-reduced
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

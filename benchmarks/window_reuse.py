@@ -32,7 +32,7 @@ def split_texts(task: str) -> list[list[str]]:
     """Corpus texts per split: mteb hands the encoder one split's corpus at a time."""
     return [
         [(d.get("title", "") + " " + d["text"]).strip() for d in split.corpus]
-        for split in BUNDLED[task][2]().values()
+        for split in BUNDLED[task].loader().values()
     ]
 
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 import gzip
 import json
 import lzma
-from collections.abc import Callable
+import math
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.task_metadata import TaskMetadata
 
-from .variants import LmkEvalError
+from .errors import LmkEvalError
 
 MAX_PROBLEMS_SHOWN = 3
 
@@ -46,6 +48,26 @@ def open_text(path: Path):
     return path.open("r", encoding="utf-8")
 
 
+READ_ERRORS = (UnicodeDecodeError, EOFError, OSError, zlib.error, lzma.LZMAError)
+
+
+def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a text file; undecodable or corrupt files become one clear line."""
+    n = 0
+    try:
+        with open_text(path) as f:
+            for n, line in enumerate(f, start=1):
+                yield n, line
+    except READ_ERRORS as exc:
+        if isinstance(exc, UnicodeDecodeError):
+            why = f"is not UTF-8 text (near line {n + 1})"
+        elif isinstance(exc, OSError) and not isinstance(exc, gzip.BadGzipFile) and exc.strerror:
+            why = f"cannot be read ({exc.strerror})"
+        else:
+            why = f"is a corrupt or truncated {path.suffix} file (near line {n + 1})"
+        raise LmkEvalError(f"'{path}' {why}; fix or replace the file") from None
+
+
 def find_file(folder: Path, name: str) -> Path | None:
     for candidate in (name, name + ".gz", name + ".xz"):
         if (folder / candidate).exists():
@@ -72,70 +94,85 @@ class _Problems:
 def _read_jsonl(path: Path, problems: _Problems, *, with_title: bool) -> dict[str, dict]:
     records: dict[str, dict] = {}
     first_line: dict[str, int] = {}
-    with open_text(path) as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problems.add(path, n, f"not valid JSON ({exc.msg})")
-                continue
-            if not isinstance(obj, dict) or "_id" not in obj:
-                problems.add(path, n, 'missing "_id"')
-                continue
-            doc_id = str(obj["_id"])
-            title = obj.get("title") or ""
-            text = obj.get("text")
-            if not isinstance(text, str) or not isinstance(title, str):
-                problems.add(path, n, f'"text"/"title" of \'{doc_id}\' must be strings')
-                continue
-            if not (text.strip() or (with_title and title.strip())):
-                problems.add(path, n, f"empty text for '{doc_id}'")
-                continue
-            if doc_id in first_line:
-                problems.add(
-                    path, n, f"duplicate _id '{doc_id}' (first on line {first_line[doc_id]})"
-                )
-                continue
-            first_line[doc_id] = n
-            records[doc_id] = (
-                {"id": doc_id, "title": title, "text": text}
-                if with_title
-                else {
-                    "id": doc_id,
-                    "text": text,
-                }
-            )
+    for n, line in numbered_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.add(path, n, f"not valid JSON ({exc.msg})")
+            continue
+        if not isinstance(obj, dict) or "_id" not in obj:
+            problems.add(path, n, 'missing "_id"')
+            continue
+        doc_id = str(obj["_id"])
+        title = obj.get("title") or ""
+        text = obj.get("text")
+        if not isinstance(text, str) or not isinstance(title, str):
+            problems.add(path, n, f'"text"/"title" of \'{doc_id}\' must be strings')
+            continue
+        if not (text.strip() or (with_title and title.strip())):
+            problems.add(path, n, f"empty text for '{doc_id}'")
+            continue
+        if doc_id in first_line:
+            problems.add(path, n, f"duplicate _id '{doc_id}' (first on line {first_line[doc_id]})")
+            continue
+        first_line[doc_id] = n
+        records[doc_id] = (
+            {"id": doc_id, "title": title, "text": text}
+            if with_title
+            else {
+                "id": doc_id,
+                "text": text,
+            }
+        )
     return records
 
 
 def _read_qrels(path: Path, problems: _Problems, queries: dict, corpus: dict) -> dict:
     qrels: dict[str, dict[str, int]] = {}
-    with open_text(path) as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\n").split("\t")
-            if n == 1 and parts[0].lower() in {"query-id", "query_id", "qid"}:
-                continue
-            if len(parts) != 3:
-                problems.add(path, n, f"expected 3 tab-separated fields, got {len(parts)}")
-                continue
-            qid, did, score = parts
-            try:
-                value = int(float(score))
-            except ValueError:
-                problems.add(path, n, f"score '{score}' is not a number")
-                continue
-            if qid not in queries:
-                problems.add(path, n, f"unknown query-id '{qid}'")
-                continue
-            if did not in corpus:
-                problems.add(path, n, f"unknown corpus-id '{did}'")
-                continue
-            qrels.setdefault(qid, {})[did] = value
+    for n, line in numbered_lines(path):
+        if not line.strip():
+            continue
+        parts = line.rstrip("\n").split("\t")
+        if n == 1 and parts[0].lower() in {"query-id", "query_id", "qid"}:
+            continue
+        if len(parts) != 3:
+            problems.add(path, n, f"expected 3 tab-separated fields, got {len(parts)}")
+            continue
+        qid, did, score = parts
+        value = relevance_grade(score)
+        if value is None:
+            problems.add(path, n, f"score '{score}' is not an integer relevance grade")
+            continue
+        if qid not in queries:
+            problems.add(path, n, f"unknown query-id '{qid}'")
+            continue
+        if did not in corpus:
+            problems.add(path, n, f"unknown corpus-id '{did}'")
+            continue
+        qrels.setdefault(qid, {})[did] = value
     return qrels
+
+
+def relevance_grade(text: str) -> int | None:
+    """A qrels score as an int ('2', '2.0'); None for anything else ('0.5', 'inf', 'x')."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return int(value) if math.isfinite(value) and value.is_integer() else None
+
+
+def beir_files(folder: Path, split: str) -> list[Path]:
+    """The files one split of a BEIR folder reads: corpus, queries and that split's qrels."""
+    found = [find_file(folder, "corpus.jsonl"), find_file(folder, "queries.jsonl"),
+             find_file(folder / "qrels", f"{split}.tsv")]  # fmt: skip
+    return [p for p in found if p is not None]
 
 
 def available_splits(folder: Path) -> list[str]:

@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
-from .variants import GRANULARITIES, POOLINGS, STRATEGIES, LmkEvalError
+from .errors import LmkEvalError
+from .variants import GRANULARITIES, POOLINGS, STRATEGIES
 
-DEFAULT_CONFIG = "tasks/quick.toml"
+DEFAULT_CONFIG = "quick"
 RUN_DIR_HELP = "a run directory written by `lmk-eval run` (e.g. results/quick)"
 EPILOG = """\
 examples:
   lmk-eval run                                    quick offline sweep (cls, mean, lmk) + report
   lmk-eval run --tasks scifact --pooling mean --max-length 256
   lmk-eval run --tasks needle --pooling cls,mean,lmk --max-length 512 --strategy window
-  lmk-eval run --config tasks/paper-offline.toml
+  lmk-eval run --config paper-offline           a shipped sweep by name (or any TOML path)
   lmk-eval run --tasks path/to/beir_folder --pooling lmk --interval 64
   lmk-eval report results/quick
   lmk-eval baseline results/ci -o tasks/ci.baseline.json
   lmk-eval check results/ci --baseline tasks/ci.baseline.json --tolerance 0.01
+  lmk-eval check results/demo --baseline results/quick --decimals 4   reproduction check
 """
 
 
@@ -61,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument(
-        "--config", help=f"sweep TOML under tasks/ (default without flags: {DEFAULT_CONFIG})"
+        "--config",
+        help="a sweep TOML file, or the name of a shipped one: ci, quick, paper-offline,"
+        f" controlled-minilm, ... (default without flags: {DEFAULT_CONFIG})",
     )
     run.add_argument("--model", help="HF id or local dir; 'default' = packaged all-MiniLM-L6-v2")
     run.add_argument("--pooling", type=_csv, help="comma-separated poolings (default cls,mean,lmk)")
@@ -90,7 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--output", help="run directory (default results/<sweep name>)")
     run.add_argument("--name", help="sweep name for flags-built sweeps (default: from the flags)")
-    run.add_argument("--no-report", action="store_true", help="skip writing reports/<run>.md")
+    run.add_argument(
+        "--recompute",
+        action="store_true",
+        help="compute every cell again, even those the output directory holds (CI gates use it)",
+    )
+    run.add_argument(
+        "--report-dir", default="reports", help="where the report goes (default reports/)"
+    )
+    run.add_argument("--no-report", action="store_true", help="skip writing the report")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     report = sub.add_parser("report", help="write reports/<run>.md and plots from a run directory")
@@ -108,8 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="exit 1 naming every cell whose score dropped below the baseline"
     )
     check.add_argument("run_dir", help=RUN_DIR_HELP)
-    check.add_argument("--baseline", required=True, help="baseline JSON from `lmk-eval baseline`")
+    check.add_argument(
+        "--baseline",
+        required=True,
+        help="baseline JSON from `lmk-eval baseline`, or a run directory to compare against",
+    )
     check.add_argument("--tolerance", type=float, default=0.01, help="allowed drop (default 0.01)")
+    check.add_argument(
+        "--decimals",
+        type=int,
+        help="instead of a tolerance: every score must equal the baseline's to this many decimals",
+    )
     check.add_argument(
         "--both-ways", action="store_true", help="also fail on rises beyond the tolerance"
     )
@@ -170,8 +192,8 @@ def cmd_tasks() -> int:
 
     print("bundled (offline):")
     width = max(map(len, BUNDLED))
-    for name, (context, description, *_rest) in BUNDLED.items():
-        print(f"  {name:<{width}}  [{context}] {description}")
+    for name, task in BUNDLED.items():
+        print(f"  {name:<{width}}  [{task.context}] {task.description}")
     print("mteb tasks (need the Hugging Face hub):")
     for group, names in ONLINE_GROUPS.items():
         print(f"  {group:<{width}}  {', '.join(names)}")
@@ -184,27 +206,29 @@ def cmd_tasks() -> int:
 POOLING_OPTIONS = ("granularity", "interval", "intervals", "seed", "layers")
 
 
+def _flags_name(tasks: list[str], poolings: list[str]) -> str:
+    first = tasks[0].rstrip("/").split("/")[-1].split(":")[0]
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", "-".join([first, "+".join(poolings)])).lstrip("._+-")
+
+
 def sweep_from_args(args: argparse.Namespace):
-    """--config, else flags, else tasks/quick.toml; pooling-option flags apply to every pooling."""
+    """--config, else flags, else the shipped quick sweep; pooling-option flags apply to every
+    pooling."""
     from .sweep import load_sweep, sweep_from_dict, validate
 
+    for flag in ("pooling", "tasks", "max_length"):
+        if getattr(args, flag) == []:
+            raise LmkEvalError(f"--{flag.replace('_', '-')} lists nothing; give at least one value")
     options = {k: getattr(args, k) for k in POOLING_OPTIONS if getattr(args, k) is not None}
-    shaping = [args.model, args.pooling, args.tasks, args.max_length, args.strategy]
+    shaping = [args.pooling, args.tasks, args.max_length, args.strategy]
     if args.config:
         sweep = load_sweep(args.config)
-    elif all(f is None for f in shaping):
-        if not Path(DEFAULT_CONFIG).exists():
-            raise LmkEvalError(
-                f"no flags given and no {DEFAULT_CONFIG} here; run from the repository root,"
-                " or pass --config FILE or --tasks/--pooling"
-            )
+    elif all(f is None for f in shaping) and args.model is None:
         sweep = load_sweep(DEFAULT_CONFIG)
     else:
         poolings = args.pooling or ["cls", "mean", "lmk"]
         tasks = args.tasks or ["scifact-quick"]
-        name = args.name or "-".join(
-            [tasks[0].rstrip("/").split("/")[-1].split(":")[0], "+".join(poolings)]
-        )
+        name = args.name or _flags_name(tasks, poolings)
         sweep = sweep_from_dict(
             {
                 "name": name,
@@ -214,6 +238,7 @@ def sweep_from_args(args: argparse.Namespace):
                 "strategy": args.strategy or "truncate",
             },
             name,
+            "flags",
         )
     if args.model:
         sweep.models = [args.model]
@@ -226,17 +251,23 @@ def sweep_from_args(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .files import check_writable_dir
     from .runner import run_sweep
 
     sweep = sweep_from_args(args)
     output = Path(args.output or f"results/{sweep.name}")
-    summary = run_sweep(sweep, output, progress=not args.no_progress, log=_info)
+    reports = Path(args.report_dir)
+    if not args.no_report:
+        check_writable_dir(reports, "report folder")
+    summary = run_sweep(
+        sweep, output, recompute=args.recompute, progress=not args.no_progress, log=_info
+    )
     _info(f"{summary.computed} cells computed, {summary.total} in store, {summary.seconds:.1f}s"
           f" -> {output / 'scores.csv'}")  # fmt: skip
     if not args.no_report:
         from .report import write_report
 
-        path = write_report(output, Path("reports"), baseline=sweep.baseline)
+        path = write_report(output, reports, baseline=sweep.baseline)
         _info(f"report: {path}")
     return 0
 
@@ -260,18 +291,21 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from .gate import check
 
-    failures, checked = check(
-        Path(args.run_dir), Path(args.baseline), args.tolerance, both_ways=args.both_ways
-    )
+    failures, checked = check(Path(args.run_dir), Path(args.baseline), args.tolerance,
+                              both_ways=args.both_ways, decimals=args.decimals)  # fmt: skip
     for line in failures:
         print(f"FAIL {line}")
-    if failures:
+    if args.decimals is not None:
+        verdict = f"equal to {args.decimals} decimals"
+        summary = f"{len(failures)} of {checked} scores not {verdict}" if failures else ""
+    else:
         where = "away from" if args.both_ways else "below"
-        print(
-            f"check: {len(failures)} of {checked} scores {where} baseline (tol. {args.tolerance})"
-        )
+        verdict = f"within {args.tolerance}"
+        summary = f"{len(failures)} of {checked} scores {where} baseline (tol. {args.tolerance})"
+    if failures:
+        print(f"check: {summary} ({args.baseline})")
         return 1
-    print(f"check: all {checked} scores within {args.tolerance} of baseline")
+    print(f"check: all {checked} scores {verdict} of {args.baseline}")
     return 0
 
 
@@ -296,11 +330,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, train_all
+    from .files import check_writable_dir
+    from .train import train_all, train_config
 
-    cfg = TrainConfig(base=args.base, poolings=args.pooling, data=args.data, split=args.split,
-                      steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
-                      seeds=args.seeds, max_seq_length=args.max_seq_length, output=args.output)  # fmt: skip
+    cfg = train_config(
+        {"base": args.base, "poolings": args.pooling, "data": args.data, "split": args.split,
+         "steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.lr,
+         "seeds": args.seeds, "max_seq_length": args.max_seq_length, "output": args.output},
+        "lmk-eval train",
+    )  # fmt: skip
+    check_writable_dir(Path(cfg.output), "checkpoint folder")
     for r in train_all(cfg, log=_info):
         last = f"{r['losses'][-1]:.4f}" if r["losses"] else "n/a"
         _info(f"{r['pooling']} seed {r['seed']}: last loss {last}, {r['seconds']}s")
@@ -328,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     except LmkEvalError as exc:
         print(f"lmk-eval: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a disk that filled up or vanished mid-run: still one line
+        where = f" '{exc.filename}'" if exc.filename else ""
+        print(f"lmk-eval: error: cannot read or write{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("lmk-eval: interrupted; finished cells are saved, run the same command to resume",
               file=sys.stderr)  # fmt: skip

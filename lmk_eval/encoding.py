@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import models, pooling
+from . import models, pooling, registry
+from .registry import PoolInputs, combine_windows
 from .tokenisation import Tokenisation, Window
 from .variants import Variant
 
@@ -44,41 +45,6 @@ class EncodeStats:
     @property
     def padding_waste(self) -> float:
         return 1 - self.real_tokens / self.padded_tokens if self.padded_tokens else 0.0
-
-
-def pool_batch(
-    variant: Variant,
-    hidden: torch.Tensor,
-    attention_mask: torch.Tensor,
-    markers: torch.Tensor,
-    layers: tuple[torch.Tensor, ...] | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-window vectors (unnormalised) and the weight each gets when windows are combined."""
-    tokens = attention_mask.sum(dim=1).to(hidden.dtype)
-    name = variant.pooling
-    if name in ("lmk", "multi_cls"):
-        vec = pooling.marked_mean(hidden, attention_mask, markers)
-        count = (markers & attention_mask.bool()).sum(dim=1).to(hidden.dtype)
-        return vec, torch.where(count > 0, count, tokens)
-    if name == "mean_every_k":
-        return pooling.mean_every_k(hidden, attention_mask, variant.interval), tokens
-    if name == "layer_mean":
-        stack = torch.stack(layers[-variant.layers :])
-        return pooling.layer_mean(stack, attention_mask), tokens
-    return getattr(pooling, name)(hidden, attention_mask), tokens
-
-
-def combine_windows(
-    variant: Variant, vectors: list[torch.Tensor], weights: list[float]
-) -> torch.Tensor:
-    """One vector per text: a single window is used as is; several are merged (see README)."""
-    if len(vectors) == 1:
-        return vectors[0]
-    stacked = torch.stack(vectors)
-    if variant.pooling == "max":
-        return stacked.max(dim=0).values
-    w = torch.tensor(weights, dtype=stacked.dtype).unsqueeze(-1)
-    return (stacked * w).sum(dim=0) / w.sum()
 
 
 def pad_windows(windows: Sequence[Window]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -208,7 +174,7 @@ class TextEncoder:
         _, model, tokenisation = self._load()
         dim = model.config.hidden_size
         result = {v: np.zeros((len(texts), dim), dtype=np.float32) for v in group}
-        need_layers = any(v.pooling == "layer_mean" for v in group)
+        need_layers = any(v.spec.needs_layers for v in group)
         chars = SLICE_TOKENS * 4
         bar = self._bar(len(texts), group)
         for lo, hi in _slices(texts, chars):
@@ -254,9 +220,10 @@ class TextEncoder:
             hidden = outputs.last_hidden_state
             mask_d, markers_d = mask.to(self.device), markers.to(self.device)
             layers = outputs.hidden_states if need_layers else None
+            inputs = PoolInputs(hidden, mask_d, markers_d, layers)
             pooled = {}
             for v in group:
-                vecs, weights = pool_batch(v, hidden, mask_d, markers_d, layers)
+                vecs, weights = registry.pool_batch(v, inputs)
                 pooled[v] = (vecs.float().cpu(), weights.cpu())
         s = self.stats
         s.forward_seconds += time.perf_counter() - started

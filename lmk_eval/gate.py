@@ -1,18 +1,30 @@
-"""The CI regression gate: a run's main scores against a committed baseline."""
+"""The CI regression gate: a run's main scores against a committed baseline (or another run)."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
-from .store import RunStore, atomic_write_text
-from .variants import LmkEvalError
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
+
+from .errors import LmkEvalError, schema_error
+from .files import atomic_write_text, check_writable_file
+from .store import RunStore
+
+KEY = "model|task|pooling|max_length|strategy|split"
+
+
+class BaselineFile(BaseModel):
+    """What `lmk-eval baseline` writes: finite main scores by cell key."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    scores: dict[str, FiniteFloat] = Field(min_length=1)
 
 
 def main_scores(run_dir: Path) -> dict[str, float]:
-    """``model|task|pooling|max_length|strategy|split`` -> main score, for every stored cell."""
-    store = RunStore(run_dir)
-    records = store.records()
+    """``model|task|pooling|max_length|strategy|split`` -> main score, for every cell of the run."""
+    records = RunStore(run_dir).records()
     if not records:
         raise LmkEvalError(
             f"no finished cells in '{run_dir}'; run `lmk-eval run --output {run_dir}` first"
@@ -28,41 +40,63 @@ def main_scores(run_dir: Path) -> dict[str, float]:
 
 
 def write_baseline(run_dir: Path, path: Path) -> int:
+    check_writable_file(path, "baseline file")
     scores = main_scores(run_dir)
     doc = {
         "about": "main scores per cell and split; `lmk-eval check RUN --baseline THIS` compares",
-        "key": "model|task|pooling|max_length|strategy|split",
+        "key": KEY,
         "scores": dict(sorted(scores.items())),
     }
     atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
     return len(scores)
 
 
+def read_baseline(path: Path) -> dict[str, float]:
+    """Scores from a baseline JSON, or from a run directory used as the reference."""
+    if path.is_dir():
+        return main_scores(path)
+    if not path.is_file():
+        raise LmkEvalError(
+            f"baseline '{path}' does not exist; write one with `lmk-eval baseline` or give a run directory"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise LmkEvalError(
+            f"baseline '{path}' is not JSON; write one with `lmk-eval baseline`"
+        ) from None
+    try:
+        return BaselineFile.model_validate(data).scores
+    except ValidationError as exc:
+        raise schema_error(exc, f"baseline '{path}' is not a baseline file") from None
+
+
 def check(
-    run_dir: Path, baseline_path: Path, tolerance: float, both_ways: bool = False
+    run_dir: Path,
+    baseline_path: Path,
+    tolerance: float,
+    both_ways: bool = False,
+    decimals: int | None = None,
 ) -> tuple[list[str], int]:
     """Lines naming each baseline cell that is missing or dropped by more than ``tolerance``.
 
     ``both_ways`` also names cells that rose beyond it: the harness is deterministic, so in a
     correctness gate an unexplained gain (a landmark lost, a fallback taken) is as suspect as a loss.
+    ``decimals`` instead asks for equality after rounding (a reproduction check), both ways.
     """
-    if not baseline_path.is_file():
-        raise LmkEvalError(
-            f"baseline '{baseline_path}' does not exist; write one with `lmk-eval baseline`"
-        )
-    if tolerance < 0:
-        raise LmkEvalError(f"tolerance must be >= 0, got {tolerance}")
-    try:
-        expected = json.loads(baseline_path.read_text(encoding="utf-8"))["scores"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise LmkEvalError(
-            f"baseline '{baseline_path}' is not a baseline file from `lmk-eval baseline`"
-        ) from None
+    if not math.isfinite(tolerance) or tolerance < 0:
+        raise LmkEvalError(f"tolerance must be a finite number >= 0, got {tolerance}")
+    if decimals is not None and not 0 <= decimals <= 12:
+        raise LmkEvalError(f"decimals must be between 0 and 12, got {decimals}")
+    expected = read_baseline(baseline_path)
     actual = main_scores(run_dir)
     failures = []
     for key, want in sorted(expected.items()):
         if key not in actual:
             failures.append(f"{key}: missing from {run_dir}")
+        elif decimals is not None:
+            if round(actual[key], decimals) != round(want, decimals):
+                failures.append(f"{key}: {actual[key]:.{decimals}f} != reference {want:.{decimals}f}")
         elif actual[key] < want - tolerance:
             failures.append(f"{key}: {actual[key]:.4f} < baseline {want:.4f} - {tolerance}")
         elif both_ways and actual[key] > want + tolerance:

@@ -47,7 +47,7 @@ def model_meta(encoder: TextEncoder, variant: Variant) -> ModelMeta:
         loader=_load_from_meta,
         loader_kwargs={"model": source.ref, **variant.to_dict()},
         name=source.name,
-        revision=source.revision,
+        revision=models.revision(source),
         open_weights=True,
         public_training_code=None,
         public_training_data=None,

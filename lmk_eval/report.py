@@ -10,15 +10,27 @@ from pathlib import Path
 
 import pandas as pd
 
-from .significance import ALPHA, TEST_NAME, paired_test
-from .store import CellRecord, RunStore, atomic_write_text
-from .sweep import Cell
-from .variants import LmkEvalError
+from .errors import LmkEvalError
+from .files import atomic_write_text, check_writable_dir
+from .significance import (
+    ALPHA,
+    CI_NAME,
+    CORRECTION,
+    TEST_NAME,
+    Comparison,
+    adjust,
+    bootstrap_ci,
+    paired_test,
+    seed_averaged,
+)
+from .store import CellRecord, RunStore
 
 LENGTH_SPLIT = re.compile(r"^test_(\d+)$")
 DEPTH_SPLIT = re.compile(r"^depth_(\d+)$")
 ROW_KEYS = ["model", "task", "context", "max_length", "strategy"]
-CHECKPOINT = re.compile(r"^(?:(?P<root>.*)/)?(?P<pooling>[a-z_]+)-seed(?P<seed>\d+)$")
+CHECKPOINT = re.compile(
+    r"^(?:(?P<root>.*)/)?(?P<pooling>[a-z_]+)-seed(?P<seed>\d+)(?:-[0-9a-f]{8})?$"
+)
 
 
 def split_checkpoint(model: str) -> tuple[str, int | None]:
@@ -112,11 +124,24 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _pooled_queries(group: pd.DataFrame, pooling: str) -> dict[str, float]:
-    """Per-query scores of one pooling across all splits of a row, keyed split/query."""
-    out = {}
-    for _, r in group[group["pooling"] == pooling].iterrows():
-        out.update({f"{r['seed']}/{r['split']}/{q}": v for q, v in r["per_query"].items()})
-    return out
+    """Per-query scores of one pooling across all splits of a row (keyed split/query), each
+    query's score averaged over the seeds first: one observation per query, not per (seed, query)."""
+    per_seed = []
+    for _seed, rows in group[group["pooling"] == pooling].groupby("seed", dropna=False):
+        scores: dict[str, float] = {}
+        for split, per_query in zip(rows["split"], rows["per_query"], strict=True):
+            scores.update({f"{split}/{q}": v for q, v in per_query.items()})
+        per_seed.append(scores)
+    return seed_averaged(per_seed)
+
+
+def split_weights(keys: list[str] | set[str]) -> dict[str, float]:
+    """Weights that make a mean over split/query keys the mean over splits of per-split means
+    (how a multi-split task's main score is averaged), whatever each split's query count."""
+    counts: dict[str, int] = {}
+    for k in keys:
+        counts[k.split("/", 1)[0]] = counts.get(k.split("/", 1)[0], 0) + 1
+    return {k: 1.0 / (len(counts) * counts[k.split("/", 1)[0]]) for k in keys}
 
 
 def _seed_std(group: pd.DataFrame, pooling: str) -> float | None:
@@ -127,30 +152,45 @@ def _seed_std(group: pd.DataFrame, pooling: str) -> float | None:
     return float(rows.groupby("seed")["score"].mean().std())
 
 
-def main_table(frame: pd.DataFrame, poolings: list[str], baseline: str) -> tuple[str, list[str]]:
-    """Per-row main score (mean over splits), best in bold, † where significantly != baseline."""
+def compare_rows(frame: pd.DataFrame, poolings: list[str], baseline: str):
+    """Every pooling against the baseline on every row, Holm-adjusted as one family.
+    Returns [(row label, pooling, Comparison)]."""
     vary = _varying(frame)
-    rows, notes, context_means = [], [], {}
+    found = []
+    for key, group in frame.groupby(ROW_KEYS, sort=False):
+        if baseline not in set(group["pooling"]):
+            continue
+        base_q = _pooled_queries(group, baseline)
+        for p in poolings:
+            if p == baseline or p not in set(group["pooling"]):
+                continue
+            cand = _pooled_queries(group, p)
+            cmp = paired_test(cand, base_q, split_weights(set(cand) & set(base_q)))
+            if cmp.p_value is not None:
+                found.append((_row_label(key, vary), p, cmp))
+    adjusted = adjust([c for _, _, c in found])
+    return [(row, p, c) for (row, p, _), c in zip(found, adjusted, strict=True)]
+
+
+def main_table(
+    frame: pd.DataFrame, poolings: list[str], comparisons: list[tuple[str, str, Comparison]]
+) -> str:
+    """Per-row main score (mean over splits and seeds), best in bold, † where the Holm-adjusted
+    difference from the baseline is significant."""
+    vary = _varying(frame)
+    marked = {(row, p) for row, p, c in comparisons if c.significant}
+    rows, context_means = [], {}
     for key, group in frame.groupby(ROW_KEYS, sort=False):
         means = group.groupby("pooling")["score"].mean()
         best = means.max()
-        cells = []
-        base_q = _pooled_queries(group, baseline) if baseline in means else {}
-        for p in poolings:
-            if p not in means:
-                cells.append("–")
-                continue
-            mark = ""
-            if base_q and p != baseline:
-                cmp = paired_test(_pooled_queries(group, p), base_q)
-                if cmp.significant:
-                    mark = "†"
-                if cmp.p_value is not None:
-                    notes.append(f"{_row_label(key, vary)}: {p} vs {baseline}: Δ={cmp.mean_diff * 100:+.1f},"
-                                 f" p={cmp.p_value:.3g}, n={cmp.n}")  # fmt: skip
-            cells.append(_fmt(means[p], means[p] == best, mark, _seed_std(group, p)))
-        splits = group["split"].nunique()
-        rows.append([_row_label(key, vary), group["metric"].iloc[0], str(splits), *cells])
+        label = _row_label(key, vary)
+        cells = [
+            _fmt(means[p], means[p] == best, "†" if (label, p) in marked else "", _seed_std(group, p))
+            if p in means
+            else "–"
+            for p in poolings
+        ]
+        rows.append([label, group["metric"].iloc[0], str(group["split"].nunique()), *cells])
         context_means.setdefault(key[2], []).append(means)
     for context, series in context_means.items():
         table = pd.concat(series, axis=1).reindex(poolings)
@@ -164,7 +204,33 @@ def main_table(frame: pd.DataFrame, poolings: list[str], baseline: str) -> tuple
             label = f"*{context}-context average over the {complete.shape[1]} of {table.shape[1]} rows every pooling has*"
         rows.append([label, "", str(complete.shape[1]),
                      *[_fmt(avg[p], avg[p] == best) for p in poolings]])  # fmt: skip
-    return _markdown_table(["task", "metric", "splits", *poolings], rows), notes
+    return _markdown_table(["task", "metric", "splits", *poolings], rows)
+
+
+def interval_table(frame: pd.DataFrame, poolings: list[str]) -> str | None:
+    """Each main score's 95% bootstrap interval over (seed-averaged) queries."""
+    vary = _varying(frame)
+    rows = []
+    for key, group in frame.groupby(ROW_KEYS, sort=False):
+        cells = []
+        for p in poolings:
+            scores = _pooled_queries(group, p) if p in set(group["pooling"]) else {}
+            ci = bootstrap_ci(scores, split_weights(set(scores))) if scores else None
+            cells.append(f"{ci[0] * 100:.1f} – {ci[1] * 100:.1f}" if ci else "–")
+        rows.append([_row_label(key, vary), str(len(_pooled_queries(group, poolings[0])) or "–"), *cells])
+    if all(c == "–" for r in rows for c in r[2:]):
+        return None
+    return _markdown_table(["task", "queries", *poolings], rows)
+
+
+def significance_lines(comparisons: list[tuple[str, str, Comparison]], baseline: str) -> list[str]:
+    out = []
+    for row, p, c in comparisons:
+        ci = f" (95% CI {c.ci[0] * 100:+.1f} to {c.ci[1] * 100:+.1f})" if c.ci else ""
+        out.append(f"{row}: {p} vs {baseline}: Δ={c.mean_diff * 100:+.1f}{ci}, p={c.p_value:.3g},"
+                   f" Holm-adjusted p={c.p_adjusted:.3g}{' †' if c.significant else ''},"
+                   f" n={c.n} queries")  # fmt: skip
+    return out
 
 
 def seed_table(frame: pd.DataFrame, poolings: list[str]) -> str | None:
@@ -311,28 +377,25 @@ def unfinished_note(
     store: RunStore, records: list[CellRecord], training: dict[str, dict]
 ) -> list[str]:
     """A bold warning naming what is missing when the store holds only part of its sweep."""
-    from .sweep import plan, sweep_from_dict
-
-    saved = {k: v for k, v in (store.sweep() or {}).items() if v is not None}
-    if not saved:
+    manifest = store.manifest()
+    if not manifest:
         return []
-    try:
-        cells = [c for g in plan(sweep_from_dict(saved, store.root.name)) for c in g.cells]
-    except LmkEvalError:  # e.g. hub tasks offline: the plan cannot be rebuilt here
+    done = {r.key for r in records}
+    missing_cells = [c for c in manifest if c["key"] not in done]
+    if not missing_cells:
         return []
     planned: dict[str, list[str]] = {}
     missing: dict[str, list[str]] = {}
-    missing_cells = [c for c in cells if not store.has(c)]
-    for c in cells:
-        planned.setdefault(Path(c.model).name, []).append(c.task)
+    for c in manifest:
+        planned.setdefault(Path(c["model"]).name, []).append(c["task"])
     for c in missing_cells:
-        missing.setdefault(Path(c.model).name, []).append(c.task)
-    if not missing:
-        return []
+        missing.setdefault(Path(c["model"]).name, []).append(c["task"])
     what = "; ".join(
-        f"{m}: {'all' if tasks == planned[m] else ', '.join(tasks)}" for m, tasks in missing.items()
+        f"{m}: {'all' if tasks == planned[m] else ', '.join(dict.fromkeys(tasks))}"
+        for m, tasks in missing.items()
     )
-    remaining = remaining_seconds(records, training, missing_cells, trains="train" in saved)
+    trains = bool((store.sweep() or {}).get("train"))
+    remaining = remaining_seconds(records, training, missing_cells, trains=trains)
     estimate = (
         f" At this run's own measured mean per cell (and per trained checkpoint) the rest needs"
         f" about {_duration(remaining)}."
@@ -340,25 +403,25 @@ def unfinished_note(
         else ""
     )
     return [
-        f"**Unfinished run: {len(cells) - len(missing_cells)} of {len(cells)} planned cells are in"
+        f"**Unfinished run: {len(manifest) - len(missing_cells)} of {len(manifest)} planned cells are in"
         f" the store.** Missing: {what}. Running the same command again resumes it.{estimate}",
         "",
     ]
 
 
 def remaining_seconds(
-    records: list[CellRecord], trained: dict[str, dict], missing: list[Cell], trains: bool
+    records: list[CellRecord], trained: dict[str, dict], missing: list[dict], trains: bool
 ) -> float | None:
     """The missing cells (and checkpoints still to train) priced at the measured mean of their
     kind; None when some kind was never timed, since a guess would read as a measurement."""
     timed = _timed_cells(records, lambda r: (r.task, r.cell["max_length"], r.cell["strategy"]))
     seconds = 0.0
     for cell in missing:
-        key = (cell.task, cell.variant.max_length, cell.variant.strategy)
+        key = (cell["task"], cell["max_length"], cell["strategy"])
         if key not in timed:
             return None
         seconds += statistics.mean(timed[key])
-    untrained = {Path(c.model).name for c in missing} - set(trained) if trains else set()
+    untrained = {Path(c["model"]).name for c in missing} - set(trained) if trains else set()
     if untrained and not trained:
         return None
     if untrained:
@@ -366,21 +429,75 @@ def remaining_seconds(
     return seconds
 
 
+def _short(identity: dict | None) -> str:
+    if not identity:
+        return "not recorded"
+    parts = []
+    for key in ("package", "repo", "commit", "content", "files", "construction", "dataset"):
+        if key in identity:
+            value = identity[key]
+            if isinstance(value, dict):
+                value = ", ".join(f"{k} {v}" for k, v in value.items())
+            elif key in ("commit", "content", "files"):
+                value = f"`{str(value)[:12]}`"
+            parts.append(f"{key} {value}")
+    if identity.get("kind") == "checkpoint":
+        t = identity["training"]
+        parts.append(f"trained from base `{_short(t['base'])}` on data `{str(t['data'])[:12]}`,"
+                     f" {t['steps']} steps, seed {t['seed']} (training hash in the checkpoint name)")  # fmt: skip
+    return f"{identity.get('kind', '?')}: " + "; ".join(parts)
+
+
+def provenance_section(records: list[CellRecord]) -> list[str]:
+    """What produced these numbers, from each cell's recorded identity."""
+    legacy = [r for r in records if r.identity is None]
+    models_seen: dict[str, str] = {}
+    tasks_seen: dict[str, str] = {}
+    scoring: set[str] = set()
+    produced: set[str] = set()
+    for r in records:
+        if r.identity is None:
+            continue
+        models_seen.setdefault(r.cell["model"], _short(r.identity["model"]))
+        splits = "+".join(r.identity["slot"]["task"]["splits"])
+        tasks_seen.setdefault(f"{r.task} ({splits})", _short(r.identity["data"]))
+        scoring.add(", ".join(f"{k} {v}" for k, v in r.identity["scoring"].items()))
+        produced.add(", ".join(f"{k} {v}" for k, v in sorted(r.produced_by.items())))
+    lines = ["## Provenance", ""]
+    if legacy:
+        lines += [f"{len(legacy)} of {len(records)} cells were written before lmk-eval recorded"
+                  " provenance: their model and data are known by name only.", ""]  # fmt: skip
+    if models_seen:
+        lines += ["Each cell records what produced it (`cell.json`, key `identity`); a stored cell"
+                  " is reused only while all of it is unchanged.", ""]  # fmt: skip
+        lines += [f"- model `{m}`: {v}" for m, v in models_seen.items()]
+        lines += [f"- task {t}: data {v}" for t, v in tasks_seen.items()]
+        lines += [f"- scoring: {v}" for v in sorted(scoring)]
+        lines += [f"- computed by: {v}" for v in sorted(produced)]
+        lines += [""]
+    return lines if (legacy or models_seen) else []
+
+
 def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) -> Path:
+    from .sweep import resolve_baseline
+
     store = RunStore(run_dir)
     if not store.cells_dir.is_dir():
         raise LmkEvalError(
             f"'{run_dir}' is not a run directory (no cells/); run `lmk-eval run` first"
         )
+    check_writable_dir(reports_dir, "report folder")
     sweep = store.sweep() or {}
-    baseline = baseline or sweep.get("baseline", "cls")
     records, training = store.records(), store.training_records()  # read once
     every_seed = main_frame(records, store.root)
+    baseline = resolve_baseline(baseline or sweep.get("baseline", "cls"), set(every_seed["pooling"]))
     frame, unmatched = matched_seeds(every_seed)
     poolings = pooling_order(every_seed, baseline, sweep)
     name = run_dir.name
     assets = reports_dir / name
-    table, notes = main_table(frame, poolings, baseline)
+    comparisons = compare_rows(frame, poolings, baseline)
+    table = main_table(frame, poolings, comparisons)
+    intervals = interval_table(frame, poolings)
     lengths = split_pivots(frame, LENGTH_SPLIT, 1)
     depths = split_pivots(frame, DEPTH_SPLIT, 0.01)
     length_plot = plot({**lengths, **max_length_pivots(frame)}, poolings, assets / "length.png",
@@ -389,11 +506,11 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
     depth_plot = plot(depths, poolings, assets / "depth.png",
                       xlabel="needle depth (fraction of document)", ylabel="nDCG@1 ×100",
                       log2=False, title="Evidence depth")  # fmt: skip
+    seeded = frame["seed"].notna().any()
     parts = [
         f"# lmk-eval report: {name}",
         "",
-        sweep.get("description", ""),
-        "",
+        *([sweep["description"], ""] if sweep.get("description") else []),
         *unfinished_note(store, records, training),
         "## Settings",
         "",
@@ -401,7 +518,7 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
         + (
             f"; seeds: {', '.join(str(int(x)) for x in sorted(frame['seed'].dropna().unique()))}"
             " (scores are means over seeds, ± their standard deviation)"
-            if frame["seed"].notna().any()
+            if seeded
             else ""
         ),
         f"- poolings: {', '.join(poolings)} (baseline for significance: `{baseline}`)",
@@ -414,9 +531,11 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
         "",
         "## Main scores",
         "",
-        "Main score ×100 (mean over a task's splits, as LongEmbed averages over lengths). Best per"
-        f" row in **bold**; † marks a difference from `{baseline}` with p < {ALPHA} ({TEST_NAME},"
-        " all splits' queries pooled).",
+        "Main score ×100 (mean over a task's splits, as LongEmbed averages over lengths"
+        + (", and over seeds" if seeded else "")
+        + f"). Best per row in **bold**; † marks a difference from `{baseline}` that stays"
+        f" significant (p < {ALPHA}) after {CORRECTION} correction over all"
+        f" {len(comparisons)} comparisons of this report (see Significance).",
         "",
         *(
             [
@@ -431,6 +550,10 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
         table,
         "",
     ]
+    if intervals:
+        parts += ["95% confidence intervals of the main scores ×100: " + CI_NAME
+                  + (", each query's score averaged over seeds first" if seeded else "") + ".",
+                  "", intervals, ""]  # fmt: skip
     per_seed = seed_table(every_seed, poolings)
     if per_seed:
         parts += ["## Per seed", "", "Main score ×100 of every stored checkpoint (mean over a task's"
@@ -449,10 +572,23 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
                   "", f"![evidence depth]({name}/depth.png)", ""]  # fmt: skip
         for label, t in depth_tables:
             parts += [f"**{label}**", "", t, ""]
-    if notes:
-        parts += ["## Significance", "", f"{TEST_NAME}; Δ is candidate − baseline ×100.", ""]
-        parts += [f"- {n}" for n in notes] + [""]
+    if comparisons:
+        parts += [
+            "## Significance",
+            "",
+            f"Each pooling against `{baseline}` on every row of the main table: {TEST_NAME},"
+            " on per-query main scores"
+            + (" with each query's score first averaged over seeds (n counts queries, not"
+               " seed x query pairs)" if seeded else "")
+            + "; a task with several splits weighs each split equally. Its Δ interval is the"
+            f" {CI_NAME} of the paired differences. The {len(comparisons)} p-values form one"
+            f" family, adjusted by {CORRECTION}; † = adjusted p < {ALPHA}. Per-length and"
+            " per-depth tables are descriptive and are not tested.",
+            "",
+        ]  # fmt: skip
+        parts += [f"- {n}" for n in significance_lines(comparisons, baseline)] + [""]
     parts += compute_section(records, training)
+    parts += provenance_section(records)
     path = reports_dir / f"{name}.md"
     atomic_write_text(path, "\n".join(parts))
     return path

@@ -1,7 +1,10 @@
-"""Executing a sweep: plan, skip what the store has, encode once per group, score with mteb, store.
+"""Executing a sweep: plan, check, skip what the store has, encode once per group, score, store.
 
-The model is loaded only when a cell is missing, so re-running a finished sweep reads the store
-and nothing else.
+Order matters for trust: everything that can refuse the sweep (config, tasks, data files, model
+tokenizers and positions, landmark tokens, the output path, training data) is checked before the
+output directory is touched, and a stored cell is reused only if its recorded identity (model and
+data by content, splits, options, scoring version) equals the current one. The model is loaded
+only when a cell is missing, so re-running a finished sweep reads the store and nothing else.
 """
 
 from __future__ import annotations
@@ -13,11 +16,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from . import models
 from .encoding import SharedEmbeddings, TextEncoder
+from .files import check_writable_dir
+from .provenance import scoring_identity
 from .store import RunStore
 from .sweep import Cell, CellGroup, Sweep, plan
 from .task_registry import ensure_hub
+from .tokenisation import Tokenisation
 
 PER_QUERY_PREFIX = {"ndcg_at_": "ndcg_cut_", "map_at_": "map_cut_", "recall_at_": "recall_",
                     "precision_at_": "P_"}  # fmt: skip
@@ -29,6 +37,7 @@ class RunSummary:
     computed: int
     seconds: float
     model_loaded: bool
+    set_aside: int = 0
 
 
 def quiet_libraries() -> None:
@@ -41,6 +50,7 @@ def quiet_libraries() -> None:
 
 
 def pytrec_measure(main_score: str) -> str | None:
+    """mteb's metric name -> pytrec_eval's per-query key (ndcg_at_10 -> ndcg_cut_10)."""
     for prefix, measure in PER_QUERY_PREFIX.items():
         if main_score.startswith(prefix):
             return measure + main_score[len(prefix) :]
@@ -48,12 +58,14 @@ def pytrec_measure(main_score: str) -> str | None:
 
 
 def per_query_scores(task, predictions_file: Path, main_score: str) -> dict[str, dict[str, float]]:
-    """Per-query main-metric values from mteb's saved rankings, scored by mteb's own evaluator."""
-    from mteb._evaluators.retrieval_metrics import calculate_retrieval_scores
+    """Per-query main-metric values of mteb's saved rankings, by pytrec_eval (what mteb itself
+    averages), so the mean over queries is mteb's main score."""
+    import pytrec_eval
 
-    measure = pytrec_measure(main_score)
-    if measure is None or not predictions_file.exists():
+    key = pytrec_measure(main_score)
+    if key is None or not predictions_file.exists():
         return {}
+    request = ".".join(key.rsplit("_", 1))  # ndcg_cut_10 -> ndcg_cut.10
     saved = json.loads(predictions_file.read_text(encoding="utf-8"))
     out: dict[str, dict[str, float]] = {}
     for subset, splits in saved.items():
@@ -62,11 +74,9 @@ def per_query_scores(task, predictions_file: Path, main_score: str) -> dict[str,
         for split, results in splits.items():
             qrels = task.dataset[subset][split]["relevant_docs"]
             if task.ignore_identical_ids:
-                results = {
-                    q: {d: s for d, s in docs.items() if d != q} for q, docs in results.items()
-                }
-            evaluated = calculate_retrieval_scores(results, qrels, task.k_values)
-            out[split] = {q: m[measure] for q, m in evaluated.all_scores.items()}
+                results = {q: {d: s for d, s in docs.items() if d != q} for q, docs in results.items()}
+            evaluated = pytrec_eval.RelevanceEvaluator(qrels, {request}).evaluate(results)
+            out[split] = {q: m[key] for q, m in evaluated.items()}
     return out
 
 
@@ -74,15 +84,8 @@ def evaluate_cell(task, encoder) -> tuple[object, dict[str, dict[str, float]]]:
     import mteb
 
     with tempfile.TemporaryDirectory(prefix="lmk-eval-pred-") as folder:
-        result = mteb.evaluate(
-            encoder,
-            task,
-            cache=None,
-            prediction_folder=folder,
-            show_progress_bar=False,
-            co2_tracker=False,
-            raise_error=True,
-        )
+        result = mteb.evaluate(encoder, task, cache=None, prediction_folder=folder,
+                               show_progress_bar=False, co2_tracker=False, raise_error=True)  # fmt: skip
         task_result = result.task_results[0]
         main = task.metadata.main_score
         per_query = per_query_scores(
@@ -103,67 +106,139 @@ def split_scores(task_result) -> dict[str, dict[str, float]]:
     return out
 
 
+# -- before anything is written ------------------------------------------------------------------
+def model_identities(sweep: Sweep) -> dict[str, dict[str, Any]]:
+    """Model as the sweep names it -> what it is by content (a checkpoint: how it is trained)."""
+    if sweep.train is not None:
+        from .train import checkpoint_jobs, training_identity
+
+        return {path: {"kind": "checkpoint", "training": training_identity(sweep.train, p, s)}
+                for path, (p, s) in checkpoint_jobs(sweep.train).items()}  # fmt: skip
+    return {m: models.identity(models.resolve_model(m)) for m in sweep.models}
+
+
+def cell_identities(sweep: Sweep, groups: list[CellGroup]) -> dict[str, dict[str, Any]]:
+    """Cell key -> everything that produced (or will produce) its numbers."""
+    by_model = model_identities(sweep)
+    scoring = scoring_identity()
+    out = {}
+    for g in groups:
+        data = g.task.data_identity()
+        for c in g.cells:
+            out[c.key()] = {"slot": json.loads(c.slot), "model": by_model[g.model], "data": data,
+                            "scoring": scoring}  # fmt: skip
+    return out
+
+
+def preflight(sweep: Sweep, groups: list[CellGroup]) -> None:
+    """Refuse now, in one line, what would fail later: each model's tokenizer and config load,
+    and every variant fits its positions and finds its landmark token. Loads no weights."""
+    base = sweep.train.base if sweep.train is not None else None
+    checked: dict[str, Tokenisation] = {}
+    for g in groups:
+        ref = base if base is not None else g.model
+        if ref not in checked:
+            tokenizer, config = models.load_light(models.resolve_model(ref))
+            checked[ref] = Tokenisation(tokenizer, models.max_positions(config))
+        for c in g.cells:
+            checked[ref].check(c.variant)
+    if sweep.train is not None:
+        from .train import load_pairs
+
+        load_pairs(sweep.train)  # a bad training folder fails before any work
+
+
+# -- running ------------------------------------------------------------------------------------
 def run_sweep(
     sweep: Sweep,
     output: str | Path,
     *,
+    recompute: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> RunSummary:
     started = time.perf_counter()
-    store = RunStore(output)
-    store.clean_staging()
     groups = plan(sweep)
-    todo = [(g, [c for c in g.cells if not store.has(c)]) for g in groups]
-    todo = [(g, missing) for g, missing in todo if missing]
-    ensure_hub(list(dict.fromkeys(g.task.name for g, _ in todo if g.task.source == "mteb")))
-    store.write_sweep(sweep.to_dict())
-    total = sum(len(g.cells) for g in groups)
-    n_missing = sum(len(m) for _, m in todo)
-    if not todo:
-        store.write_scores_csv()
-        log(f"all {total} cells already in {store.root}; nothing to compute")
-        return RunSummary(total, 0, time.perf_counter() - started, False)
-    log(f"{n_missing} of {total} cells to compute -> {store.root}")
+    check_writable_dir(Path(output), "output folder")
+    identities = cell_identities(sweep, groups)
+    preflight(sweep, groups)
+    all_cells = [c for g in groups for c in g.cells]
+    store = RunStore(output)
+    with store.writing():
+        todo, set_aside = _missing_cells(store, groups, identities, recompute, log)
+        ensure_hub(list(dict.fromkeys(g.task.name for g, _ in todo if g.task.source == "mteb")))
+        total, n_missing = len(all_cells), sum(len(m) for _, m in todo)
+        if not todo:
+            store.write_sweep(sweep.to_dict(), all_cells)
+            store.write_scores_csv()
+            log(f"all {total} cells already in {store.root}; nothing to compute")
+            return RunSummary(total, 0, time.perf_counter() - started, False, set_aside)
+        log(f"{n_missing} of {total} cells to compute -> {store.root}")
+        encoders = _compute(sweep, store, todo, identities, all_cells, progress, log)
+    return RunSummary(total, n_missing, time.perf_counter() - started, bool(encoders), set_aside)
+
+
+def _missing_cells(store: RunStore, groups, identities, recompute: bool, log):
+    """Groups with the cells to compute; stale or corrupt cells are set aside with one line each."""
+    todo, set_aside = [], 0
+    for g in groups:
+        missing = []
+        for c in g.cells:
+            found = store.lookup(c, identities[c.key()])
+            if found.state == "ok" and not recompute:
+                continue
+            if found.state in ("stale", "corrupt"):
+                where = store.set_aside(c, found.state)
+                set_aside += 1
+                log(f"recomputing {c.key()}: {found.why}; the old cell is in {where}")
+            missing.append(c)
+        if missing:
+            todo.append((g, missing))
+    return todo, set_aside
+
+
+def _compute(sweep, store: RunStore, todo, identities, all_cells, progress, log):
     train_checkpoint = _checkpoint_trainer(sweep, store, log)
     quiet_libraries()
     from tqdm.auto import tqdm
 
     encoders: dict[str, TextEncoder] = {}
-    bar = tqdm(total=n_missing, desc="cells", unit="cell", disable=not progress)
+    bar = tqdm(total=sum(len(m) for _, m in todo), desc="cells", unit="cell", disable=not progress)
+
+    def before_first_save() -> None:  # the sweep record appears with the first result, not before
+        if store.saved == 0:
+            store.write_sweep(sweep.to_dict(), all_cells)
+
     try:
         for group, missing in todo:
             train_checkpoint(group.model)
             encoder = encoders.get(group.model)
             if encoder is None:
-                encoder = TextEncoder(
-                    group.model, token_budget=sweep.token_budget, progress=progress
-                )
+                encoder = TextEncoder(group.model, token_budget=sweep.token_budget, progress=progress)
                 encoders[group.model] = encoder
-            _run_group(store, group, missing, encoder, bar)
+            _run_group(store, group, missing, identities, encoder, bar, before_first_save)
     finally:
         bar.close()
-        store.write_scores_csv()
+        if store.saved:
+            store.write_scores_csv()
         for name, enc in encoders.items():
             s = enc.stats
             if s.forward_passes:
                 log(f"{name}: {s.real_tokens:,} tokens in {s.forward_passes} forward passes"
                     f" ({s.forward_seconds:.0f}s), padding waste {s.padding_waste:.1%}")  # fmt: skip
-    return RunSummary(total, n_missing, time.perf_counter() - started, bool(encoders))
+    return encoders
 
 
-def _checkpoint_trainer(
-    sweep: Sweep, store: RunStore, log: Callable[[str], None]
-) -> Callable[[str], None]:
+def _checkpoint_trainer(sweep: Sweep, store: RunStore, log: Callable[[str], None]):
     """For a controlled sweep: train a checkpoint just before its first cell (seed by seed, so an
     interrupted sweep leaves whole checkpoints behind) and keep its training record with the results."""
-    cfg = sweep.train_config()
+    cfg = sweep.train
     if cfg is None:
         return lambda model: None
     from .train import checkpoint_jobs, ensure_trained, load_pairs
 
     jobs = checkpoint_jobs(cfg)
-    pairs = load_pairs(cfg)  # a bad training folder fails before any work
+    pairs = load_pairs(cfg)
 
     def train(model: str) -> None:
         if model in jobs:
@@ -174,9 +249,8 @@ def _checkpoint_trainer(
     return train
 
 
-def _run_group(
-    store: RunStore, group: CellGroup, missing: list[Cell], encoder: TextEncoder, bar
-) -> None:
+def _run_group(store: RunStore, group: CellGroup, missing: list[Cell], identities, encoder,
+               bar, before_first_save: Callable[[], None]) -> None:  # fmt: skip
     from .mteb_adapter import LmkEncoder, model_meta
 
     task = group.task.build()
@@ -187,8 +261,10 @@ def _run_group(
         adapter = LmkEncoder(encoder, cell.variant, shared, model_meta(encoder, cell.variant))
         cell_started = time.perf_counter()
         task_result, per_query = evaluate_cell(task, adapter)
+        before_first_save()
         store.save(
             cell,
+            identity=identities[cell.key()],
             context=group.task.context,
             task_result_json=task_result.model_dump_json(indent=1),
             main_score=task.metadata.main_score,

@@ -15,10 +15,13 @@ from typing import Any
 import torch
 from sentence_transformers.base.modules import Module, Transformer
 
-from .encoding import pad_windows, pool_batch
+from . import registry
+from .encoding import pad_windows
+from .errors import LmkEvalError
 from .models import max_positions
+from .registry import PoolInputs
 from .tokenisation import Tokenisation
-from .variants import LmkEvalError, Variant, make_variant
+from .variants import Variant, make_variant
 
 MARKERS = "lmk_markers"
 
@@ -102,9 +105,8 @@ class HarnessPooling(Module):
         markers = features.get(MARKERS)
         if markers is None:
             markers = torch.zeros_like(mask, dtype=torch.bool)
-        features["sentence_embedding"] = pool_batch(
-            self._variant, hidden, mask, markers.bool(), None
-        )[0]
+        inputs = PoolInputs(hidden, mask, markers.bool(), None)
+        features["sentence_embedding"] = registry.pool_batch(self._variant, inputs)[0]
         return features
 
     def get_embedding_dimension(self) -> int:

@@ -2,48 +2,42 @@
 
 Layout of a run directory::
 
-    sweep.json                 the sweep as run
-    cells/<cell-key>/cell.json the cell, its scores per split, per-query main scores
+    sweep.json                    the sweep as run, and the keys of its cells (its manifest)
+    cells/<cell-key>/cell.json    the cell, its identity (what produced it), scores, per-query scores
     cells/<cell-key>/<Task>.json  mteb's TaskResult, as mteb writes it
-    training/<checkpoint>.json training record of each checkpoint a controlled sweep trained
-    scores.csv                 one row per (cell, split, metric)
+    set-aside/<cell-key>.<why>.N  cells that were corrupt or whose identity no longer matches
+    training/<checkpoint>.json    training record of each checkpoint a controlled sweep trained
+    scores.csv                    one row per (cell, split, metric) of the sweep's cells
 
 A cell directory is built under ``.tmp`` and renamed into place, so a kill at any moment leaves
-either a whole cell or none; a re-run computes only the cells that are missing.
+either a whole cell or none. A cell is reused only if its stored identity (model content, data
+content, splits, options, scoring version) equals the current one; otherwise it is set aside,
+never deleted, and recomputed. One lock per run directory keeps two runs from interleaving.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from .errors import LmkEvalError
+from .files import atomic_write_text, remove_if_empty, remove_tree, staging_dir
+from .provenance import code_info, differences
 from .sweep import Cell
 
 SCORE_COLUMNS = [
     "model", "pooling", "pooling_name", "options", "task", "context", "split", "max_length",
     "strategy", "metric", "score", "main",
 ]  # fmt: skip
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+RECORD_FIELDS = ("cell", "task", "context", "main_score", "scores", "per_query")
+LOCK_NAME = ".lock"
 
 
 @dataclass
@@ -57,23 +51,170 @@ class CellRecord:
     scores: dict[str, dict[str, float]]  # split -> metric -> value
     per_query: dict[str, dict[str, float]]  # split -> query id -> main-metric value
     seconds: float | None = None  # wall time of the cell (encoding + scoring); older runs lack it
+    identity: dict[str, Any] | None = None  # what produced it; cells of older runs lack it
+    produced_by: dict[str, Any] = field(default_factory=dict)  # harness version, git commit
+    key: str = ""
+
+
+class CorruptCell(LmkEvalError):
+    pass
+
+
+def read_record(path: Path) -> CellRecord:
+    """A cell.json, or CorruptCell naming the file and what is wrong with it."""
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        what = exc.strerror if isinstance(exc, OSError) else "not valid JSON (truncated?)"
+        raise CorruptCell(f"stored cell '{path}' is unreadable: {what}") from None
+    if not isinstance(d, dict) or any(k not in d for k in RECORD_FIELDS):
+        raise CorruptCell(f"stored cell '{path}' lacks the fields of a cell record")
+    known = {k: d[k] for k in CellRecord.__dataclass_fields__ if k in d}
+    try:
+        record = CellRecord(**known)
+        for metrics in record.scores.values():
+            float(metrics[record.main_score])
+    except (TypeError, KeyError, ValueError, AttributeError):
+        raise CorruptCell(f"stored cell '{path}' has malformed scores") from None
+    record.key = path.parent.name
+    return record
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What the store holds for a planned cell: reusable, missing, stale or corrupt (with why)."""
+
+    state: str  # "ok" | "missing" | "stale" | "corrupt"
+    why: str = ""
 
 
 class RunStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.cells_dir = self.root / "cells"
+        self.saved = 0  # cells this process wrote
 
-    def cell_dir(self, cell: Cell) -> Path:
-        return self.cells_dir / cell.key()
+    # -- reading -----------------------------------------------------------------------------
+    def cell_dir(self, cell: Cell | str) -> Path:
+        return self.cells_dir / (cell if isinstance(cell, str) else cell.key())
 
-    def has(self, cell: Cell) -> bool:
+    def has(self, cell: Cell | str) -> bool:
         return (self.cell_dir(cell) / "cell.json").is_file()
+
+    def sweep(self) -> dict[str, Any] | None:
+        """The stored sweep.json, or LmkEvalError naming it when it is unreadable."""
+        path = self.root / "sweep.json"
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            raise LmkEvalError(
+                f"'{path}' is unreadable or not valid JSON; restore it or run the sweep again"
+                " into a fresh --output"
+            ) from None
+        if not isinstance(data, dict):
+            raise LmkEvalError(f"'{path}' is not a sweep record; run the sweep again")
+        return data
+
+    def manifest(self) -> list[dict[str, Any]] | None:
+        """The cells the last run planned (key, model, task, max_length, strategy); None for runs
+        written before manifests, whose every stored cell belongs to the run."""
+        cells = (self.sweep() or {}).get("cells")
+        if cells is None:
+            return None
+        if not isinstance(cells, list) or not all(isinstance(c, dict) and "key" in c for c in cells):
+            raise LmkEvalError(f"'{self.root / 'sweep.json'}' has a malformed cell list; run the sweep again")
+        return cells
+
+    def records(self) -> list[CellRecord]:
+        """The run's finished cells (its manifest's, or every stored one for older runs).
+        A corrupt cell.json stops with one line naming it: `run` sets it aside and recomputes."""
+        manifest = self.manifest()
+        if manifest is None:
+            paths = sorted(self.cells_dir.glob("*/cell.json"))
+        else:
+            paths = [self.cell_dir(c["key"]) / "cell.json" for c in manifest]
+            paths = [p for p in paths if p.is_file()]
+        out = []
+        for path in paths:
+            try:
+                out.append(read_record(path))
+            except CorruptCell as exc:
+                raise LmkEvalError(f"{exc}; run the sweep again to set it aside and recompute it") from None
+        return out
+
+    def training_records(self) -> dict[str, dict[str, Any]]:
+        """Checkpoint name -> its training record."""
+        out = {}
+        for p in sorted((self.root / "training").glob("*.json")):
+            try:
+                out[p.stem] = json.loads(p.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                raise LmkEvalError(f"training record '{p}' is unreadable; delete it or restore it") from None
+        return out
+
+    def lookup(self, cell: Cell, identity: dict[str, Any]) -> Lookup:
+        path = self.cell_dir(cell) / "cell.json"
+        if not self.cell_dir(cell).exists():
+            return Lookup("missing")
+        try:
+            record = read_record(path)
+        except CorruptCell as exc:
+            return Lookup("corrupt", str(exc))
+        if record.identity is None:
+            return Lookup("stale", "it records no provenance (written by an older lmk-eval)")
+        changed = differences(record.identity, identity)
+        if changed:
+            return Lookup("stale", f"changed since it was stored: {', '.join(changed)}")
+        return Lookup("ok")
+
+    # -- writing (only inside `writing()`) ---------------------------------------------------
+    @contextmanager
+    def writing(self) -> Iterator[RunStore]:
+        """Create the run directory and hold its lock; if this run created the directory and the
+        block fails before any cell is saved, remove it again: a failed run leaves nothing."""
+        from filelock import FileLock, Timeout
+
+        created = not self.root.exists()
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.root / LOCK_NAME), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            if created:
+                remove_tree(self.root)
+            raise LmkEvalError(
+                f"another lmk-eval run is writing to '{self.root}'; wait for it to finish or use"
+                " another --output"
+            ) from None
+        try:
+            yield self
+        except BaseException:
+            if created and self.saved == 0:
+                lock.release()
+                remove_tree(self.root)
+            raise
+        finally:
+            if lock.is_locked:
+                lock.release()
+            remove_if_empty(self.root / ".tmp")
+
+    def set_aside(self, cell: Cell, why: str) -> Path:
+        """Move a stored cell out of the way (never delete a result someone may want back)."""
+        aside = self.root / "set-aside"
+        aside.mkdir(parents=True, exist_ok=True)
+        n = 1
+        while (target := aside / f"{cell.key()}.{why}.{n}").exists():
+            n += 1
+        os.replace(self.cell_dir(cell), target)
+        return target
 
     def save(
         self,
         cell: Cell,
         *,
+        identity: dict[str, Any],
         context: str,
         task_result_json: str,
         main_score: str,
@@ -81,13 +222,13 @@ class RunStore:
         per_query: dict[str, dict[str, float]],
         seconds: float | None = None,
     ) -> None:
-        staging_root = self.root / ".tmp"
-        staging_root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=staging_root, prefix=cell.key()[:40]))
+        staging = staging_dir(self.root / ".tmp", cell.key()[:40])
         try:
-            (staging / f"{cell.task}.json").write_text(task_result_json, encoding="utf-8")
+            atomic_write_text(staging / f"{cell.task}.json", task_result_json)
             record = {
                 "cell": cell.describe(),
+                "identity": identity,
+                "produced_by": code_info(),
                 "task": cell.task,
                 "context": context,
                 "main_score": main_score,
@@ -95,45 +236,29 @@ class RunStore:
                 "per_query": per_query,
                 "seconds": None if seconds is None else round(seconds, 2),
             }
-            (staging / "cell.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+            atomic_write_text(staging / "cell.json", json.dumps(record, indent=1))
             target = self.cell_dir(cell)
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.exists():
-                shutil.rmtree(target)
+                remove_tree(target)
             os.replace(staging, target)
+            self.saved += 1
         finally:
             if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
-
-    def clean_staging(self) -> None:
-        shutil.rmtree(self.root / ".tmp", ignore_errors=True)
-
-    def records(self) -> list[CellRecord]:
-        out = []
-        for path in sorted(self.cells_dir.glob("*/cell.json")):
-            d = json.loads(path.read_text(encoding="utf-8"))
-            out.append(CellRecord(**d))
-        return out
+                remove_tree(staging)
 
     def save_training(self, name: str, record: dict[str, Any]) -> None:
         """Keep a checkpoint's training record with the results (checkpoints are not committed)."""
         atomic_write_text(self.root / "training" / f"{name}.json", json.dumps(record, indent=1))
 
-    def training_records(self) -> dict[str, dict[str, Any]]:
-        """Checkpoint name -> its training record."""
-        paths = sorted((self.root / "training").glob("*.json"))
-        return {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in paths}
+    def write_sweep(self, sweep_dict: dict[str, Any], cells: list[Cell]) -> None:
+        manifest = [c.manifest_entry() for c in cells]
+        atomic_write_text(self.root / "sweep.json", json.dumps({**sweep_dict, "cells": manifest}, indent=1))
 
-    def write_sweep(self, sweep_dict: dict[str, Any]) -> None:
-        atomic_write_text(self.root / "sweep.json", json.dumps(sweep_dict, indent=1))
-
-    def sweep(self) -> dict[str, Any] | None:
-        path = self.root / "sweep.json"
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-    def scores_frame(self) -> pd.DataFrame:
+    # -- tables ------------------------------------------------------------------------------
+    def scores_frame(self, records: list[CellRecord] | None = None) -> pd.DataFrame:
         rows = []
-        for r in self.records():
+        for r in self.records() if records is None else records:
             c = r.cell
             for split, metrics in r.scores.items():
                 for metric, value in metrics.items():

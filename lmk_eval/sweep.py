@@ -1,7 +1,7 @@
 """Sweeps as data: a TOML file (or CLI flags) becomes a plan of cells.
 
-A cell is one (model, pooling variant, task, max_length, strategy); cells that share model, task,
-max_length and strategy form a group whose variants share forward passes.
+A cell is one (model, pooling variant, task with its splits, max_length, strategy); cells that
+share model, task, max_length and strategy form a group whose variants share forward passes.
 
     name = "quick"
     models = ["default"]
@@ -12,114 +12,150 @@ max_length and strategy form a group whose variants share forward passes.
     tasks = ["scifact-quick"]
     max_length = [256]
     strategy = "truncate"
+
+Sweep files are validated by a pydantic schema in strict mode: a wrongly typed value, an unknown
+key or an unsafe name is one line naming the key, before anything else happens.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import models, task_registry
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from . import task_registry
 from .encoding import DEFAULT_TOKEN_BUDGET
-from .variants import LmkEvalError, Variant, make_variant
+from .errors import LmkEvalError, schema_error
+from .provenance import digest
+from .train import TrainConfig
+from .variants import Variant, make_variant
 
 DEFAULT_MODEL = "default"
-SWEEP_KEYS = {"name", "description", "models", "poolings", "grid", "baseline", "token_budget",
-              "tasks", "max_length", "strategy", "train"}  # fmt: skip
-GRID_KEYS = {"tasks", "max_length", "strategy"}
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,119}$")
+SHORTHAND = ("tasks", "max_length", "strategy")
 
 
-@dataclass
-class Grid:
-    tasks: list[str]
-    max_lengths: list[int]
+def _listify(value: Any) -> Any:
+    return [value] if isinstance(value, (str, int)) and not isinstance(value, bool) else value
+
+
+class GridSpec(BaseModel):
+    """One block of the grid: these tasks at these lengths with this strategy."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    tasks: list[str] = Field(min_length=1)
+    max_length: list[int] = Field(default_factory=lambda: [512], min_length=1)
     strategy: str = "truncate"
 
+    _wrap = field_validator("tasks", "max_length", mode="before")(_listify)
 
-@dataclass
-class Sweep:
+
+class Sweep(BaseModel):
+    """A sweep file's schema; ``grid`` may be written as top-level tasks/max_length/strategy."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
     name: str
-    poolings: list[dict[str, Any]]
-    grids: list[Grid]
-    models: list[str] = field(default_factory=lambda: [DEFAULT_MODEL])
-    baseline: str = "cls"
     description: str = ""
-    token_budget: int = DEFAULT_TOKEN_BUDGET
-    train: dict[str, Any] | None = None  # a controlled sweep: train, then evaluate each checkpoint
+    models: list[str] = Field(default_factory=lambda: [DEFAULT_MODEL], min_length=1)
+    poolings: list[dict[str, Any]] = Field(default_factory=list)
+    grids: list[GridSpec] = Field(alias="grid", min_length=1)
+    baseline: str = "cls"
+    token_budget: int = Field(default=DEFAULT_TOKEN_BUDGET, ge=16)
+    train: TrainConfig | None = None  # a controlled sweep: train, then evaluate each checkpoint
 
-    def train_config(self):
-        from dataclasses import fields
+    _wrap = field_validator("models", mode="before")(_listify)
 
-        from .train import TrainConfig
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand_grid(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(k in data for k in SHORTHAND):
+            if "grid" in data:
+                raise ValueError("give either [[grid]] blocks or top-level tasks/max_length/strategy, not both")
+            data = dict(data)
+            data["grid"] = [{k: data.pop(k) for k in SHORTHAND if k in data}]
+        return data
 
-        if self.train is None:
-            return None
-        unknown = set(self.train) - {f.name for f in fields(TrainConfig)}
-        if unknown:
-            valid = ", ".join(f.name for f in fields(TrainConfig))
-            raise LmkEvalError(
-                f"[train]: unknown key(s) {', '.join(sorted(unknown))}; valid: {valid}"
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not NAME.match(v):
+            raise ValueError(
+                f"name {v!r} must be letters, digits, '.', '_', '+' or '-' (it names results/<name>/)"
             )
-        return TrainConfig(**self.train)
+        return v
+
+    @field_validator("poolings", mode="before")
+    @classmethod
+    def _pooling_tables(cls, v: Any) -> Any:
+        if not isinstance(v, list):
+            return v
+        out = []
+        for i, p in enumerate(v):
+            if isinstance(p, str):
+                out.append({"pooling": p})
+            elif isinstance(p, dict):
+                out.append(p)
+            else:
+                raise ValueError(
+                    f"entry {i} is {p!r}: a pooling is a name or a table like"
+                    ' {pooling = "lmk", interval = 32}'
+                )
+        return out
+
+    @model_validator(mode="after")
+    def _something_to_evaluate(self) -> Sweep:
+        if not self.poolings and self.train is None:
+            raise ValueError("no poolings given")
+        return self
 
     def model_poolings(self) -> list[tuple[str, list[dict[str, Any]]]]:
         """(model, poolings) pairs: every model x every pooling, or each checkpoint x its own."""
-        cfg = self.train_config()
-        if cfg is None:
+        if self.train is None:
             return [(m, self.poolings) for m in self.models]
-        from .train import checkpoint_dir, evaluation_pooling
+        from .train import checkpoint_jobs, evaluation_pooling
 
         return [
-            (str(checkpoint_dir(cfg, p, seed)), [evaluation_pooling(cfg, p)])
-            for seed in cfg.seeds
-            for p in cfg.poolings
+            (path, [evaluation_pooling(self.train, pooling)])
+            for path, (pooling, _seed) in checkpoint_jobs(self.train).items()
         ]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "description": self.description,
-            "models": self.models,
-            "baseline": self.baseline,
-            "token_budget": self.token_budget,
-            "poolings": self.poolings,
-            "train": self.train,
-            "grid": [
-                {"tasks": g.tasks, "max_length": g.max_lengths, "strategy": g.strategy}
-                for g in self.grids
-            ],
-        }
+        return self.model_dump(mode="json", by_alias=True)
 
 
 @dataclass(frozen=True)
 class Cell:
-    model: str
+    model: str  # as the sweep names it: "default", a path, a hub id, a checkpoint directory
     variant: Variant
-    task: str
+    task: str  # the task's name in this run (folders that share a name are told apart)
+    slot: str  # JSON of what fixes this cell's place; content hashes are checked separately
 
     def key(self) -> str:
-        """Stable, readable directory name: task, pooling label, length, short hash of the rest."""
-        blob = json.dumps(
-            {"model": self.model, "task": self.task, **self.variant.relevant_options()},
-            sort_keys=True,
-        )
-        digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
+        """Stable, readable directory name: task, pooling label, length, hash of the slot."""
         label = self.variant.label().replace("[", "-").replace("]", "").replace("/", "-")
-        return f"{self.task}__{label}__{self.variant.max_length}-{self.variant.strategy}__{digest}"
+        return f"{self.task}__{label}__{self.variant.max_length}-{self.variant.strategy}__{digest(self.slot, 10)}"
 
     def describe(self) -> dict[str, Any]:
         return {
             "model": self.model,
             "task": self.task,
+            "splits": json.loads(self.slot)["task"]["splits"],
             "pooling": self.variant.label(),
             "variant": self.variant.relevant_options(),
             "max_length": self.variant.max_length,
             "strategy": self.variant.strategy,
         }
+
+    def manifest_entry(self) -> dict[str, Any]:
+        return {"key": self.key(), "model": self.model, "task": self.task,
+                "pooling": self.variant.label(), "max_length": self.variant.max_length,
+                "strategy": self.variant.strategy}  # fmt: skip
 
 
 @dataclass
@@ -131,98 +167,121 @@ class CellGroup:
     cells: list[Cell]
 
 
-def _as_list(value: Any) -> list:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
+# -- loading ---------------------------------------------------------------------------------
+def shipped_sweeps() -> dict[str, Path]:
+    """The sweep files that ship with the package (tasks/*.toml), by name."""
+    folder = resources.files("lmk_eval.tasks")
+    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
 
 
-def _grid(d: dict[str, Any], where: str) -> Grid:
-    unknown = set(d) - GRID_KEYS
-    if unknown:
-        raise LmkEvalError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-    tasks = [str(t) for t in _as_list(d.get("tasks"))]
-    if not tasks:
-        raise LmkEvalError(f"{where}: no tasks given")
-    lengths = _as_list(d.get("max_length", 512))
-    for n in lengths:
-        if not isinstance(n, int):
-            raise LmkEvalError(f"{where}: max_length must be integers, got {n!r}")
-    return Grid(tasks, lengths, str(d.get("strategy", "truncate")))
-
-
-def sweep_from_dict(d: dict[str, Any], default_name: str) -> Sweep:
-    unknown = set(d) - SWEEP_KEYS
-    if unknown:
-        raise LmkEvalError(
-            f"sweep: unknown key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(SWEEP_KEYS))}"
-        )
-    poolings = []
-    for p in _as_list(d.get("poolings")):
-        poolings.append({"pooling": p} if isinstance(p, str) else dict(p))
-    train = dict(d["train"]) if "train" in d else None
-    if not poolings and train is None:
-        raise LmkEvalError("sweep: no poolings given")
-    if "grid" in d:
-        grids = [_grid(g, f"grid {i + 1}") for i, g in enumerate(_as_list(d["grid"]))]
-    else:
-        grids = [_grid({k: d[k] for k in GRID_KEYS if k in d}, "sweep")]
-    sweep = Sweep(
-        name=str(d.get("name", default_name)),
-        description=str(d.get("description", "")),
-        models=[str(m) for m in _as_list(d.get("models"))] or [DEFAULT_MODEL],
-        poolings=poolings,
-        grids=grids,
-        baseline=str(d.get("baseline", "cls")),
-        token_budget=int(d.get("token_budget", DEFAULT_TOKEN_BUDGET)),
-        train=train,
+def find_sweep_file(spec: str | Path) -> Path:
+    """A path to a sweep file, or the name of a shipped one ('quick', 'ci', ...)."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    shipped = shipped_sweeps()
+    if str(spec) in shipped:
+        return shipped[str(spec)]
+    if path.suffix != ".toml" and path.name in shipped and len(path.parts) <= 2:
+        return shipped[path.name]
+    if path.parent == Path("tasks") and path.stem in shipped:
+        return shipped[path.stem]
+    raise LmkEvalError(
+        f"sweep config '{spec}' does not exist; give a TOML path or a shipped sweep:"
+        f" {', '.join(sorted(shipped))}"
     )
+
+
+def sweep_from_dict(d: Any, default_name: str, where: str = "sweep") -> Sweep:
+    if isinstance(d, dict) and "name" not in d:
+        d = {**d, "name": default_name}
+    try:
+        sweep = Sweep.model_validate(d)
+    except ValidationError as exc:
+        raise schema_error(exc, where) from None
     validate(sweep)
     return sweep
 
 
-def load_sweep(path: str | Path) -> Sweep:
-    path = Path(path)
-    if not path.is_file():
-        raise LmkEvalError(f"sweep config '{path}' does not exist; see tasks/*.toml for examples")
+def load_sweep(spec: str | Path) -> Sweep:
+    path = find_sweep_file(spec)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_bytes().decode("utf-8")
+        data = tomllib.loads(text)
+    except UnicodeDecodeError as exc:
+        raise LmkEvalError(
+            f"sweep config '{spec}' is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
-        raise LmkEvalError(f"sweep config '{path}' is not valid TOML: {exc}") from None
-    return sweep_from_dict(data, path.stem)
+        raise LmkEvalError(f"sweep config '{spec}' is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise LmkEvalError(f"cannot read sweep config '{spec}': {exc.strerror}") from None
+    return sweep_from_dict(data, path.stem, f"sweep config '{spec}'")
 
 
 def validate(sweep: Sweep) -> None:
-    """Build every variant and name every model now, so a typo fails before any work.
+    """Build every variant, name every model and check the baseline now, so a typo fails before
+    any work. Tasks are checked by ``plan``, which also runs before any model loads."""
+    from . import models
 
-    Tasks are checked by ``plan``, which also runs before any model loads.
-    """
-    cfg = sweep.train_config()
-    if cfg is not None:
-        cfg.validate()  # checkpoints do not exist yet: training makes them
-        models.resolve_model(cfg.base)
+    if sweep.train is not None:
+        sweep.train.check_poolings()  # checkpoints do not exist yet: training makes them
+        models.resolve_model(sweep.train.base)
     else:
         for model in sweep.models:
             models.resolve_model(model)
-    pairs = sweep.model_poolings()
+    labels: list[str] = []
     for grid in sweep.grids:
-        for _model, poolings in pairs:
+        for _model, poolings in sweep.model_poolings():
             for p in poolings:
-                for n in grid.max_lengths:
-                    make_variant(**{**p, "max_length": n, "strategy": grid.strategy})
+                for n in grid.max_length:
+                    v = make_variant(**{**p, "max_length": n, "strategy": grid.strategy})
+                    labels.append(v.label())
+    labels = list(dict.fromkeys(labels))
+    if "baseline" not in sweep.model_fields_set and not any(
+        label.split("[")[0] == sweep.baseline for label in labels
+    ):
+        sweep.baseline = labels[0]  # the default (cls) is not in this sweep: its first pooling
+    sweep.baseline = resolve_baseline(sweep.baseline, set(labels))
+
+
+def resolve_baseline(baseline: str, labels: set[str]) -> str:
+    """The report column a baseline names: an exact label, or the one label of that pooling."""
+    if baseline in labels:
+        return baseline
+    matches = sorted(label for label in labels if label.split("[")[0] == baseline)
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise LmkEvalError(f"baseline '{baseline}' is ambiguous: say which of {', '.join(matches)}")
+    raise LmkEvalError(
+        f"baseline '{baseline}' is not a pooling of this sweep; choose one of: {', '.join(sorted(labels))}"
+    )
 
 
 def plan(sweep: Sweep) -> list[CellGroup]:
+    """Every cell of the sweep, grouped; tasks are resolved (and local folders validated) here."""
+    per_grid = [task_registry.resolve_all(g.tasks) for g in sweep.grids]
+    names = task_registry.disambiguate([r for refs in per_grid for r in refs])
     groups: list[CellGroup] = []
+    seen: set[str] = set()
     for model, poolings in sweep.model_poolings():
-        for grid in sweep.grids:
-            for ref in task_registry.resolve_all(grid.tasks):
-                for n in grid.max_lengths:
+        for grid, refs in zip(sweep.grids, per_grid, strict=True):
+            for ref in refs:
+                ref = names[ref.spec_key]
+                for n in grid.max_length:
                     variants = dict.fromkeys(
                         make_variant(**{**p, "max_length": n, "strategy": grid.strategy})
                         for p in poolings
                     )
-                    groups.append(
-                        CellGroup(model, ref, [Cell(model, v, ref.name) for v in variants])
-                    )
+                    cells = []
+                    for v in variants:
+                        slot = json.dumps({"model": model, "task": ref.slot(),
+                                           "variant": v.relevant_options()}, sort_keys=True)  # fmt: skip
+                        cell = Cell(model, v, ref.name, slot)
+                        if cell.key() not in seen:
+                            seen.add(cell.key())
+                            cells.append(cell)
+                    if cells:
+                        groups.append(CellGroup(model, ref, cells))
     return groups

@@ -8,14 +8,15 @@ import os
 import random
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from .beir import RetrievalSplit, local_task, read_beir_folder
+from .beir import RetrievalSplit, beir_files, local_task, read_beir_folder
+from .errors import LmkEvalError
+from .provenance import digest, files_digest
 from .synthetic import SyntheticSpec
-from .variants import LmkEvalError
 
 BEIR = (
     "MSMARCO", "TRECCOVID", "NFCorpus", "NQ", "HotpotQA", "FiQA2018", "ArguAna", "Touche2020",
@@ -37,11 +38,24 @@ def data_dir(name: str) -> Path:
 class TaskRef:
     """A resolvable task: its name in the results store, context class, and how to build it."""
 
-    name: str
+    name: str  # the name cells and reports use (folders that share a basename are told apart)
     context: str  # "short" | "long"
-    build: Callable[[], object]
-    source: str  # "bundled" | "mteb" | path
-    splits: tuple[str, ...] | None = None
+    source: str  # "bundled" | "mteb" | the folder path as given
+    splits: tuple[str, ...]
+    make: Callable[[TaskRef], object] = field(compare=False, repr=False)
+    data_identity: Callable[[], dict] = field(compare=False, repr=False)
+    base_name: str = ""  # the name before disambiguation
+
+    @property
+    def spec_key(self) -> tuple:
+        return (self.source, self.base_name or self.name, self.splits)
+
+    def slot(self) -> dict:
+        """What fixes this task's place in the store (its data is checked by content)."""
+        return {"name": self.base_name or self.name, "source": self.source, "splits": list(self.splits)}
+
+    def build(self):
+        return self.make(self)
 
 
 # -- bundled data ----------------------------------------------------------------------------
@@ -99,62 +113,114 @@ def _beir_loader(name: str, quick: tuple[int, int] | None = None):
     return load
 
 
-BUNDLED: dict[str, tuple[str, str, Callable, list[str], str]] = {
-    # name: (context, description, loader, splits, main score)
-    "scifact": ("short", "BEIR SciFact test (300 claims, 5,183 abstracts)",
-                _beir_loader("scifact"), ["test"], "ndcg_at_10"),
-    "scifact-quick": ("short", "SciFact: first 100 test claims, 400 abstracts (their relevant ones + sampled)",
-                      _beir_loader("scifact", (100, 400)), ["test"], "ndcg_at_10"),
-    "qmsum": ("long", "QMSum meetings: 1,534 queries -> 232 transcripts (median ~9k words)",
-              _beir_loader("qmsum"), ["test"], "ndcg_at_10"),
-    "qmsum-quick": ("long", "QMSum: first 200 queries, all 232 transcripts",
-                    _beir_loader("qmsum", (200, 232)), ["test"], "ndcg_at_10"),
-    "passkey": ("long", "LongEmbed-style passkey, 256..32768 tokens, 50 queries x 100 docs/length",
-                _synthetic_loader("passkey", False), [f"test_{n}" for n in SyntheticSpec("passkey").lengths], "ndcg_at_1"),
-    "needle": ("long", "LongEmbed-style needle in public-domain books, 256..32768 tokens, 50 x 100",
-               _synthetic_loader("needle", False), [f"test_{n}" for n in SyntheticSpec("needle").lengths], "ndcg_at_1"),
-    "needle-depth": ("long", "needle at depth 0.0, 0.1, ..., 1.0 of 368-token documents (fit whole), 50 x 100",
-                     _synthetic_loader("needle-depth", False), SyntheticSpec("needle-depth").split_names(), "ndcg_at_1"),
-    "passkey-quick": ("long", "passkey, 256..4096 tokens, 20 queries x 30 docs/length",
-                      _synthetic_loader("passkey", True), [f"test_{n}" for n in QUICK_LENGTHS], "ndcg_at_1"),
-    "needle-quick": ("long", "needle, 256..4096 tokens, 20 queries x 30 docs/length",
-                     _synthetic_loader("needle", True), [f"test_{n}" for n in QUICK_LENGTHS], "ndcg_at_1"),
-    "needle-depth-quick": ("long", "needle at 11 depths of 368-token documents, 10 x 10 per depth",
-                           _synthetic_loader("needle-depth", True), SyntheticSpec("needle-depth").split_names(), "ndcg_at_1"),
+@dataclass(frozen=True)
+class Bundled:
+    context: str
+    description: str
+    loader: Callable[[], dict[str, RetrievalSplit]]
+    splits: list[str]
+    main_score: str
+    files: tuple[str, ...]  # under lmk_eval/data: what the loader reads (its content is the data's identity)
+    construction: str  # how the loader builds the task from those files; change it when the code changes
+
+
+_SCIFACT_FILES = ("scifact/corpus.jsonl.gz", "scifact/queries.jsonl.gz", "scifact/qrels/test.tsv")
+_QMSUM_FILES = ("qmsum/corpus.jsonl.gz", "qmsum/queries.jsonl.gz", "qmsum/qrels/test.tsv")
+_LENGTH_SPLITS = [f"test_{n}" for n in SyntheticSpec("passkey").lengths]
+_QUICK_SPLITS = [f"test_{n}" for n in QUICK_LENGTHS]
+_DEPTH_SPLITS = SyntheticSpec("needle-depth").split_names()
+
+
+def _synth(kind: str) -> tuple[str, ...]:
+    return (f"synthetic/{kind}.jsonl.xz",)
+
+
+BUNDLED: dict[str, Bundled] = {
+    "scifact": Bundled("short", "BEIR SciFact test (300 claims, 5,183 abstracts)",
+                       _beir_loader("scifact"), ["test"], "ndcg_at_10", _SCIFACT_FILES, "full"),
+    "scifact-quick": Bundled("short", "SciFact: first 100 test claims, 400 abstracts (their relevant ones + sampled)",
+                             _beir_loader("scifact", (100, 400)), ["test"], "ndcg_at_10", _SCIFACT_FILES,
+                             "subset(100 queries, 400 docs, seed 0)"),
+    "qmsum": Bundled("long", "QMSum meetings: 1,534 queries -> 232 transcripts (median ~9k words)",
+                     _beir_loader("qmsum"), ["test"], "ndcg_at_10", _QMSUM_FILES, "full"),
+    "qmsum-quick": Bundled("long", "QMSum: first 200 queries, all 232 transcripts",
+                           _beir_loader("qmsum", (200, 232)), ["test"], "ndcg_at_10", _QMSUM_FILES,
+                           "subset(200 queries, 232 docs, seed 0)"),
+    "passkey": Bundled("long", "LongEmbed-style passkey, 256..32768 tokens, 50 queries x 100 docs/length",
+                       _synthetic_loader("passkey", False), _LENGTH_SPLITS, "ndcg_at_1", _synth("passkey"), "full"),
+    "needle": Bundled("long", "LongEmbed-style needle in public-domain books, 256..32768 tokens, 50 x 100",
+                      _synthetic_loader("needle", False), _LENGTH_SPLITS, "ndcg_at_1", _synth("needle"), "full"),
+    "needle-depth": Bundled("long", "needle at depth 0.0, 0.1, ..., 1.0 of 368-token documents (fit whole), 50 x 100",
+                            _synthetic_loader("needle-depth", False), _DEPTH_SPLITS, "ndcg_at_1",
+                            _synth("needle-depth"), "full"),
+    "passkey-quick": Bundled("long", "passkey, 256..4096 tokens, 20 queries x 30 docs/length",
+                             _synthetic_loader("passkey", True), _QUICK_SPLITS, "ndcg_at_1", _synth("passkey"),
+                             "subset(20 queries, 30 docs, seed 0) per length"),
+    "needle-quick": Bundled("long", "needle, 256..4096 tokens, 20 queries x 30 docs/length",
+                            _synthetic_loader("needle", True), _QUICK_SPLITS, "ndcg_at_1", _synth("needle"),
+                            "subset(20 queries, 30 docs, seed 0) per length"),
+    "needle-depth-quick": Bundled("long", "needle at 11 depths of 368-token documents, 10 x 10 per depth",
+                                  _synthetic_loader("needle-depth", True), _DEPTH_SPLITS, "ndcg_at_1",
+                                  _synth("needle-depth"), "subset(10 queries, 10 docs, seed 0) per depth"),
 }  # fmt: skip
 
 
+def _bundled_identity(name: str) -> Callable[[], dict]:
+    def identity() -> dict:
+        b = BUNDLED[name]
+        root = data_dir("")
+        return {"kind": "bundled", "files": files_digest(root, [root / f for f in b.files]),
+                "construction": b.construction}  # fmt: skip
+
+    return identity
+
+
+def _build_local(loader, main_score: str, description: str):
+    def make(ref: TaskRef):
+        return local_task(ref.name, loader, list(ref.splits), description=description,
+                          main_score=main_score)  # fmt: skip
+
+    return make
+
+
 def _bundled(name: str, splits: tuple[str, ...] | None = None) -> TaskRef:
-    context, description, loader, all_splits, main = BUNDLED[name]
-    unknown = set(splits or ()) - set(all_splits)
+    b = BUNDLED[name]
+    unknown = set(splits or ()) - set(b.splits)
     if unknown:
         raise LmkEvalError(
-            f"task '{name}' has no split {', '.join(sorted(unknown))}; it has {', '.join(all_splits)}"
+            f"task '{name}' has no split {', '.join(sorted(unknown))}; it has {', '.join(b.splits)}"
         )
-    chosen = list(splits or all_splits)
-    return TaskRef(
-        name,
-        context,
-        lambda: local_task(name, loader, chosen, description=description, main_score=main),
-        "bundled",
-        tuple(chosen),
-    )
+    chosen = tuple(s for s in b.splits if s in set(splits or b.splits))  # the task's own order
+    return TaskRef(name, b.context, "bundled", chosen,
+                   _build_local(b.loader, b.main_score, b.description), _bundled_identity(name))  # fmt: skip
 
 
 def _folder(path: str, split: str) -> TaskRef:
     folder = Path(path).expanduser().resolve()
     read_beir_folder(folder, split)  # validate now, before any model loads
-    name = folder.name
 
-    def build():
-        return local_task(
-            name,
-            lambda: {split: read_beir_folder(folder, split)},
-            [split],
-            description=f"local BEIR folder {folder}",
-        )
+    def identity() -> dict:
+        return {"kind": "folder", "files": files_digest(folder, beir_files(folder, split))}
 
-    return TaskRef(name, "short", build, str(folder), (split,))
+    return TaskRef(folder.name, "short", os.path.normpath(path), (split,),
+                   _build_local(lambda: {split: read_beir_folder(folder, split)}, "ndcg_at_10",
+                                f"local BEIR folder {folder}"), identity)  # fmt: skip
+
+
+def disambiguate(refs: list[TaskRef]) -> dict[tuple, TaskRef]:
+    """spec_key -> the ref under a name no other task of the sweep (or bundled task) has: a local
+    folder named like a bundled task, or like another folder, gets '@' and a hash of its path."""
+    out: dict[tuple, TaskRef] = {}
+    by_name: dict[str, set[tuple]] = {}
+    for r in refs:
+        by_name.setdefault(r.name, set()).add(r.spec_key)
+    for r in refs:
+        clash = r.name in BUNDLED or len(by_name[r.name]) > 1
+        if r.source not in ("bundled", "mteb") and clash:
+            out[r.spec_key] = replace(r, name=f"{r.name}@{digest(r.source, 6)}", base_name=r.name)
+        else:
+            out[r.spec_key] = r
+    return out
 
 
 # -- mteb hub tasks --------------------------------------------------------------------------
@@ -182,17 +248,23 @@ def _online(name: str, splits: tuple[str, ...] | None) -> TaskRef:
 
     canonical = ONLINE_ALIASES.get(name, name)
     try:
-        mteb.get_task(canonical)
+        metadata = mteb.get_task(canonical).metadata
     except (KeyError, ValueError):
         raise LmkEvalError(unknown_task_message(name)) from None
+    unknown = set(splits or ()) - set(metadata.eval_splits)
+    if unknown:
+        raise LmkEvalError(f"mteb task '{canonical}' has no split {', '.join(sorted(unknown))};"
+                           f" it has {', '.join(metadata.eval_splits)}")  # fmt: skip
     context = "long" if canonical in LONGEMBED else "short"
 
-    def build():
+    def make(ref: TaskRef):
         ensure_hub([canonical])
-        kwargs = {"eval_splits": list(splits)} if splits else {}
-        return mteb.get_task(canonical, **kwargs)
+        return mteb.get_task(canonical, eval_splits=list(ref.splits))
 
-    return TaskRef(canonical, context, build, "mteb", splits)
+    def identity() -> dict:
+        return {"kind": "mteb", "dataset": dict(metadata.dataset)}
+
+    return TaskRef(canonical, context, "mteb", tuple(splits or metadata.eval_splits), make, identity)
 
 
 def unknown_task_message(name: str) -> str:

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .variants import LmkEvalError, Variant
+from .errors import LmkEvalError
+from .variants import Variant
 
 
 @dataclass
@@ -57,6 +58,22 @@ def special_token_template(tokenizer) -> tuple[list[int], list[int]]:
     raise LmkEvalError("cannot tell where this tokenizer puts its special tokens")
 
 
+def check_fits(variant: Variant, max_positions: int) -> None:
+    """One line, before any encoding, when a variant asks the model for more positions than it has."""
+    n = variant.max_length
+    if n is None or n <= max_positions:
+        return
+    if variant.strategy == "window":
+        raise LmkEvalError(
+            f"window size (max_length) {n} exceeds the model's {max_positions} positions;"
+            f" with --strategy window use --max-length {max_positions} or less"
+        )
+    raise LmkEvalError(
+        f"max_length {n} exceeds the model's {max_positions} positions; use --strategy window"
+        " for longer inputs or a smaller --max-length"
+    )
+
+
 class Tokenisation:
     """Builds windows for a variant from a Hugging Face tokenizer."""
 
@@ -72,7 +89,12 @@ class Tokenisation:
         self.prefix, self.suffix = special_token_template(tokenizer)
         self.n_special = len(self.prefix) + len(self.suffix)
 
-    def _require_special_tokens(self) -> None:
+    def check(self, variant: Variant) -> None:
+        """Everything about this tokenizer and model that could refuse ``variant``, checked before
+        any encoding: positions, and for landmark or multi-CLS poolings the special tokens."""
+        check_fits(variant, self.max_positions)
+        if variant.scheme == "plain":
+            return
         if self.landmark_id is None:
             raise LmkEvalError(
                 "this tokenizer has neither a sep_token nor an eos_token to use as landmark;"
@@ -90,16 +112,9 @@ class Tokenisation:
 
     def windows(self, texts: Sequence[str], variant: Variant) -> list[Window]:
         max_length = variant.max_length or self.max_positions
-        if max_length > self.max_positions:
-            if variant.strategy == "truncate":
-                raise LmkEvalError(
-                    f"max_length {max_length} exceeds the model's {self.max_positions} positions;"
-                    " use --strategy window for longer inputs or a smaller --max-length"
-                )
-            max_length = self.max_positions
+        self.check(variant)
         if variant.scheme == "plain":
             return self._plain(texts, max_length, variant.strategy)
-        self._require_special_tokens()
         out: list[Window] = []
         for owner, chunks in enumerate(self._chunks(texts, variant)):
             if variant.scheme == "landmark":
@@ -140,14 +155,17 @@ class Tokenisation:
     def _landmark(
         self, owner: int, chunks: list[list[int]], max_length: int, strategy: str
     ) -> list[Window]:
-        """``[CLS] c1 [L] c2 [L] ... cn [L]``; the last kept slot is always a landmark."""
+        """``[CLS] c1 [L] c2 [L] ... cn [L]``; a truncated input ends with exactly one landmark."""
         units = [(c, [False] * len(c)) for c in chunks] or [([], [])]
         units = [(ids + [self.landmark_id], marks + [True]) for ids, marks in units]
         if strategy == "truncate":
             ids = [self.cls_id] + [t for u in units for t in u[0]]
             marks = [False] + [m for u in units for m in u[1]]
             if len(ids) > max_length:
-                ids, marks = ids[:max_length], marks[:max_length]
+                # the last kept slot becomes a landmark, unless the slot before it already is one:
+                # then the input ends there, one token short, rather than with two landmarks
+                end = max_length - 1 if marks[max_length - 2] else max_length
+                ids, marks = ids[:end], marks[:end]
                 ids[-1], marks[-1] = self.landmark_id, True
             return [Window(owner, ids, marks)]
         return [

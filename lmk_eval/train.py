@@ -12,46 +12,63 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .beir import read_beir_folder
-from .models import resolve_model
-from .store import atomic_write_text
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from . import models
+from .beir import beir_files, read_beir_folder
+from .errors import LmkEvalError, schema_error
+from .files import atomic_write_text
+from .provenance import digest, files_digest
 from .task_registry import data_dir
-from .variants import LmkEvalError, make_variant
+from .variants import make_variant
 
 DONE_FILE = "lmk_eval_training.json"
+# Bump when train_one's recipe changes (loss, sampler, warm-up, how lmk draws its intervals):
+# checkpoints are named by a hash that includes it, so a changed recipe trains new checkpoints.
+TRAINING_RECIPE = 1
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(BaseModel):
+    """A ``[train]`` section or the flags of ``lmk-eval train``; strict types, unknown keys refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
     base: str = "default"
-    poolings: list[str] = field(default_factory=lambda: ["cls", "mean", "lmk"])
+    poolings: list[str] = Field(default_factory=lambda: ["cls", "mean", "lmk"], min_length=1)
     data: str | None = None  # BEIR folder; None = bundled SciFact (train split)
     split: str = "train"
-    steps: int = 100
-    batch_size: int = 32
-    learning_rate: float = 2e-5
-    seeds: list[int] = field(default_factory=lambda: [0])
-    max_seq_length: int = 256
-    eval_interval: int = 32
+    steps: int = Field(default=100, ge=1)
+    batch_size: int = Field(default=32, ge=2)  # in-batch negatives need two pairs
+    learning_rate: float = Field(default=2e-5, gt=0, allow_inf_nan=False)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    max_seq_length: int = Field(default=256, ge=8)
+    eval_interval: int = Field(default=32, ge=1)
     output: str = "checkpoints"
 
-    def __post_init__(self) -> None:
-        self.poolings = list(self.poolings)
-        self.seeds = list(self.seeds)
+    @field_validator("poolings", "seeds")
+    @classmethod
+    def _distinct(cls, v: list) -> list:
+        if len(set(v)) != len(v):
+            raise ValueError(f"lists an entry twice: {v}")
+        return v
 
-    def validate(self) -> None:
+    def check_poolings(self) -> None:
         for p in self.poolings:
             make_variant(p)
             if p == "layer_mean":
                 raise LmkEvalError("layer_mean is evaluation-only; train cls, mean, lmk, ...")
-        if self.steps < 1 or self.batch_size < 2:
-            raise LmkEvalError("steps must be >= 1 and batch size >= 2 (in-batch negatives)")
-        if not self.learning_rate > 0:
-            raise LmkEvalError(f"learning rate must be > 0, got {self.learning_rate}")
+
+    def data_folder(self) -> Path:
+        return Path(self.data) if self.data else data_dir("scifact")
+
+
+def train_config(values: dict[str, Any], where: str) -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(values)
+    except ValidationError as exc:
+        raise schema_error(exc, where) from None
 
 
 def evaluation_pooling(cfg: TrainConfig, pooling: str) -> dict[str, Any]:
@@ -76,12 +93,37 @@ def training_pairs(folder: Path, split: str) -> list[dict[str, str]]:
     ]
 
 
+def training_identity(cfg: TrainConfig, pooling: str, seed: int) -> dict[str, Any]:
+    """Everything that makes one checkpoint what it is: base model and training data by content,
+    every hyper-parameter, the pooling, the seed and the recipe version."""
+    folder = cfg.data_folder()
+    return {
+        "base": models.identity(models.resolve_model(cfg.base)),
+        "data": files_digest(folder, beir_files(folder, cfg.split)),
+        "split": cfg.split,
+        "steps": cfg.steps,
+        "batch_size": cfg.batch_size,
+        "learning_rate": cfg.learning_rate,
+        "max_seq_length": cfg.max_seq_length,
+        "eval_interval": cfg.eval_interval,
+        "pooling": pooling,
+        "seed": seed,
+        "recipe": TRAINING_RECIPE,
+    }
+
+
 def checkpoint_dir(cfg: TrainConfig, pooling: str, seed: int) -> Path:
-    return Path(cfg.output) / f"{pooling}-seed{seed}"
+    """``<output>/<pooling>-seed<N>-<hash>``: a changed training setup gets a new directory."""
+    return Path(cfg.output) / f"{pooling}-seed{seed}-{digest(training_identity(cfg, pooling, seed), 8)}"
 
 
-def is_trained(path: Path) -> bool:
-    return (path / DONE_FILE).is_file()
+def is_trained(path: Path, identity: dict[str, Any] | None = None) -> bool:
+    """A finished checkpoint (and, given one, trained with exactly this identity)."""
+    try:
+        record = json.loads((path / DONE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return identity is None or record.get("identity") == identity
 
 
 def train_one(
@@ -97,7 +139,7 @@ def train_one(
 
     from .st_modules import build_model
 
-    base = resolve_model(cfg.base)
+    base = models.resolve_model(cfg.base)
     saved = evaluation_pooling(cfg, pooling)  # what the checkpoint is evaluated with
     options = {k: v for k, v in saved.items() if k != "pooling"}
     if saved.get("granularity") == "fixed":  # landmarks train with per-text intervals
@@ -138,6 +180,7 @@ def train_one(
     shutil.rmtree(staging / "trainer", ignore_errors=True)
     model.save(str(staging))
     record = {
+        "identity": training_identity(cfg, pooling, seed),
         "base": base.name,
         "base_path": base.ref,
         "pooling": pooling,
@@ -147,7 +190,7 @@ def train_one(
         "pairs": len(pairs),
         "seconds": round(seconds, 1),
         "losses": losses_seen,
-        "config": asdict(cfg),
+        "config": cfg.model_dump(),
     }
     (staging / "TRAINING.md").write_text(model_card(record), encoding="utf-8")
     atomic_write_text(staging / DONE_FILE, json.dumps(record, indent=1))
@@ -192,8 +235,8 @@ def checkpoint_jobs(cfg: TrainConfig) -> dict[str, tuple[str, int]]:
 
 def load_pairs(cfg: TrainConfig) -> list[dict[str, str]]:
     """The training pairs, checked before any training starts."""
-    cfg.validate()
-    folder = Path(cfg.data) if cfg.data else data_dir("scifact")
+    cfg.check_poolings()
+    folder = cfg.data_folder()
     pairs = training_pairs(folder, cfg.split)
     if len(pairs) < cfg.batch_size:
         raise LmkEvalError(f"only {len(pairs)} training pairs in {folder}; lower --batch-size")
@@ -205,7 +248,7 @@ def ensure_trained(
 ) -> dict[str, Any]:
     """The checkpoint's training record, training it first unless a finished one is on disk."""
     target = checkpoint_dir(cfg, pooling, seed)
-    if is_trained(target):
+    if is_trained(target, training_identity(cfg, pooling, seed)):
         log(f"{target}: already trained, skipped")
         return json.loads((target / DONE_FILE).read_text(encoding="utf-8"))
     log(f"training {pooling} seed {seed} on {len(pairs)} pairs -> {target}")

@@ -1,31 +1,25 @@
 """What a pooling variant is: one validated, hashable bundle of options.
 
 A ``Variant`` is the unit the whole harness keys on: the mteb cache key (experiment_kwargs), the
-results-store cell, the grouping of variants that can share one forward pass.
+results-store cell, the grouping of variants that can share one forward pass. Its fields are
+validated by pydantic in strict mode (``interval = true`` is not an interval), its meaning comes
+from the pooling registry.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+import dataclasses
 from typing import Any
 
+from pydantic import ConfigDict, ValidationError, field_validator
+from pydantic.dataclasses import dataclass
 
-class LmkEvalError(ValueError):
-    """A user-facing error: one line saying what was wrong and what to do."""
+from . import registry
+from .errors import LmkEvalError, schema_error
 
+__all__ = ["LmkEvalError", "Variant", "make_variant", "POOLINGS", "GRANULARITIES", "STRATEGIES"]
 
-POOLINGS: dict[str, str] = {
-    "cls": "hidden state of the leading [CLS] token",
-    "mean": "mean of all real token states (sentence-transformers' default)",
-    "max": "element-wise max over real token states",
-    "lasttoken": "hidden state of the last real token",
-    "weightedmean": "mean weighted by token position (1, 2, 3, ...)",
-    "mean_sqrt_len_tokens": "sum of token states divided by sqrt(number of tokens)",
-    "lmk": "mean of landmark ([SEP]/</s>) states inserted after every chunk; [CLS] not pooled",
-    "mean_every_k": "mean of every k-th token state, no special token inserted (control for lmk)",
-    "multi_cls": "a [CLS] before every chunk; mean of those [CLS] states",
-    "layer_mean": "mean pooling averaged over the last N layers",
-}
+POOLINGS: dict[str, str] = {name: p.summary for name, p in registry.POOLINGS.items()}
 
 GRANULARITIES: dict[str, str] = {
     "fixed": "a chunk every `interval` tokens (default 32, the authors' inference setting)",
@@ -35,77 +29,96 @@ GRANULARITIES: dict[str, str] = {
 
 STRATEGIES: dict[str, str] = {
     "truncate": "cut the input at max_length (lmk keeps a landmark in the last kept slot)",
-    "window": "split into windows of max_length, encode each, pool across windows",
+    "window": "split into windows of max_length (at most the model's positions), encode each, pool across windows",
 }
 
-CHUNKED_POOLINGS = frozenset({"lmk", "multi_cls"})
 DEFAULT_INTERVALS = (32, 64, 128, 256)
 MIN_MAX_LENGTH = 3  # [CLS], one content token, one landmark
 
 
-def _choose(kind: str, value: str, options: dict[str, str]) -> None:
+def _choose(kind: str, value: str, options: dict[str, str]) -> str:
     if value not in options:
-        raise LmkEvalError(
+        raise ValueError(
             f"unknown {kind} '{value}'; choose one of: {', '.join(options)} (see `lmk-eval list`)"
         )
+    return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=ConfigDict(strict=True))
 class Variant:
     """A pooling operator with every option that changes its embeddings."""
 
     pooling: str = "lmk"
     granularity: str = "fixed"
     interval: int = 32
-    intervals: tuple[int, ...] = field(default=DEFAULT_INTERVALS)
+    intervals: tuple[int, ...] = DEFAULT_INTERVALS
     seed: int = 0
     layers: int = 4
     max_length: int | None = None
     strategy: str = "truncate"
     normalize: bool = True
 
-    def __post_init__(self) -> None:
-        _choose("pooling", self.pooling, POOLINGS)
-        _choose("granularity", self.granularity, GRANULARITIES)
-        _choose("context strategy", self.strategy, STRATEGIES)
-        object.__setattr__(self, "intervals", tuple(self.intervals))
-        if not isinstance(self.interval, int) or self.interval < 1:
-            raise LmkEvalError(f"interval must be an integer >= 1, got {self.interval!r}")
-        if not self.intervals or any(not isinstance(k, int) or k < 1 for k in self.intervals):
-            raise LmkEvalError(f"intervals must be integers >= 1, got {self.intervals!r}")
-        if not isinstance(self.layers, int) or self.layers < 1:
-            raise LmkEvalError(f"layers must be an integer >= 1, got {self.layers!r}")
-        if self.max_length is not None and (
-            not isinstance(self.max_length, int) or self.max_length < MIN_MAX_LENGTH
-        ):
-            raise LmkEvalError(
-                f"max_length {self.max_length!r} is too small to hold [CLS], a token and a landmark;"
+    @field_validator("pooling")
+    @classmethod
+    def _pooling(cls, v: str) -> str:
+        return _choose("pooling", v, POOLINGS)
+
+    @field_validator("granularity")
+    @classmethod
+    def _granularity(cls, v: str) -> str:
+        return _choose("granularity", v, GRANULARITIES)
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, v: str) -> str:
+        return _choose("context strategy", v, STRATEGIES)
+
+    @field_validator("interval", "layers")
+    @classmethod
+    def _positive(cls, v: int, info) -> int:
+        if v < 1:
+            raise ValueError(f"{info.field_name} must be an integer >= 1, got {v!r}")
+        return v
+
+    @field_validator("intervals")
+    @classmethod
+    def _intervals(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(k < 1 for k in v):
+            raise ValueError(f"intervals must be integers >= 1, got {list(v)!r}")
+        return v
+
+    @field_validator("max_length")
+    @classmethod
+    def _max_length(cls, v: int | None) -> int | None:
+        if v is not None and v < MIN_MAX_LENGTH:
+            raise ValueError(
+                f"max_length {v!r} is too small to hold [CLS], a token and a landmark;"
                 f" use at least {MIN_MAX_LENGTH}"
             )
+        return v
+
+    @property
+    def spec(self) -> registry.Pooling:
+        return registry.get(self.pooling)
 
     @property
     def scheme(self) -> str:
         """How the text is turned into tokens: 'landmark', 'multi_cls' or 'plain'."""
-        if self.pooling == "lmk":
-            return "landmark"
-        if self.pooling == "multi_cls":
-            return "multi_cls"
-        return "plain"
+        return self.spec.tokenisation
 
     def relevant_options(self) -> dict[str, Any]:
         """Only the options that change this pooling's output, so equal variants compare equal."""
         opts: dict[str, Any] = {"pooling": self.pooling}
-        if self.pooling in CHUNKED_POOLINGS:
-            opts["granularity"] = self.granularity
-            if self.granularity == "fixed":
-                opts["interval"] = self.interval
-            elif self.granularity == "variable":
-                opts["intervals"] = list(self.intervals)
-                opts["seed"] = self.seed
-        elif self.pooling == "mean_every_k":
-            opts["interval"] = self.interval
-        elif self.pooling == "layer_mean":
-            opts["layers"] = self.layers
+        wanted = set(self.spec.options)
+        if self.spec.chunked:  # chunking options matter only for the granularity in use
+            wanted -= {"interval", "intervals", "seed"}
+            wanted |= {"fixed": {"interval"}, "variable": {"intervals", "seed"}}.get(
+                self.granularity, set()
+            )
+        for name in ("granularity", "interval", "intervals", "seed", "layers"):
+            if name in wanted:
+                value = getattr(self, name)
+                opts[name] = list(value) if isinstance(value, tuple) else value
         opts["max_length"] = self.max_length
         opts["strategy"] = self.strategy
         if not self.normalize:
@@ -139,10 +152,10 @@ class Variant:
         return self.pooling + (f"[{'/'.join(extra)}]" if extra else "")
 
     def with_max_length(self, max_length: int) -> Variant:
-        return replace(self, max_length=max_length)
+        return dataclasses.replace(self, max_length=max_length)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = dataclasses.asdict(self)
         d["intervals"] = list(self.intervals)
         return d
 
@@ -157,8 +170,8 @@ def parse_intervals(value: str | list[int] | tuple[int, ...]) -> tuple[int, ...]
 
 
 def make_variant(pooling: str = "lmk", **options: Any) -> Variant:
-    """A Variant from loose keyword options, with a clear error for a misspelt option."""
-    known = set(Variant.__dataclass_fields__)
+    """A Variant from loose keyword options, with one clear line for any bad option."""
+    known = {f.name for f in dataclasses.fields(Variant)}
     unknown = sorted(set(options) - known)
     if unknown:
         raise LmkEvalError(
@@ -166,4 +179,7 @@ def make_variant(pooling: str = "lmk", **options: Any) -> Variant:
         )
     if "intervals" in options:
         options["intervals"] = parse_intervals(options["intervals"])
-    return Variant(pooling=pooling, **options).canonical()
+    try:
+        return Variant(pooling=pooling, **options).canonical()
+    except ValidationError as exc:
+        raise schema_error(exc, f"pooling '{pooling}'") from None

@@ -10,6 +10,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if "LMK_EVAL_CACHE" not in os.environ:  # file digests: a cache of the test session's own
+    import tempfile
+
+    os.environ["LMK_EVAL_CACHE"] = tempfile.mkdtemp(prefix="lmk-eval-test-cache-")
 
 
 @pytest.fixture(scope="session")

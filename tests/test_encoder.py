@@ -9,12 +9,11 @@ import lmk_eval
 from lmk_eval.encoding import (
     SharedEmbeddings,
     TextEncoder,
-    combine_windows,
     pad_windows,
-    pool_batch,
     token_budget_batches,
 )
 from lmk_eval.mteb_adapter import LmkEncoder, model_meta
+from lmk_eval.registry import PoolInputs, combine_windows, pool_batch
 from lmk_eval.tokenisation import Window
 from lmk_eval.variants import make_variant
 
@@ -124,7 +123,7 @@ def test_identical_windows_run_once_and_match_window_by_window_encoding(text_enc
             ids, mask, markers = pad_windows([w])
             with torch.inference_mode():
                 hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
-            vec, weight = pool_batch(v, hidden, mask, markers, None)
+            vec, weight = pool_batch(v, PoolInputs(hidden, mask, markers, None))
             vecs.append(vec[0])
             weights.append(float(weight[0]))
         np.testing.assert_allclose(text_vec, combine_windows(v, vecs, weights).numpy(), atol=1e-5)

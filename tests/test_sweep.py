@@ -1,5 +1,6 @@
 """Sweeps end to end on a tiny real task: store, resume after a kill, determinism, gate, report."""
 
+import json
 import os
 import signal
 import subprocess
@@ -179,7 +180,9 @@ def test_report_has_tables_significance_and_both_plots(finished_run, tmp_path):
     path = write_report(out, tmp_path / "reports")
     text = path.read_text()
     assert "| task | metric | splits | cls | mean | lmk[fixed/16] |" in text
-    assert "**" in text and "paired t-test" in text
+    assert "**" in text and "Holm-Bonferroni correction over all 6 comparisons" in text
+    # seeds none, so n counts each query once: 8 claims in the folder, 2 x 10 needle queries
+    assert text.count("n=8 queries") == 4 and text.count("n=20 queries") == 2
     assert (
         "## Evidence depth" in text
         and (tmp_path / "reports" / "tiny" / "depth.png").stat().st_size > 10_000
@@ -200,7 +203,7 @@ def test_context_average_uses_only_rows_every_pooling_has():
 
     row = _score_row
     frame = pd.DataFrame([row("a", "cls", 0.2), row("a", "lmk", 0.4), row("b", "cls", 0.9)])
-    table, _ = main_table(frame, ["cls", "lmk"], "cls")
+    table = main_table(frame, ["cls", "lmk"], [])
     average = next(line for line in table.splitlines() if "context average" in line)
     assert "1 of 2 rows" in average  # task b lacks lmk (an unfinished run)
     assert average.endswith("| 1 | 20.0 | **40.0** |")  # not cls's (0.2 + 0.9) / 2
@@ -217,7 +220,7 @@ def test_poolings_are_compared_over_the_seeds_they_all_have():
     kept, left_out = matched_seeds(frame)
     assert left_out == ["cls seed 1 (a)"]  # b shares no seed: nothing to match on, kept whole
     assert sorted(kept.loc[kept["task"] == "a", "seed"]) == [0, 0]
-    table, _ = main_table(kept, ["cls", "lmk"], "cls")
+    table = main_table(kept, ["cls", "lmk"], [])
     assert "| a | ndcg_at_1 | 1 | 20.0 | **40.0** |" in table  # not cls's two-seed mean, 50.0
     per_seed = seed_table(frame, ["cls", "lmk"]).splitlines()  # every seed, the left-out one too
     assert per_seed[2:5] == [
@@ -247,3 +250,56 @@ def test_shipped_sweeps_parse_and_plan(config, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     groups = plan(load_sweep(config))
     assert groups and all(g.cells for g in groups)
+
+
+def test_check_against_a_run_directory_to_four_decimals(finished_run, tmp_path, capsys):
+    import shutil
+
+    from lmk_eval.cli import main
+
+    out, _ = finished_run
+    assert main(["check", str(out), "--baseline", str(out), "--decimals", "4"]) == 0
+    assert "all 12 scores equal to 4 decimals" in capsys.readouterr().out
+    copy = Path(shutil.copytree(out, tmp_path / "copy"))
+    cell = next(p for p in (copy / "cells").glob("*__mean__*/cell.json"))
+    doc = json.loads(cell.read_text())
+    split = next(iter(doc["scores"]))
+    doc["scores"][split][doc["main_score"]] += 0.0001  # changes the 4th decimal
+    cell.write_text(json.dumps(doc))
+    assert main(["check", str(copy), "--baseline", str(out), "--decimals", "4"]) == 1
+    out_text = capsys.readouterr().out
+    assert out_text.count("FAIL ") == 1 and "|mean|" in out_text and "1 of 12 scores not equal" in out_text
+
+
+def test_shipped_sweeps_resolve_by_name_from_any_directory(tmp_path, monkeypatch):
+    from lmk_eval.sweep import find_sweep_file, load_sweep
+
+    monkeypatch.chdir(tmp_path)
+    assert load_sweep("quick").name == "quick"
+    assert find_sweep_file("tasks/ci.toml").name == "ci.toml"  # the old spelling still works
+    with pytest.raises(LmkEvalError, match="shipped sweep: beir, ci, controlled-minilm"):
+        load_sweep("nope")
+
+
+def test_the_default_baseline_falls_back_to_the_sweeps_first_pooling():
+    sweep = sweep_from_dict({"name": "x", "poolings": ["mean", "lmk"], "tasks": ["needle"]}, "x")
+    assert sweep.baseline == "mean"
+    explicit = sweep_from_dict({"name": "x", "poolings": ["mean", "lmk"], "tasks": ["needle"],
+                                "baseline": "lmk"}, "x")  # fmt: skip
+    assert explicit.baseline == "lmk[fixed/32]"  # a pooling name resolves to its one label
+    with pytest.raises(LmkEvalError, match="baseline 'cls' is not a pooling of this sweep"):
+        sweep_from_dict({"name": "x", "poolings": ["mean"], "tasks": ["needle"], "baseline": "cls"}, "x")
+
+
+@pytest.mark.slow
+def test_a_plain_wheel_carries_the_shipped_sweeps_and_data(tmp_path):
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)  # fmt: skip
+    (wheel,) = tmp_path.glob("lmk_eval-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {f"lmk_eval/tasks/{p.name}" for p in (ROOT / "tasks").glob("*.toml")}
+    assert shipped and shipped <= names
+    assert "lmk_eval/data/synthetic/passkey.jsonl.xz" in names
+    assert "lmk_eval/data/scifact/qrels/train.tsv" in names

@@ -120,3 +120,27 @@ def test_tokenizer_without_separator_gives_a_clear_error():
     assert tok.windows(["a b"], make_variant("mean", max_length=16))  # plain pooling still works
     with pytest.raises(LmkEvalError, match="neither a sep_token nor an eos_token"):
         tok.windows(["a b"], make_variant("lmk", max_length=16))
+
+
+@pytest.mark.parametrize("interval", [1, 2, 3, 4, 7, 8, 16, 32])
+def test_no_truncated_lmk_input_ends_with_two_landmarks(tok, interval):
+    """The old rule overwrote the last kept slot with a landmark even when the slot before it was
+    one, so (max_length - 1) mod (interval + 1) == 1 gave '[L] [L]'."""
+    long_text = " ".join([TEXT] * 8)
+    for max_length in range(3, 130):
+        (w,) = tok.windows([long_text], make_variant("lmk", interval=interval, max_length=max_length))
+        assert len(w.ids) <= max_length and w.markers[-1] and w.ids[-1] == tok.landmark_id
+        doubled = [i for i in range(1, len(w.markers)) if w.markers[i] and w.markers[i - 1]]
+        assert not doubled, (max_length, interval)
+        assert len(w.ids) >= max_length - 1  # at most the one slot given up to avoid a double
+
+
+def test_the_case_that_used_to_double_now_ends_one_short(tok):
+    interval, max_length = 4, 12  # (12 - 1) mod 5 == 1: slot 10 is a landmark, slot 11 content
+    (w,) = tok.windows([" ".join([TEXT] * 4)], make_variant("lmk", interval=interval, max_length=max_length))
+    assert len(w.ids) == 11 and w.markers == [False] + ([False] * 4 + [True]) * 2
+
+
+def test_a_window_larger_than_the_model_is_refused(tok):
+    with pytest.raises(LmkEvalError, match="window size .max_length. 1024 exceeds the model's 512"):
+        tok.windows([TEXT], make_variant("mean", max_length=1024, strategy="window"))

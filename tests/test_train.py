@@ -11,7 +11,7 @@ import torch
 import lmk_eval
 from lmk_eval.models import packaged_model_path
 from lmk_eval.synthetic import needles
-from lmk_eval.train import TrainConfig, train_all, training_pairs
+from lmk_eval.train import TrainConfig, checkpoint_dir, train_all, training_pairs
 from tests.conftest import write_beir
 
 
@@ -52,7 +52,7 @@ def test_training_lowers_the_loss_on_its_data(train_folder, trained):
     cfg, record = trained
     pairs = training_pairs(train_folder, "train")
     before = in_batch_loss(build_model(str(packaged_model_path()), "lmk", max_seq_length=64), pairs)
-    model = SentenceTransformer(f"{cfg.output}/lmk-seed0", device="cpu", trust_remote_code=True)
+    model = SentenceTransformer(str(checkpoint_dir(cfg, "lmk", 0)), device="cpu", trust_remote_code=True)
     after = in_batch_loss(model, pairs)
     assert after < before
     assert len(record["losses"]) == 8 and record["saved_granularity"] == "fixed"
@@ -62,7 +62,7 @@ def test_checkpoint_round_trips_through_the_harness_encoder(trained):
     from sentence_transformers import SentenceTransformer
 
     cfg, _ = trained
-    path = f"{cfg.output}/lmk-seed0"
+    path = str(checkpoint_dir(cfg, "lmk", 0))
     texts = ["What colour is the door?", "Landmark pooling for dense embeddings. " * 20, "short"]
     st = SentenceTransformer(path, device="cpu", trust_remote_code=True).encode(texts)
     ours = lmk_eval.encoder(path, "lmk", interval=32, max_length=64).encode(texts)
@@ -120,7 +120,8 @@ def test_controlled_sweep_trains_then_evaluates_each_checkpoint_with_its_pooling
     summary = run_sweep(sweep, out, progress=False, log=first_log.append)
     assert summary.computed == 4  # 2 poolings x 2 seeds, each checkpoint with its own pooling only
     pairs = {
-        (r.cell["model"].rsplit("/", 1)[-1], r.cell["pooling"]) for r in RunStore(out).records()
+        (r.cell["model"].rsplit("/", 1)[-1].rsplit("-", 1)[0], r.cell["pooling"])
+        for r in RunStore(out).records()
     }
     assert pairs == {("mean-seed0", "mean"), ("mean-seed1", "mean"),
                      ("lmk-seed0", "lmk[fixed/32]"), ("lmk-seed1", "lmk[fixed/32]")}  # fmt: skip
@@ -136,6 +137,9 @@ def test_controlled_sweep_trains_then_evaluates_each_checkpoint_with_its_pooling
     assert not any("training" in m for m in messages)  # a finished sweep trains nothing
     text = write_report(out, tmp_path / "reports", baseline="mean").read_text()
     assert "seeds: 0, 1" in text and " ± " in text
+    # two seeds x (2 splits x 10 queries): each query is averaged over its seeds first, so n = 20
+    (line,) = [x for x in text.splitlines() if x.startswith("- needle-depth-quick: lmk")]
+    assert line.endswith("n=20 queries")
     assert "- cells: 4;" in text  # every checkpoint's cell, not one per pooling
     assert "## Per seed" in text and "| needle-depth-quick | 1 |" in text
     assert "| needle-depth-quick | ndcg_at_1 |" in text  # one row for all checkpoints and seeds
@@ -150,9 +154,9 @@ def test_controlled_sweep_trains_then_evaluates_each_checkpoint_with_its_pooling
     partial = write_report(out, tmp_path / "reports", baseline="mean").read_text()
     assert f"Unfinished run: 3 of 4 planned cells are in the store.** Missing: {model}:" in partial
     assert "the rest needs about" in partial
-    other = "lmk[fixed/32] seed " + model.rsplit("seed", 1)[1]  # the seed mean now lacks
+    other = "lmk[fixed/32] seed " + model.rsplit("seed", 1)[1].split("-")[0]  # the seed mean now lacks
     assert f"(the store keeps them): {other} (needle-depth-quick)." in partial
-    missing = [c for g in plan(sweep) for c in g.cells if not store.has(c)]
+    missing = [c.manifest_entry() for g in plan(sweep) for c in g.cells if not store.has(c)]
     cell_mean = statistics.mean(r.seconds for r in store.records())
     assert remaining_seconds(
         store.records(), store.training_records(), missing, trains=True

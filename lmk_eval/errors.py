@@ -1,0 +1,29 @@
+"""The one error type users see, and how schema validation failures become one readable line."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+
+class LmkEvalError(ValueError):
+    """A user-facing error: one line saying what was wrong and what to do."""
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def schema_error(exc: ValidationError, where: str) -> LmkEvalError:
+    """``where: field.path: what is wrong (got X); ...`` from a pydantic ValidationError."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(x) for x in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{loc}'")
+            continue
+        message = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] != "value_error" and "input" in err:
+            message += f" (got {_shown(err['input'])})"
+        parts.append(f"{loc}: {message}" if loc else message)
+    return LmkEvalError(f"{where}: {'; '.join(parts)}")

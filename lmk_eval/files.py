@@ -1,0 +1,102 @@
+"""Writing files the way a shared results folder needs: atomic, umask-honouring, checked first.
+
+``tempfile`` creates files 0600 and folders 0700 whatever the umask, which made every result
+unreadable to the rest of a group; everything written here gets the mode a plain ``open`` or
+``mkdir`` would have given it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+from .errors import LmkEvalError
+
+
+@lru_cache(maxsize=1)
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def file_mode() -> int:
+    return 0o666 & ~_umask()
+
+
+def dir_mode() -> int:
+    return 0o777 & ~_umask()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` so that readers see the old file or the new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, file_mode())
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def staging_dir(parent: Path, prefix: str) -> Path:
+    """A fresh folder under ``parent`` with the umask's mode, to be renamed into place."""
+    parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    path.chmod(dir_mode())
+    return path
+
+
+def remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
+
+
+def _nearest_existing(path: Path) -> Path:
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return probe
+
+
+def check_writable_dir(path: Path, what: str) -> None:
+    """Fail now, in one line, if ``path`` cannot become a folder we write into; writes nothing."""
+    path = Path(os.path.abspath(path))
+    if path.exists() and not path.is_dir():
+        raise LmkEvalError(f"{what} '{path}' is a file, not a folder; choose another path")
+    base = _nearest_existing(path)
+    if not base.is_dir():
+        raise LmkEvalError(f"{what} '{path}' lies under the file '{base}'; choose another path")
+    try:
+        probe = Path(tempfile.mkdtemp(dir=base, prefix=".lmk-eval-probe-"))
+        probe.rmdir()
+    except OSError as exc:
+        raise LmkEvalError(
+            f"cannot write {what} '{path}': '{base}' is not writable ({exc.strerror});"
+            " choose another path"
+        ) from None
+
+
+def check_writable_file(path: Path, what: str) -> None:
+    """As ``check_writable_dir`` for a file we are about to (over)write."""
+    path = Path(os.path.abspath(path))
+    if path.is_dir():
+        raise LmkEvalError(f"{what} '{path}' is a folder; give a file name")
+    base = _nearest_existing(path.parent)
+    if not base.is_dir():
+        raise LmkEvalError(f"{what} '{path}' lies under the file '{base}'; choose another path")
+    check_writable_dir(path.parent, f"folder of {what}")
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,199 @@
+"""Every bad input: one `lmk-eval: error:` line, exit 2, no traceback, nothing written.
+
+Each case builds its bad file (or names an impossible path) under tmp_path and runs the real CLI
+entry point in-process; the test snapshots tmp_path before and after to prove nothing was left.
+"""
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lmk_eval.cli import main
+from lmk_eval.models import packaged_model_path
+from tests.conftest import write_beir
+
+RUN = ["--no-report", "--no-progress"]
+GOOD_DOCS = [{"id": "d1", "text": "The cat sat on the mat."}, {"id": "d2", "text": "Rain in Spain."}]
+GOOD_QUERIES = [{"id": "q1", "text": "Where did the cat sit?"}]
+
+
+def folder(tmp: Path, **overrides: bytes) -> Path:
+    """A valid BEIR folder with some files replaced by the given bytes."""
+    f = write_beir(tmp / "data", GOOD_DOCS, GOOD_QUERIES, [("q1", "d1", 1)])
+    for name, content in overrides.items():
+        path = f / name.replace("__", "/")
+        if path.suffix == ".gz":
+            path.with_suffix("").unlink()
+        path.write_bytes(content)
+    return f
+
+
+def run_folder(tmp: Path, **overrides: bytes) -> list[str]:
+    return ["run", "--tasks", str(folder(tmp, **overrides)), "--pooling", "mean",
+            "--output", str(tmp / "out"), *RUN]  # fmt: skip
+
+
+def config(tmp: Path, extra: str, base: bool = True) -> list[str]:
+    head = 'name = "bad"\ntasks = ["needle-depth-quick:depth_000"]\n' if base else ""
+    if base and "poolings" not in extra:
+        head += 'poolings = ["mean"]\n'
+    (tmp / "bad.toml").write_bytes((head + extra).encode("latin-1"))
+    return ["run", "--config", str(tmp / "bad.toml"), "--output", str(tmp / "out"), *RUN]
+
+
+def stored_run(tmp: Path, sweep_json: str = "{}", cell_json: str | None = None) -> Path:
+    run = tmp / "run"
+    (run / "cells" / "c1").mkdir(parents=True)
+    (run / "sweep.json").write_text(sweep_json)
+    if cell_json is not None:
+        (run / "cells" / "c1" / "cell.json").write_text(cell_json)
+    return run
+
+
+def a_file(tmp: Path) -> Path:
+    (tmp / "file").write_text("I am a file")
+    return tmp / "file"
+
+
+def truncated_gzip() -> bytes:
+    body = "".join(json.dumps({"_id": f"d{i}", "text": "word " * 50}) + "\n" for i in range(200))
+    data = gzip.compress(body.encode())
+    return data[: len(data) // 2]
+
+
+def model_without_landmark(tmp: Path) -> Path:
+    """The packaged MiniLM whose tokenizer has neither [SEP] nor an EOS token."""
+    src, dst = packaged_model_path(), tmp / "no-landmark"
+    dst.mkdir()
+    for name in ("config.json", "tokenizer.json", "vocab.txt", "model.safetensors"):
+        (dst / name).symlink_to(src / name)
+    cfg = json.loads((src / "tokenizer_config.json").read_text())
+    (dst / "tokenizer_config.json").write_text(json.dumps({**cfg, "sep_token": None}))
+    return dst
+
+
+CASES = {
+    "corpus not UTF-8": (lambda t: run_folder(t, **{"corpus.jsonl": b'{"_id": "d1", "text": "caf\xe9"}\n'}),
+                         "corpus.jsonl' is not UTF-8 text (near line 1)"),
+    "queries not UTF-8": (lambda t: run_folder(t, **{"queries.jsonl": b'{"_id": "q1", "text": "\xff"}\n'}),
+                          "queries.jsonl' is not UTF-8 text"),
+    "sweep file not UTF-8": (lambda t: config(t, 'description = "caf\xe9"\n'), "is not UTF-8 text"),
+    "qrels score inf": (lambda t: run_folder(t, **{"qrels__test.tsv": b"q1\td1\tinf\n"}),
+                        "score 'inf' is not an integer relevance grade"),
+    "qrels score 0.5": (lambda t: run_folder(t, **{"qrels__test.tsv": b"q1\td1\t0.5\n"}),
+                        "score '0.5' is not an integer relevance grade"),
+    "corrupt .gz": (lambda t: run_folder(t, **{"corpus.jsonl.gz": b"this is not gzip"}),
+                    "is a corrupt or truncated .gz file"),
+    "truncated .gz": (lambda t: run_folder(t, **{"corpus.jsonl.gz": truncated_gzip()}),
+                      "is a corrupt or truncated .gz file"),
+    "poolings = [5]": (lambda t: config(t, "poolings = [5]\n"), "poolings: entry 0 is 5"),
+    "token_budget = 'lots'": (lambda t: config(t, 'token_budget = "lots"\n'),
+                              "token_budget: Input should be a valid integer (got 'lots')"),
+    "train = 5": (lambda t: config(t, "train = 5\n"), "train: Input should be a valid dictionary"),
+    "interval = true": (lambda t: config(t, 'poolings = [{pooling = "lmk", interval = true}]\n'),
+                        "interval: Input should be a valid integer (got True)"),
+    "max_length = ['x']": (lambda t: config(t, 'max_length = ["x"]\n'), "max_length.0: Input should be a valid integer"),
+    "name escapes results/": (lambda t: config(t, 'name = "../escape"\ntasks = ["needle"]\npoolings = ["mean"]\n', base=False),
+                              "name '../escape' must be letters"),
+    "unknown baseline": (lambda t: config(t, 'baseline = "nope"\n'),
+                         "baseline 'nope' is not a pooling of this sweep; choose one of: mean"),
+    "unknown [train] key": (lambda t: config(t, '[train]\nstepz = 3\n'), "unknown key 'train.stepz'"),
+    "empty --pooling": (lambda t: ["run", "--pooling", ",", "--output", str(t / "out"), *RUN],
+                        "--pooling lists nothing"),
+    "empty --tasks": (lambda t: ["run", "--tasks", ",", "--output", str(t / "out"), *RUN],
+                      "--tasks lists nothing"),
+    "window above the model's positions": (
+        lambda t: ["run", "--tasks", "passkey-quick:test_256", "--pooling", "mean", "--strategy", "window",
+                   "--max-length", "1024", "--output", str(t / "out"), *RUN],
+        "window size (max_length) 1024 exceeds the model's 512 positions"),
+    "lmk on a model without a landmark token": (
+        lambda t: ["run", "--model", str(model_without_landmark(t)), "--pooling", "cls,mean,lmk",
+                   "--tasks", "needle-depth-quick:depth_000", "--output", str(t / "out"), *RUN],
+        "neither a sep_token nor an eos_token"),
+    "--output under a file": (lambda t: ["run", "--output", str(a_file(t) / "out"), *RUN], "lies under the file"),
+    "--output in /proc": (lambda t: ["run", "--output", "/proc/lmk-eval-test/out", *RUN], "is not writable"),
+    "--output in /sys": (lambda t: ["run", "--output", "/sys/lmk-eval-test", *RUN], "is not writable"),
+    "--output is a file": (lambda t: ["run", "--output", str(a_file(t)), *RUN], "is a file, not a folder"),
+    "report --output-dir under a file": (
+        lambda t: ["report", str(stored_run(t)), "--output-dir", str(a_file(t) / "r")], "lies under the file"),
+    "baseline -o under a file": (lambda t: ["baseline", str(stored_run(t)), "-o", str(a_file(t) / "b.json")],
+                                 "lies under the file"),
+    "baseline -o in /proc": (lambda t: ["baseline", str(stored_run(t)), "-o", "/proc/lmk-eval-b.json"],
+                             "is not writable"),
+    "corrupt sweep.json": (lambda t: ["report", str(stored_run(t, "{not json")), "--output-dir", str(t / "r")],
+                           "sweep.json' is unreadable or not valid JSON"),
+    "empty cell.json": (lambda t: ["report", str(stored_run(t, cell_json="")), "--output-dir", str(t / "r")],
+                        "cell.json' is unreadable: not valid JSON (truncated?)"),
+    "truncated cell.json": (lambda t: ["check", str(stored_run(t, cell_json='{"cell": {"mo')), "--baseline",
+                                       str(write(t / "b.json", '{"scores": {"a": 0.5}}'))],
+                            "cell.json' is unreadable"),
+    "baseline with a list of scores": (lambda t: ["check", str(t), "--baseline", str(write(t / "b.json", '{"scores": [1, 2, 3]}'))],
+                                       "is not a baseline file: scores: Input should be a valid dictionary"),
+    "baseline with NaN score": (lambda t: ["check", str(t), "--baseline", str(write(t / "b.json", '{"scores": {"a": NaN}}'))],
+                                "scores.a"),
+    "check --tolerance nan": (lambda t: ["check", str(t), "--baseline", str(t), "--tolerance", "nan"],
+                              "tolerance must be a finite number >= 0, got nan"),
+    "train --steps 0": (lambda t: ["train", "--steps", "0", "--output", str(t / "c")],
+                        "steps: Input should be greater than or equal to 1"),
+    "train --lr inf": (lambda t: ["train", "--lr", "inf", "--output", str(t / "c")], "learning_rate: Input should be a finite number"),
+}  # fmt: skip
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def snapshot(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a stray reports/ or results/ would show up in the snapshot
+    build, message = CASES[case]
+    args = build(tmp_path)
+    before = snapshot(tmp_path)
+    code = main(args)
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert code == 2, captured.err
+    assert len(lines) == 1 and lines[0].startswith("lmk-eval: error: "), captured.err
+    assert message in lines[0]
+    assert "Traceback" not in captured.err + captured.out
+    assert snapshot(tmp_path) == before
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)],
+                          capture_output=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip("cannot mount a read-only filesystem on this machine")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_an_output_on_a_read_only_filesystem_is_one_line(read_only_dir, capsys):
+    assert main(["run", "--output", str(read_only_dir / "out"), *RUN]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "is not writable (Read-only file system)" in line
+    assert not os.listdir(read_only_dir)
+
+
+def test_a_model_without_landmark_is_refused_before_any_cell(tmp_path):
+    """The cls and mean cells of that sweep could be computed, but nothing is: lmk is checked first."""
+    out = tmp_path / "out"
+    args = ["run", "--model", str(model_without_landmark(tmp_path)), "--pooling", "cls,mean,lmk",
+            "--tasks", "needle-depth-quick:depth_000", "--output", str(out), *RUN]  # fmt: skip
+    assert main(args) == 2
+    assert not out.exists()
+    shutil.rmtree(tmp_path / "no-landmark")
