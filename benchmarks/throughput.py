@@ -50,7 +50,7 @@ def raw_forward_tokens_per_s(encoder: TextEncoder, texts: list[str], max_length:
     windows = encoder.tokenisation.windows(texts, variant)
     batches = []
     for batch in token_budget_batches(windows, encoder.token_budget):
-        ids, mask, _ = pad_windows(batch)
+        ids, mask, _, _ = pad_windows(batch)
         batches.append((ids, mask))
     real = sum(int(m.sum()) for _, m in batches)
     started = time.perf_counter()

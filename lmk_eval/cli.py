@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .errors import LmkEvalError
-from .variants import GRANULARITIES, POOLINGS, STRATEGIES
+from .variants import GRANULARITIES, PLACEMENTS, POOLINGS, STRATEGIES
 
 DEFAULT_CONFIG = "quick"
 RUN_DIR_HELP = "a run directory written by `lmk-eval run` (e.g. results/quick)"
@@ -20,6 +20,8 @@ examples:
   lmk-eval run --tasks needle --pooling cls,mean,lmk --max-length 512 --strategy window
   lmk-eval run --config paper-offline           a shipped sweep by name (or any TOML path)
   lmk-eval run --tasks path/to/beir_folder --pooling lmk --interval 64
+  lmk-eval run --model path/to/e5 --pooling native,cls,mean,lmk   the model as published + others
+  lmk-eval run --model path/to/qwen --pooling lasttoken,lmk --query-prompt "Instruct: ...\nQuery: "
   lmk-eval report results/quick
   lmk-eval baseline results/ci -o tasks/ci.baseline.json
   lmk-eval check results/ci --baseline tasks/ci.baseline.json --tolerance 0.01
@@ -90,6 +92,38 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--intervals", help="choices for variable granularity (default 32,64,128,256)")
     run.add_argument("--seed", type=int, help="seed for variable granularity (default 0)")
     run.add_argument("--layers", type=int, help="layers averaged by layer_mean (default 4)")
+    run.add_argument(
+        "--placement",
+        choices=["after", "before"],
+        help="lmk: a landmark after each chunk (default) or before it (the authors' decoder script)",
+    )
+    run.add_argument(
+        "--exclude-prompt",
+        action="store_true",
+        help="pool without the prompt's tokens (sentence-transformers' include_prompt=False)",
+    )
+    model = run.add_argument_group("how every model is loaded and fed (part of each cell's identity)")
+    model.add_argument(
+        "--query-prompt",
+        help="prompt put before each query (default: the model's own prompts; '' for none)",
+    )
+    model.add_argument(
+        "--document-prompt",
+        help="prompt put before each document (default: the model's own prompts; '' for none)",
+    )
+    model.add_argument(
+        "--landmark-token",
+        help="token used as landmark (default: the tokenizer's [SEP], else </s>, else its EOS)",
+    )
+    model.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run model code from the model's directory or repository (nomic-bert, jina-bert...)",
+    )
+    model.add_argument(
+        "--attn-implementation",
+        help="attention kernel: eager, sdpa, flash_attention_2, ... (default: transformers chooses)",
+    )
     run.add_argument(
         "--baseline", help="pooling the significance test compares against (default cls)"
     )
@@ -178,8 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_list() -> int:
-    width = max(map(len, [*POOLINGS, *GRANULARITIES, *STRATEGIES]))
+    width = max(map(len, [*POOLINGS, *GRANULARITIES, *STRATEGIES, *PLACEMENTS]))
     for title, table in (("poolings", POOLINGS), ("granularities (lmk, multi_cls)", GRANULARITIES),
+                         ("landmark placements (lmk)", PLACEMENTS),
                          ("context strategies", STRATEGIES)):  # fmt: skip
         print(f"{title}:")
         for name, text in table.items():
@@ -203,7 +238,8 @@ def cmd_tasks() -> int:
     return 0
 
 
-POOLING_OPTIONS = ("granularity", "interval", "intervals", "seed", "layers")
+POOLING_OPTIONS = ("granularity", "interval", "intervals", "seed", "layers", "placement")
+ENCODING_FLAGS = ("query_prompt", "document_prompt", "landmark_token", "attn_implementation")
 
 
 def _flags_name(tasks: list[str], poolings: list[str]) -> str:
@@ -220,6 +256,8 @@ def sweep_from_args(args: argparse.Namespace):
         if getattr(args, flag) == []:
             raise LmkEvalError(f"--{flag.replace('_', '-')} lists nothing; give at least one value")
     options = {k: getattr(args, k) for k in POOLING_OPTIONS if getattr(args, k) is not None}
+    if args.exclude_prompt:
+        options["include_prompt"] = False
     shaping = [args.pooling, args.tasks, args.max_length, args.strategy]
     if args.config:
         sweep = load_sweep(args.config)
@@ -246,6 +284,11 @@ def sweep_from_args(args: argparse.Namespace):
         sweep.poolings = [{**p, **options} for p in sweep.poolings]
     if args.baseline:
         sweep.baseline = args.baseline
+    for key in ENCODING_FLAGS:
+        if getattr(args, key) is not None:
+            setattr(sweep, key, getattr(args, key))
+    if args.trust_remote_code:
+        sweep.trust_remote_code = True
     validate(sweep)
     return sweep
 

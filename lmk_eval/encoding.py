@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from . import models, pooling, registry
+from .options import DEFAULT_OPTIONS, EncodeOptions
 from .registry import PoolInputs, combine_windows
 from .tokenisation import Tokenisation, Window
 from .variants import Variant
@@ -47,18 +48,23 @@ class EncodeStats:
         return 1 - self.real_tokens / self.padded_tokens if self.padded_tokens else 0.0
 
 
-def pad_windows(windows: Sequence[Window]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded (input_ids, attention_mask, marker_mask) tensors for one batch."""
+def pad_windows(
+    windows: Sequence[Window],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded (input_ids, attention_mask, marker_mask, prompt_mask) tensors for one batch.
+    Right padding keeps a causal model's real tokens at positions 0..n-1, as if unpadded."""
     width = max(len(w.ids) for w in windows)
     ids = torch.zeros((len(windows), width), dtype=torch.long)
     mask = torch.zeros((len(windows), width), dtype=torch.long)
     markers = torch.zeros((len(windows), width), dtype=torch.bool)
+    prompt = torch.zeros((len(windows), width), dtype=torch.bool)
     for row, w in enumerate(windows):
         n = len(w.ids)
         ids[row, :n] = torch.tensor(w.ids)
         mask[row, :n] = 1
         markers[row, :n] = torch.tensor(w.markers)
-    return ids, mask, markers
+        prompt[row, : w.prompt] = True
+    return ids, mask, markers, prompt
 
 
 def token_budget_batches(
@@ -86,7 +92,7 @@ def unique_windows(windows: Sequence[Window]) -> tuple[list[Window], dict[int, l
     first: dict[tuple, Window] = {}
     users: dict[int, list[Window]] = defaultdict(list)
     for w in windows:
-        u = first.setdefault((tuple(w.ids), tuple(w.markers)), w)
+        u = first.setdefault((tuple(w.ids), tuple(w.markers), w.prompt), w)
         users[id(u)].append(w)
     return list(first.values()), users
 
@@ -109,11 +115,13 @@ class TextEncoder:
         self,
         model: str | None = None,
         *,
+        options: EncodeOptions = DEFAULT_OPTIONS,
         device: str | None = None,
         token_budget: int = DEFAULT_TOKEN_BUDGET,
         progress: bool = False,
     ) -> None:
         self.source = models.resolve_model(model)
+        self.options = options
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.token_budget = token_budget
         self.progress = progress
@@ -131,13 +139,18 @@ class TextEncoder:
 
     def _load(self):
         if self._loaded is None:
-            tokenizer, model, positions = models.load(self.source)
-            self._loaded = (tokenizer, model.to(self.device), Tokenisation(tokenizer, positions))
+            facts, model = models.load(self.source, self.options)
+            self._loaded = (facts, model.to(self.device), facts.tokenisation)
         return self._loaded
 
     @property
+    def facts(self) -> models.ModelFacts:
+        """Tokenizer, positions, native pooling and prompts: read without loading the weights."""
+        return models.inspect_model(self.source, self.options)
+
+    @property
     def tokenisation(self) -> Tokenisation:
-        return self._load()[2]
+        return self.facts.tokenisation
 
     @property
     def max_positions(self) -> int:
@@ -154,22 +167,25 @@ class TextEncoder:
         return variant
 
     def encode(
-        self, texts: Sequence[str], variants: Sequence[Variant]
+        self, texts: Sequence[str], variants: Sequence[Variant], prompt: str = ""
     ) -> dict[Variant, np.ndarray]:
-        """Embeddings (len(texts), dim) float32 per variant, in input order."""
+        """Embeddings (len(texts), dim) float32 per variant, in input order, each text read as
+        ``prompt + text`` (landmarks go into the text only)."""
         started = time.perf_counter()
+        concrete = {v: self.facts.concrete(v) for v in dict.fromkeys(variants)}
         groups: dict[tuple, list[Variant]] = defaultdict(list)
-        for v in dict.fromkeys(variants):
-            groups[v.tokenisation_key()].append(v)
-        out: dict[Variant, np.ndarray] = {}
+        for c in dict.fromkeys(concrete.values()):
+            groups[c.tokenisation_key()].append(c)
+        computed: dict[Variant, np.ndarray] = {}
         for group in groups.values():
-            out.update(self._encode_group(texts, group))
+            computed.update(self._encode_group(texts, group, prompt))
+        out = {v: computed[c] for v, c in concrete.items()}
         self.stats.texts += len(texts)
         self.stats.encode_seconds += time.perf_counter() - started
         return out
 
     def _encode_group(
-        self, texts: Sequence[str], group: list[Variant]
+        self, texts: Sequence[str], group: list[Variant], prompt: str
     ) -> dict[Variant, np.ndarray]:
         _, model, tokenisation = self._load()
         dim = model.config.hidden_size
@@ -178,7 +194,7 @@ class TextEncoder:
         chars = SLICE_TOKENS * 4
         bar = self._bar(len(texts), group)
         for lo, hi in _slices(texts, chars):
-            windows = tokenisation.windows(texts[lo:hi], group[0])
+            windows = tokenisation.windows(texts[lo:hi], group[0], prompt)
             distinct, users = unique_windows(windows)
             self.stats.reused_windows += len(windows) - len(distinct)
             per_text: dict[Variant, dict[int, tuple[list, list]]] = {
@@ -208,7 +224,7 @@ class TextEncoder:
         return result
 
     def _forward_and_pool(self, model, batch: list[Window], group, need_layers: bool):
-        ids, mask, markers = pad_windows(batch)
+        ids, mask, markers, prompt = pad_windows(batch)
         width = ids.shape[1]
         started = time.perf_counter()
         with torch.inference_mode():
@@ -220,7 +236,7 @@ class TextEncoder:
             hidden = outputs.last_hidden_state
             mask_d, markers_d = mask.to(self.device), markers.to(self.device)
             layers = outputs.hidden_states if need_layers else None
-            inputs = PoolInputs(hidden, mask_d, markers_d, layers)
+            inputs = PoolInputs(hidden, mask_d, markers_d, layers, prompt.to(self.device))
             pooled = {}
             for v in group:
                 vecs, weights = registry.pool_batch(v, inputs)
@@ -243,7 +259,7 @@ class TextEncoder:
 
 
 class SharedEmbeddings:
-    """Embeddings memoised per (variant, text), so sibling variants reuse one forward pass.
+    """Embeddings memoised per (variant, prompt, text), so sibling variants reuse one forward pass.
 
     A sweep hands every variant of one (model, task, max_length) the same instance: the first
     variant to ask for a set of texts triggers one encode for all siblings that share its tokens.
@@ -255,23 +271,23 @@ class SharedEmbeddings:
         self._store: dict[Variant, dict[bytes, np.ndarray]] = defaultdict(dict)
 
     @staticmethod
-    def _key(text: str) -> bytes:
+    def _key(prompt: str, text: str) -> bytes:
         import hashlib
 
-        return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+        return hashlib.blake2b(f"{prompt}\0{text}".encode(), digest_size=16).digest()
 
-    def get(self, texts: Sequence[str], variant: Variant) -> np.ndarray:
-        keys = [self._key(t) for t in texts]
+    def get(self, texts: Sequence[str], variant: Variant, prompt: str = "") -> np.ndarray:
+        keys = [self._key(prompt, t) for t in texts]
         store = self._store[variant]
         missing: dict[bytes, str] = {}
         for k, t in zip(keys, texts, strict=True):
             if k not in store and k not in missing:
                 missing[k] = t
         if missing:
-            partners = [
-                v for v in self.siblings if v.tokenisation_key() == variant.tokenisation_key()
-            ]
-            encoded = self.encoder.encode(list(missing.values()), partners + [variant])
+            concrete = self.encoder.facts.concrete
+            partners = [v for v in self.siblings
+                        if concrete(v).tokenisation_key() == concrete(variant).tokenisation_key()]  # fmt: skip
+            encoded = self.encoder.encode(list(missing.values()), partners + [variant], prompt)
             for v, arr in encoded.items():
                 self._store[v].update(zip(missing.keys(), arr, strict=True))
         return np.stack([store[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)

@@ -10,7 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LmkEvalError
+from .native import NativeSpec
+from .options import DEFAULT_OPTIONS, EncodeOptions
 from .provenance import hub_commit, package_version, tree_digest
+from .tokenisation import Tokenisation
+from .variants import Variant
 
 PACKAGED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 PACKAGED_ALIASES = {None, "", "default", "all-MiniLM-L6-v2", PACKAGED_NAME}
@@ -72,13 +76,18 @@ def revision(source: ModelSource) -> str:
     return str(ident.get("commit") or ident["content"])[:12]
 
 
-def _from_pretrained_kwargs(source: ModelSource) -> dict[str, Any]:
-    return {} if source.local else {"revision": identity(source)["commit"]}
+def _from_pretrained_kwargs(source: ModelSource, options: EncodeOptions) -> dict[str, Any]:
+    kwargs = options.loading()
+    if not source.local:
+        kwargs["revision"] = identity(source)["commit"]
+    return kwargs
 
 
 def _load_error(source: ModelSource, exc: Exception) -> LmkEvalError:
     where = "directory" if source.local else "Hugging Face hub id"
     reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    if "trust_remote_code" in reason:
+        reason = "it needs its own code; pass --trust-remote-code if you trust it"
     hint = "" if source.local else " (offline? pass a local model directory instead)"
     return LmkEvalError(f"could not load model {where} '{source.ref}': {reason}{hint}")
 
@@ -91,31 +100,81 @@ def _quiet() -> None:
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
 
 
+def is_causal(config) -> bool:
+    """A decoder LLM: transformers has a causal-LM head for its type and no masked-LM head
+    (BERT, RoBERTa, MPNet, ModernBERT have both or only the latter)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    kind = getattr(config, "model_type", "")
+    return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the pre-flight checks and the encoder need to know, read without the weights."""
+
+    tokenisation: Tokenisation
+    config: Any
+    causal: bool
+    native: NativeSpec | None
+    prompts: dict[str, str]  # the model's own (its sentence-transformers config, or mteb's)
+
+    def concrete(self, variant: Variant) -> Variant:
+        """``native`` resolved to the pooling the model's own configuration names."""
+        if variant.pooling != "native":
+            return variant
+        if self.native is None:
+            raise LmkEvalError(
+                "native: this model has no sentence-transformers configuration (modules.json) to"
+                " say how it pools; choose a pooling (cls, mean, lasttoken, lmk, ...)"
+            )
+        return self.native.concrete(variant)
+
+
 @lru_cache(maxsize=32)
-def load_light(source: ModelSource):
-    """(tokenizer, config): everything the pre-flight checks need, without the weights."""
+def inspect_model(source: ModelSource, options: EncodeOptions = DEFAULT_OPTIONS) -> ModelFacts:
+    """Tokenizer, config, positions, causal or not, native pooling and prompts, without weights;
+    every error is one line naming the model."""
     from transformers import AutoConfig, AutoTokenizer
 
+    from . import native
+
     _quiet()
+    kwargs = _from_pretrained_kwargs(source, options)
     try:
-        kwargs = _from_pretrained_kwargs(source)
-        return AutoTokenizer.from_pretrained(source.ref, **kwargs), AutoConfig.from_pretrained(
-            source.ref, **kwargs
-        )
-    except (OSError, ValueError, KeyError) as exc:
+        tokenizer = AutoTokenizer.from_pretrained(source.ref, **kwargs)
+        config = AutoConfig.from_pretrained(source.ref, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - missing files, remote code, bad JSON: one line
         raise _load_error(source, exc) from None
+    if source.local:
+        read = native.local_reader(Path(source.ref))
+    else:
+        read = native.hub_reader(source.ref, kwargs["revision"])
+    prompts = native.read_prompts(read)
+    if not source.local or source.packaged:
+        prompts = {**prompts, **native.mteb_prompts(source.name)}
+    causal = is_causal(config)
+    tokenisation = Tokenisation(tokenizer, max_positions(config), causal=causal,
+                                landmark_token=options.landmark_token)  # fmt: skip
+    return ModelFacts(tokenisation, config, causal, native.read_native(read), prompts)
 
 
-def load(source: ModelSource):
-    """(tokenizer, model in eval mode, number of positions); errors become one clear line."""
+def load(source: ModelSource, options: EncodeOptions = DEFAULT_OPTIONS):
+    """(facts, model in eval mode); errors become one clear line."""
     from transformers import AutoModel
 
-    tokenizer, config = load_light(source)
+    facts = inspect_model(source, options)
+    kwargs = _from_pretrained_kwargs(source, options)
+    if options.attn_implementation:
+        kwargs["attn_implementation"] = options.attn_implementation
     try:
-        model = AutoModel.from_pretrained(source.ref, **_from_pretrained_kwargs(source)).eval()
+        model = AutoModel.from_pretrained(source.ref, **kwargs).eval()
     except Exception as exc:  # noqa: BLE001 - corrupt weights raise library-specific errors
         raise _load_error(source, exc) from None
-    return tokenizer, model, max_positions(config)
+    return facts, model
 
 
 def max_positions(config) -> int:

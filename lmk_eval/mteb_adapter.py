@@ -8,9 +8,14 @@ from typing import Any
 import numpy as np
 from mteb.models.abs_encoder import AbsEncoder
 from mteb.models.model_meta import ModelMeta, ScoringFunction
+from mteb.types import PromptType
+from pydantic import ValidationError
 
 from . import models
 from .encoding import SharedEmbeddings, TextEncoder
+from .errors import schema_error
+from .native import merge_prompts
+from .options import OPTION_KEYS, EncodeOptions
 from .variants import Variant, make_variant
 
 
@@ -43,24 +48,32 @@ def model_meta(encoder: TextEncoder, variant: Variant) -> ModelMeta:
         base = {k: getattr(known, k) for k in base}
         facts["n_parameters"] = known.n_parameters
         facts["memory_usage_mb"] = known.memory_usage_mb
+    native = encoder.facts.native if variant.pooling == "native" else None
+    similarity = ScoringFunction(native.similarity) if native else ScoringFunction.COSINE
     return ModelMeta(
         loader=_load_from_meta,
-        loader_kwargs={"model": source.ref, **variant.to_dict()},
+        loader_kwargs={"model": source.ref, **variant.to_dict(), **encoder.options.identity()},
         name=source.name,
         revision=models.revision(source),
         open_weights=True,
         public_training_code=None,
         public_training_data=None,
         framework=["PyTorch", "Transformers"],
-        similarity_fn_name=ScoringFunction.COSINE,
-        use_instructions=False,
+        similarity_fn_name=similarity,
+        use_instructions=bool(prompts_of(encoder)),
         max_tokens=variant.max_length,
         embed_dim=facts["embed_dim"],
         n_parameters=facts["n_parameters"],
         memory_usage_mb=facts["memory_usage_mb"],
-        experiment_kwargs=variant.relevant_options(),
+        experiment_kwargs={**variant.relevant_options(), **encoder.options.identity()},
         **base,
     )
+
+
+def prompts_of(encoder: TextEncoder) -> dict[str, str]:
+    """The prompts this encoder applies: the model's own, overridden by the user's."""
+    o = encoder.options
+    return merge_prompts(encoder.facts.prompts, o.query_prompt, o.document_prompt)
 
 
 def _load_from_meta(model: str, **options: Any) -> LmkEncoder:
@@ -68,7 +81,9 @@ def _load_from_meta(model: str, **options: Any) -> LmkEncoder:
 
 
 class LmkEncoder(AbsEncoder):
-    """One pooling variant of one model, as mteb sees it. Queries and documents pool alike."""
+    """One pooling variant of one model, as mteb sees it. Queries and documents pool alike; each
+    gets the prompt mteb's own rules pick from the model's prompts (task name, task type, or
+    'query'/'document')."""
 
     def __init__(
         self,
@@ -80,7 +95,17 @@ class LmkEncoder(AbsEncoder):
         self.text_encoder = text_encoder
         self.variant = variant
         self.shared = shared or SharedEmbeddings(text_encoder, [variant])
+        self.model_prompts = prompts_of(text_encoder) or None
         self.mteb_model_meta = meta or model_meta(text_encoder, variant)
+
+    def prompt(self, task_metadata=None, prompt_type=None) -> str:
+        """The prompt text for one encode call ('' for none)."""
+        if not self.model_prompts or prompt_type is None and task_metadata is None:
+            return ""
+        if task_metadata is None:
+            return self.model_prompts.get(PromptType(prompt_type).value, "")
+        name = self.get_prompt_name(task_metadata, PromptType(prompt_type) if prompt_type else None)
+        return self.model_prompts.get(name, "") if name else ""
 
     def encode(
         self,
@@ -92,7 +117,7 @@ class LmkEncoder(AbsEncoder):
         prompt_type=None,
         **kwargs: Any,
     ) -> np.ndarray:
-        return self.shared.get(_texts(inputs), self.variant)
+        return self.shared.get(_texts(inputs), self.variant, self.prompt(task_metadata, prompt_type))
 
 
 def encoder(
@@ -100,9 +125,17 @@ def encoder(
 ) -> LmkEncoder:
     """An mteb encoder for ``model`` (None = packaged all-MiniLM-L6-v2) pooled with ``pooling``.
 
-    ``options`` are Variant fields: granularity, interval, intervals, seed, layers, max_length,
-    strategy, normalize. max_length defaults to the model's position limit.
+    ``options`` are Variant fields (granularity, interval, intervals, seed, layers, max_length,
+    strategy, normalize, placement, include_prompt) and encoding options (query_prompt,
+    document_prompt, landmark_token, trust_remote_code, attn_implementation). max_length
+    defaults to the model's position limit.
     """
-    text_encoder = TextEncoder(model, progress=progress)
+    encoding = {k: options.pop(k) for k in list(options) if k in OPTION_KEYS}
+    try:
+        encode_options = EncodeOptions(**encoding)
+    except ValidationError as exc:
+        raise schema_error(exc, "encoder options") from None
+    text_encoder = TextEncoder(model, options=encode_options, progress=progress)
     variant = text_encoder.resolve(make_variant(pooling, **options))
+    text_encoder.tokenisation.check(text_encoder.facts.concrete(variant))
     return LmkEncoder(text_encoder, variant)

@@ -51,14 +51,16 @@ def max(hidden: Tensor, attention_mask: Tensor) -> Tensor:  # noqa: A001 - the o
     return masked.max(dim=1).values
 
 
-def weightedmean(hidden: Tensor, attention_mask: Tensor) -> Tensor:
-    """Position-weighted mean: the i-th real token weighs i (1-based).
+def weightedmean(hidden: Tensor, attention_mask: Tensor, pooled: Tensor | None = None) -> Tensor:
+    """Position-weighted mean: the i-th real token weighs i (1-based), summed over ``pooled``
+    positions (default: all real tokens; without the prompt, the text tokens keep their ranks).
 
     sentence-transformers weighs by absolute position, which equals this under right padding;
     counting real tokens only keeps the result independent of the padding side.
     """
     m = attention_mask.to(hidden.dtype)
-    weights = (m.cumsum(dim=1) * m).unsqueeze(-1)
+    keep = m if pooled is None else pooled.to(hidden.dtype)
+    weights = (m.cumsum(dim=1) * keep).unsqueeze(-1)
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
 

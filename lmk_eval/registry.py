@@ -31,6 +31,14 @@ class PoolInputs(NamedTuple):
     attention_mask: Tensor  # (batch, seq), 1 = real token
     markers: Tensor  # (batch, seq) bool, positions the tokenisation marked (landmarks, chunk CLS)
     layers: tuple[Tensor, ...] | None  # every layer's states, when the pooling asked for them
+    prompt_mask: Tensor | None = None  # (batch, seq) bool, the special tokens + prompt in front
+
+    def pooled(self, v: Variant) -> Tensor:
+        """Positions a pooling may average over: real tokens, less the prompt's when the variant
+        does not include it (sentence-transformers' include_prompt=False)."""
+        if v.include_prompt or self.prompt_mask is None:
+            return self.attention_mask
+        return self.attention_mask * (~self.prompt_mask).to(self.attention_mask.dtype)
 
 
 # A pooling returns one vector per window and the weight that window gets when the windows of a
@@ -55,30 +63,46 @@ class Pooling:
         return self.tokenisation != "plain"
 
 
-def _real_tokens(x: PoolInputs) -> Tensor:
-    return x.attention_mask.sum(dim=1).to(x.hidden.dtype)
+def _count(mask: Tensor, like: Tensor) -> Tensor:
+    return mask.sum(dim=1).to(like.dtype)
 
 
 def _token_weighted(fn: Callable[[Tensor, Tensor], Tensor]) -> PoolFn:
-    """A pooling over all real tokens; its windows weigh by their token counts."""
-    return lambda x, v: (fn(x.hidden, x.attention_mask), _real_tokens(x))
+    """A pooling over real tokens; its windows weigh by how many tokens they pooled."""
+
+    def pool(x: PoolInputs, v: Variant) -> tuple[Tensor, Tensor]:
+        mask = x.pooled(v)
+        return fn(x.hidden, mask), _count(mask, x.hidden)
+
+    return pool
+
+
+def _weightedmean(x: PoolInputs, v: Variant) -> tuple[Tensor, Tensor]:
+    mask = x.pooled(v)
+    return pooling.weightedmean(x.hidden, x.attention_mask, mask), _count(mask, x.hidden)
 
 
 def _marked(marks: Callable[[PoolInputs, Variant], Tensor]) -> PoolFn:
     """Mean over marked positions; a window weighs by how many it pooled (all tokens on fallback)."""
 
     def pool(x: PoolInputs, v: Variant) -> tuple[Tensor, Tensor]:
-        marked = marks(x, v) & x.attention_mask.bool()
-        count = marked.sum(dim=1).to(x.hidden.dtype)
-        vec = pooling.marked_mean(x.hidden, x.attention_mask, marked)
-        return vec, torch.where(count > 0, count, _real_tokens(x))
+        mask = x.pooled(v)
+        marked = marks(x, v) & mask.bool()
+        count = _count(marked, x.hidden)
+        vec = pooling.marked_mean(x.hidden, mask, marked)
+        return vec, torch.where(count > 0, count, _count(mask, x.hidden))
 
     return pool
 
 
 def _layer_mean(x: PoolInputs, v: Variant) -> tuple[Tensor, Tensor]:
+    mask = x.pooled(v)
     stack = torch.stack(x.layers[-v.layers :])
-    return pooling.layer_mean(stack, x.attention_mask), _real_tokens(x)
+    return pooling.layer_mean(stack, mask), _count(mask, x.hidden)
+
+
+def _unresolved(x: PoolInputs, v: Variant) -> tuple[Tensor, Tensor]:
+    raise RuntimeError("'native' is resolved to the model's own pooling before encoding")
 
 
 _CHUNKING = ("granularity", "interval", "intervals", "seed")
@@ -92,12 +116,11 @@ POOLINGS: dict[str, Pooling] = {
                 combine="max"),
         Pooling("lasttoken", "hidden state of the last real token",
                 _token_weighted(pooling.lasttoken)),
-        Pooling("weightedmean", "mean weighted by token position (1, 2, 3, ...)",
-                _token_weighted(pooling.weightedmean)),
+        Pooling("weightedmean", "mean weighted by token position (1, 2, 3, ...)", _weightedmean),
         Pooling("mean_sqrt_len_tokens", "sum of token states divided by sqrt(number of tokens)",
                 _token_weighted(pooling.mean_sqrt_len_tokens)),
-        Pooling("lmk", "mean of landmark ([SEP]/</s>) states inserted after every chunk; [CLS] not pooled",
-                _marked(lambda x, v: x.markers), _CHUNKING, tokenisation="landmark"),
+        Pooling("lmk", "mean of landmark ([SEP]/</s>/EOS) states inserted after every chunk; [CLS] not pooled",
+                _marked(lambda x, v: x.markers), (*_CHUNKING, "placement"), tokenisation="landmark"),
         Pooling("mean_every_k", "mean of every k-th token state, no special token inserted (control for lmk)",
                 _marked(lambda x, v: pooling.every_kth_mask(x.attention_mask, v.interval)),
                 ("interval",)),
@@ -105,6 +128,8 @@ POOLINGS: dict[str, Pooling] = {
                 _marked(lambda x, v: x.markers), _CHUNKING, tokenisation="multi_cls"),
         Pooling("layer_mean", "mean pooling averaged over the last N layers", _layer_mean,
                 ("layers",), needs_layers=True),
+        Pooling("native", "the model as published: the pooling, normalisation and similarity of its"
+                " own sentence-transformers config", _unresolved),
     ]
 }  # fmt: skip
 

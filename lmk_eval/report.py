@@ -448,6 +448,18 @@ def _short(identity: dict | None) -> str:
     return f"{identity.get('kind', '?')}: " + "; ".join(parts)
 
 
+def _encoding_text(encoding: dict) -> str:
+    parts = []
+    prompts = encoding.get("prompts")
+    if prompts is not None:
+        shown = ", ".join(f"{k} {v!r}" for k, v in prompts.items()) if prompts else "none"
+        parts.append(f"prompts {shown}")
+    for key, value in (encoding.get("options") or {}).items():
+        if key not in ("query_prompt", "document_prompt"):
+            parts.append(f"{key} {value}")
+    return "; ".join(parts)
+
+
 def provenance_section(records: list[CellRecord]) -> list[str]:
     """What produced these numbers, from each cell's recorded identity."""
     legacy = [r for r in records if r.identity is None]
@@ -455,10 +467,22 @@ def provenance_section(records: list[CellRecord]) -> list[str]:
     tasks_seen: dict[str, str] = {}
     scoring: set[str] = set()
     produced: set[str] = set()
+    encodings: dict[str, str] = {}
     for r in records:
         if r.identity is None:
             continue
         models_seen.setdefault(r.cell["model"], _short(r.identity["model"]))
+        encoding = r.identity.get("encoding") or {}
+        text = _encoding_text(encoding)
+        if text:
+            encodings.setdefault(f"`{r.cell['model']}`", text)
+        if "native" in encoding:
+            n = encoding["native"]
+            encodings.setdefault(
+                f"`{r.cell['model']}` native",
+                f"{n['pooling']} pooling, include_prompt {n['include_prompt']}, normalize"
+                f" {n['normalize']}, similarity {n['similarity']} (from its {n['source']})",
+            )
         splits = "+".join(r.identity["slot"]["task"]["splits"])
         tasks_seen.setdefault(f"{r.task} ({splits})", _short(r.identity["data"]))
         scoring.add(", ".join(f"{k} {v}" for k, v in r.identity["scoring"].items()))
@@ -471,6 +495,7 @@ def provenance_section(records: list[CellRecord]) -> list[str]:
         lines += ["Each cell records what produced it (`cell.json`, key `identity`); a stored cell"
                   " is reused only while all of it is unchanged.", ""]  # fmt: skip
         lines += [f"- model `{m}`: {v}" for m, v in models_seen.items()]
+        lines += [f"- encoding of {m}: {v}" for m, v in encodings.items()]
         lines += [f"- task {t}: data {v}" for t, v in tasks_seen.items()]
         lines += [f"- scoring: {v}" for v in sorted(scoring)]
         lines += [f"- computed by: {v}" for v in sorted(produced)]

@@ -21,11 +21,12 @@ from typing import Any
 from . import models
 from .encoding import SharedEmbeddings, TextEncoder
 from .files import check_writable_dir
+from .native import merge_prompts
 from .provenance import scoring_identity
 from .store import RunStore
 from .sweep import Cell, CellGroup, Sweep, plan
 from .task_registry import ensure_hub
-from .tokenisation import Tokenisation
+from .variants import Variant
 
 PER_QUERY_PREFIX = {"ndcg_at_": "ndcg_cut_", "map_at_": "map_cut_", "recall_at_": "recall_",
                     "precision_at_": "P_"}  # fmt: skip
@@ -117,6 +118,25 @@ def model_identities(sweep: Sweep) -> dict[str, dict[str, Any]]:
     return {m: models.identity(models.resolve_model(m)) for m in sweep.models}
 
 
+def _facts(sweep: Sweep, model: str) -> models.ModelFacts:
+    """Tokenizer and configuration of a sweep's model (a checkpoint's base, before training)."""
+    ref = sweep.train.base if sweep.train is not None else model
+    return models.inspect_model(models.resolve_model(ref), sweep.encode_options())
+
+
+def encoding_identity(sweep: Sweep, model: str, variant: Variant) -> dict[str, Any]:
+    """How the model is loaded and fed for this cell: the options, the prompts it will apply and,
+    for ``native``, what the model's own configuration resolves to."""
+    options = sweep.encode_options()
+    out: dict[str, Any] = {"options": options.identity()}
+    if sweep.train is None:
+        facts = _facts(sweep, model)
+        out["prompts"] = merge_prompts(facts.prompts, options.query_prompt, options.document_prompt)
+        if variant.pooling == "native" and facts.native is not None:
+            out["native"] = facts.native.to_dict()
+    return out
+
+
 def cell_identities(sweep: Sweep, groups: list[CellGroup]) -> dict[str, dict[str, Any]]:
     """Cell key -> everything that produced (or will produce) its numbers."""
     by_model = model_identities(sweep)
@@ -126,22 +146,19 @@ def cell_identities(sweep: Sweep, groups: list[CellGroup]) -> dict[str, dict[str
         data = g.task.data_identity()
         for c in g.cells:
             out[c.key()] = {"slot": json.loads(c.slot), "model": by_model[g.model], "data": data,
+                            "encoding": encoding_identity(sweep, g.model, c.variant),
                             "scoring": scoring}  # fmt: skip
     return out
 
 
 def preflight(sweep: Sweep, groups: list[CellGroup]) -> None:
     """Refuse now, in one line, what would fail later: each model's tokenizer and config load,
-    and every variant fits its positions and finds its landmark token. Loads no weights."""
-    base = sweep.train.base if sweep.train is not None else None
-    checked: dict[str, Tokenisation] = {}
+    and every variant (``native`` resolved) fits its positions and finds its special tokens.
+    Loads no weights."""
     for g in groups:
-        ref = base if base is not None else g.model
-        if ref not in checked:
-            tokenizer, config = models.load_light(models.resolve_model(ref))
-            checked[ref] = Tokenisation(tokenizer, models.max_positions(config))
+        facts = _facts(sweep, g.model)
         for c in g.cells:
-            checked[ref].check(c.variant)
+            facts.tokenisation.check(facts.concrete(c.variant))
     if sweep.train is not None:
         from .train import load_pairs
 
@@ -214,7 +231,8 @@ def _compute(sweep, store: RunStore, todo, identities, all_cells, progress, log)
             train_checkpoint(group.model)
             encoder = encoders.get(group.model)
             if encoder is None:
-                encoder = TextEncoder(group.model, token_budget=sweep.token_budget, progress=progress)
+                encoder = TextEncoder(group.model, options=sweep.encode_options(),
+                                      token_budget=sweep.token_budget, progress=progress)  # fmt: skip
                 encoders[group.model] = encoder
             _run_group(store, group, missing, identities, encoder, bar, before_first_save)
     finally:

@@ -18,7 +18,7 @@ from sentence_transformers.base.modules import Module, Transformer
 from . import registry
 from .encoding import pad_windows
 from .errors import LmkEvalError
-from .models import max_positions
+from .models import is_causal, max_positions
 from .registry import PoolInputs
 from .tokenisation import Tokenisation
 from .variants import Variant, make_variant
@@ -63,7 +63,9 @@ class LandmarkTransformer(Transformer):
     @property
     def tokenisation(self) -> Tokenisation:
         if self._tokenisation is None:
-            self._tokenisation = Tokenisation(self.tokenizer, max_positions(self.model))
+            config = self.model.config
+            self._tokenisation = Tokenisation(self.tokenizer, max_positions(config),
+                                              causal=is_causal(config))  # fmt: skip
         return self._tokenisation
 
     def variant(self) -> Variant:
@@ -80,8 +82,8 @@ class LandmarkTransformer(Transformer):
     def preprocess(self, inputs, prompt: str | None = None, **kwargs: Any) -> dict[str, Any]:
         if not inputs:
             return {}
-        texts = [(prompt or "") + t for t in inputs]
-        ids, mask, markers = pad_windows(self.tokenisation.windows(texts, self.variant()))
+        windows = self.tokenisation.windows(list(inputs), self.variant(), prompt or "")
+        ids, mask, markers, _prompt = pad_windows(windows)
         return {"input_ids": ids, "attention_mask": mask, MARKERS: markers}
 
 

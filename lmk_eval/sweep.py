@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import task_registry
 from .encoding import DEFAULT_TOKEN_BUDGET
 from .errors import LmkEvalError, schema_error
+from .options import OPTION_KEYS, EncodeOptions
 from .provenance import digest
 from .train import TrainConfig
 from .variants import Variant, make_variant
@@ -68,6 +69,12 @@ class Sweep(BaseModel):
     baseline: str = "cls"
     token_budget: int = Field(default=DEFAULT_TOKEN_BUDGET, ge=16)
     train: TrainConfig | None = None  # a controlled sweep: train, then evaluate each checkpoint
+    # how every model is loaded and fed (lmk_eval.options.EncodeOptions)
+    query_prompt: str | None = None
+    document_prompt: str | None = None
+    landmark_token: str | None = None
+    trust_remote_code: bool = False
+    attn_implementation: str | None = None
 
     _wrap = field_validator("models", mode="before")(_listify)
 
@@ -124,6 +131,12 @@ class Sweep(BaseModel):
             (path, [evaluation_pooling(self.train, pooling)])
             for path, (pooling, _seed) in checkpoint_jobs(self.train).items()
         ]
+
+    def encode_options(self) -> EncodeOptions:
+        try:
+            return EncodeOptions(**{k: getattr(self, k) for k in OPTION_KEYS})
+        except ValidationError as exc:
+            raise schema_error(exc, "sweep") from None
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
@@ -224,6 +237,7 @@ def validate(sweep: Sweep) -> None:
     any work. Tasks are checked by ``plan``, which also runs before any model loads."""
     from . import models
 
+    sweep.encode_options()
     if sweep.train is not None:
         sweep.train.check_poolings()  # checkpoints do not exist yet: training makes them
         models.resolve_model(sweep.train.base)

@@ -19,11 +19,15 @@ from .variants import Variant
 
 @dataclass
 class Window:
-    """One model input: ``ids`` with ``markers`` (same length, True = pooled marker) for text ``owner``."""
+    """One model input for text ``owner``: ``ids``, ``markers`` (same length, True = a pooled
+    landmark or chunk [CLS]) and ``prompt``, how many leading positions hold the special tokens
+    and prompt in front of the text (what sentence-transformers' ``include_prompt=False`` leaves
+    out of pooling)."""
 
     owner: int
     ids: list[int]
     markers: list[bool]
+    prompt: int = 0
 
 
 @lru_cache(maxsize=1)
@@ -58,6 +62,23 @@ def special_token_template(tokenizer) -> tuple[list[int], list[int]]:
     raise LmkEvalError("cannot tell where this tokenizer puts its special tokens")
 
 
+def landmark_id(tokenizer, token: str | None = None) -> int | None:
+    """The landmark: a named token, else the tokenizer's [SEP] (BERT-likes; </s> for RoBERTa and
+    MPNet), else its EOS (decoder LLMs)."""
+    if token is not None:
+        tid = tokenizer.convert_tokens_to_ids(token)
+        unk = tokenizer.unk_token_id
+        if tid is None or (tid == unk and token != tokenizer.unk_token) or isinstance(tid, list):
+            raise LmkEvalError(
+                f"landmark token {token!r} is not a single token of this tokenizer's vocabulary"
+            )
+        return int(tid)
+    for tid in (tokenizer.sep_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    return None
+
+
 def check_fits(variant: Variant, max_positions: int) -> None:
     """One line, before any encoding, when a variant asks the model for more positions than it has."""
     n = variant.max_length
@@ -75,17 +96,22 @@ def check_fits(variant: Variant, max_positions: int) -> None:
 
 
 class Tokenisation:
-    """Builds windows for a variant from a Hugging Face tokenizer."""
+    """Builds windows for a variant from a Hugging Face tokenizer.
 
-    def __init__(self, tokenizer, max_positions: int) -> None:
+    ``causal`` models (decoder LLMs) have no [CLS]: a landmark input is the tokenizer's own prefix
+    (BOS, if any), the prompt, then the chunks with their landmarks; [CLS]-based poolings are
+    refused for them, since a causal model's first token sees nothing after it.
+    """
+
+    def __init__(self, tokenizer, max_positions: int, *, causal: bool = False,
+                 landmark_token: str | None = None) -> None:  # fmt: skip
         self.tokenizer = tokenizer
         self.max_positions = max_positions
+        self.causal = causal
         self.cls_id = tokenizer.cls_token_id
         if self.cls_id is None:
             self.cls_id = tokenizer.bos_token_id
-        self.landmark_id = tokenizer.sep_token_id
-        if self.landmark_id is None:
-            self.landmark_id = tokenizer.eos_token_id
+        self.landmark_id = landmark_id(tokenizer, landmark_token)
         self.prefix, self.suffix = special_token_template(tokenizer)
         self.n_special = len(self.prefix) + len(self.suffix)
 
@@ -93,14 +119,19 @@ class Tokenisation:
         """Everything about this tokenizer and model that could refuse ``variant``, checked before
         any encoding: positions, and for landmark or multi-CLS poolings the special tokens."""
         check_fits(variant, self.max_positions)
+        if self.causal and variant.pooling in ("cls", "multi_cls"):
+            raise LmkEvalError(
+                f"{variant.pooling} pooling on a causal (decoder) model reads states that saw only"
+                " the tokens before them; use lasttoken, mean or lmk with this model"
+            )
         if variant.scheme == "plain":
             return
         if self.landmark_id is None:
             raise LmkEvalError(
                 "this tokenizer has neither a sep_token nor an eos_token to use as landmark;"
-                " use a non-landmark pooling (e.g. mean) with this model"
+                " name one with --landmark-token, or use a non-landmark pooling (e.g. mean)"
             )
-        if self.cls_id is None:
+        if self.cls_id is None and not self.causal:
             raise LmkEvalError(
                 "this tokenizer has neither a cls_token nor a bos_token to start a landmark sequence"
             )
@@ -110,32 +141,61 @@ class Tokenisation:
             return []
         return self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
 
-    def windows(self, texts: Sequence[str], variant: Variant) -> list[Window]:
+    def _with_prompt(self, texts: Sequence[str], prompt: str) -> list[tuple[list[int], list[int]]]:
+        """(prompt ids, text ids) per text. Prompt and text are tokenised together, as
+        sentence-transformers does (a BPE merge across the seam stays as it would there); the
+        prompt's share is its length when tokenised alone."""
+        if not prompt:
+            return [([], ids) for ids in self.content_ids(texts)]
+        n = len(self.content_ids([prompt])[0])
+        return [(ids[:n], ids[n:]) for ids in self.content_ids([prompt + t for t in texts])]
+
+    def windows(self, texts: Sequence[str], variant: Variant, prompt: str = "") -> list[Window]:
         max_length = variant.max_length or self.max_positions
         self.check(variant)
+        split = self._with_prompt(texts, prompt)
         if variant.scheme == "plain":
-            return self._plain(texts, max_length, variant.strategy)
+            return self._plain(split, max_length, variant.strategy)
         out: list[Window] = []
-        for owner, chunks in enumerate(self._chunks(texts, variant)):
+        for owner, ((p_ids, _), chunks) in enumerate(zip(split, self._chunks(texts, split, variant), strict=True)):
             if variant.scheme == "landmark":
-                out.extend(self._landmark(owner, chunks, max_length, variant.strategy))
+                lead = (self.prefix if self.causal else [self.cls_id]) + p_ids
+                out.extend(self._landmark(owner, lead, chunks, max_length, variant))
             else:
-                out.extend(self._multi_cls(owner, chunks, max_length, variant.strategy))
+                lead = [self.cls_id] + p_ids if p_ids else []
+                out.extend(self._multi_cls(owner, lead, chunks, max_length, variant.strategy))
         return out
 
-    # -- plain: [CLS] text [SEP], the tokenizer's own special tokens -------------------------
-    def _plain(self, texts: Sequence[str], max_length: int, strategy: str) -> list[Window]:
-        room = max_length - self.n_special
+    @staticmethod
+    def _room(lead: list[int], max_length: int, needed: int) -> int:
+        room = max_length - len(lead)
+        if room < needed:
+            raise LmkEvalError(
+                f"the prompt and special tokens take {len(lead)} of max_length {max_length} tokens,"
+                " leaving no room for the text; raise --max-length or shorten the prompt"
+            )
+        return room
+
+    # -- plain: [CLS] prompt text [SEP], the tokenizer's own special tokens ------------------
+    def _plain(self, split, max_length: int, strategy: str) -> list[Window]:
+        room = self._room(self.prefix + self.suffix, max_length, 1)
         out = []
-        for owner, ids in enumerate(self.content_ids(texts)):
-            pieces = [ids[:room]] if strategy == "truncate" else fixed_chunks(ids, room) or [[]]
-            for piece in pieces:
-                full = self.prefix + piece + self.suffix
-                out.append(Window(owner, full, [False] * len(full)))
+        for owner, (p_ids, t_ids) in enumerate(split):
+            if strategy == "truncate":
+                body = (p_ids + t_ids)[:room]
+                ids = self.prefix + body + self.suffix
+                n = len(self.prefix) + min(len(p_ids), room)
+                out.append(Window(owner, ids, [False] * len(ids), n if p_ids else 0))
+                continue
+            text_room = self._room(self.prefix + p_ids + self.suffix, max_length, 1)
+            for piece in fixed_chunks(t_ids, text_room) or [[]]:
+                ids = self.prefix + p_ids + piece + self.suffix
+                n = len(self.prefix) + len(p_ids) if p_ids else 0
+                out.append(Window(owner, ids, [False] * len(ids), n))
         return out
 
     # -- chunking shared by landmark and multi-CLS schemes ----------------------------------
-    def _chunks(self, texts: Sequence[str], variant: Variant) -> list[list[list[int]]]:
+    def _chunks(self, texts: Sequence[str], split, variant: Variant) -> list[list[list[int]]]:
         if variant.granularity == "sentence":
             per_text = [split_sentences(t) for t in texts]
             flat = self.content_ids([s for sents in per_text for s in sents])
@@ -145,48 +205,59 @@ class Tokenisation:
                 i += len(sents)
             return out
         out = []
-        for text, ids in zip(texts, self.content_ids(texts), strict=True):
+        for text, (_p, ids) in zip(texts, split, strict=True):
             interval = variant.interval
             if variant.granularity == "variable":
                 interval = draw_interval(text, variant.intervals, variant.seed)
             out.append(fixed_chunks(ids, interval))
         return out
 
-    def _landmark(
-        self, owner: int, chunks: list[list[int]], max_length: int, strategy: str
-    ) -> list[Window]:
-        """``[CLS] c1 [L] c2 [L] ... cn [L]``; a truncated input ends with exactly one landmark."""
-        units = [(c, [False] * len(c)) for c in chunks] or [([], [])]
-        units = [(ids + [self.landmark_id], marks + [True]) for ids, marks in units]
-        if strategy == "truncate":
-            ids = [self.cls_id] + [t for u in units for t in u[0]]
-            marks = [False] + [m for u in units for m in u[1]]
+    def _landmark(self, owner: int, lead: list[int], chunks: list[list[int]], max_length: int,
+                  variant: Variant) -> list[Window]:  # fmt: skip
+        """``lead c1 [L] c2 [L] ... cn [L]`` (placement 'after'; 'before' puts each landmark in
+        front of its chunk). With 'after', a truncated input ends with exactly one landmark."""
+        before = variant.placement == "before"
+        L = self.landmark_id
+        units = [([L] + c, [True] + [False] * len(c)) if before else (c + [L], [False] * len(c) + [True])
+                 for c in chunks or [[]]]  # fmt: skip
+        if variant.strategy == "truncate":
+            self._room(lead, max_length, 2)
+            ids = lead + [t for u in units for t in u[0]]
+            marks = [False] * len(lead) + [m for u in units for m in u[1]]
             if len(ids) > max_length:
-                # the last kept slot becomes a landmark, unless the slot before it already is one:
-                # then the input ends there, one token short, rather than with two landmarks
-                end = max_length - 1 if marks[max_length - 2] else max_length
+                end = max_length
+                if not before:
+                    # the last kept slot becomes a landmark, unless the slot before it already
+                    # is one: then the input ends there, one token short, not with two landmarks
+                    end = max_length - 1 if marks[max_length - 2] else max_length
                 ids, marks = ids[:end], marks[:end]
-                ids[-1], marks[-1] = self.landmark_id, True
-            return [Window(owner, ids, marks)]
+                if not before:
+                    ids[-1], marks[-1] = L, True
+            return [Window(owner, ids, marks, len(lead))]
+        room = self._room(lead, max_length, 2)
+        split_unit = self._split_before_unit if before else self._split_landmark_unit
         return [
-            Window(owner, [self.cls_id] + ids, [False] + marks)
-            for ids, marks in self._pack(units, max_length - 1, self._split_landmark_unit)
+            Window(owner, lead + ids, [False] * len(lead) + marks, len(lead))
+            for ids, marks in self._pack(units, room, split_unit)
         ]
 
-    def _multi_cls(
-        self, owner: int, chunks: list[list[int]], max_length: int, strategy: str
-    ) -> list[Window]:
-        """``[CLS] c1 [CLS] c2 ... [CLS] cn [SEP]``; every [CLS] is a marker."""
+    def _multi_cls(self, owner: int, lead: list[int], chunks: list[list[int]], max_length: int,
+                   strategy: str) -> list[Window]:  # fmt: skip
+        """``[CLS] c1 [CLS] c2 ... [CLS] cn [SEP]``; every chunk [CLS] is a marker. With a prompt,
+        an unmarked ``[CLS] prompt`` leads."""
         units = [([self.cls_id] + c, [True] + [False] * len(c)) for c in chunks] or [
             ([self.cls_id], [True])
         ]
+        close, lead_marks = [self.landmark_id], [False] * len(lead)
         if strategy == "truncate":
-            ids = [t for u in units for t in u[0]][: max_length - 1] + [self.landmark_id]
-            marks = [m for u in units for m in u[1]][: max_length - 1] + [False]
-            return [Window(owner, ids, marks)]
+            room = self._room(lead + close, max_length, 2)
+            ids = lead + [t for u in units for t in u[0]][:room] + close
+            marks = lead_marks + [m for u in units for m in u[1]][:room] + [False]
+            return [Window(owner, ids, marks, len(lead))]
+        room = self._room(lead + close, max_length, 2)
         return [
-            Window(owner, ids + [self.landmark_id], marks + [False])
-            for ids, marks in self._pack(units, max_length - 1, self._split_cls_unit)
+            Window(owner, lead + ids + close, lead_marks + marks + [False], len(lead))
+            for ids, marks in self._pack(units, room, self._split_cls_unit)
         ]
 
     def _split_landmark_unit(self, ids, marks, room):
@@ -194,6 +265,13 @@ class Tokenisation:
         return [
             (piece + [self.landmark_id], [False] * len(piece) + [True])
             for piece in fixed_chunks(ids[:-1], room - 1)
+        ]
+
+    def _split_before_unit(self, ids, marks, room):
+        """An over-long chunk becomes several, each opened by its own landmark."""
+        return [
+            ([self.landmark_id] + piece, [True] + [False] * len(piece))
+            for piece in fixed_chunks(ids[1:], room - 1)
         ]
 
     def _split_cls_unit(self, ids, marks, room):

@@ -57,8 +57,8 @@ class TrainConfig(BaseModel):
     def check_poolings(self) -> None:
         for p in self.poolings:
             make_variant(p)
-            if p == "layer_mean":
-                raise LmkEvalError("layer_mean is evaluation-only; train cls, mean, lmk, ...")
+            if p in ("layer_mean", "native"):
+                raise LmkEvalError(f"{p} is evaluation-only; train cls, mean, lmk, ...")
 
     def data_folder(self) -> Path:
         return Path(self.data) if self.data else data_dir("scifact")

@@ -17,7 +17,8 @@ from pydantic.dataclasses import dataclass
 from . import registry
 from .errors import LmkEvalError, schema_error
 
-__all__ = ["LmkEvalError", "Variant", "make_variant", "POOLINGS", "GRANULARITIES", "STRATEGIES"]
+__all__ = ["LmkEvalError", "Variant", "make_variant", "POOLINGS", "GRANULARITIES", "STRATEGIES",
+           "PLACEMENTS"]
 
 POOLINGS: dict[str, str] = {name: p.summary for name, p in registry.POOLINGS.items()}
 
@@ -30,6 +31,12 @@ GRANULARITIES: dict[str, str] = {
 STRATEGIES: dict[str, str] = {
     "truncate": "cut the input at max_length (lmk keeps a landmark in the last kept slot)",
     "window": "split into windows of max_length (at most the model's positions), encode each, pool across windows",
+}
+
+PLACEMENTS: dict[str, str] = {
+    "after": "a landmark closes every chunk, the last one included (the authors' encoder layout)",
+    "before": "a landmark opens every chunk (the authors' decoder script; on a causal model a text"
+    " shorter than one chunk is then seen by no landmark)",
 }
 
 DEFAULT_INTERVALS = (32, 64, 128, 256)
@@ -57,6 +64,8 @@ class Variant:
     max_length: int | None = None
     strategy: str = "truncate"
     normalize: bool = True
+    placement: str = "after"  # lmk: a landmark after each chunk, or before it (authors' decoder script)
+    include_prompt: bool = True  # pool the prompt's positions too (sentence-transformers' default)
 
     @field_validator("pooling")
     @classmethod
@@ -72,6 +81,11 @@ class Variant:
     @classmethod
     def _strategy(cls, v: str) -> str:
         return _choose("context strategy", v, STRATEGIES)
+
+    @field_validator("placement")
+    @classmethod
+    def _placement(cls, v: str) -> str:
+        return _choose("landmark placement", v, PLACEMENTS)
 
     @field_validator("interval", "layers")
     @classmethod
@@ -119,10 +133,14 @@ class Variant:
             if name in wanted:
                 value = getattr(self, name)
                 opts[name] = list(value) if isinstance(value, tuple) else value
+        if self.spec.tokenisation == "landmark" and self.placement != "after":
+            opts["placement"] = self.placement
         opts["max_length"] = self.max_length
         opts["strategy"] = self.strategy
         if not self.normalize:
             opts["normalize"] = False
+        if not self.include_prompt:
+            opts["include_prompt"] = False
         return opts
 
     def canonical(self) -> Variant:
@@ -149,6 +167,8 @@ class Variant:
         ]
         if "seed" in opts and opts["seed"] != 0:
             extra.append(f"seed{opts['seed']}")
+        if "placement" in opts:
+            extra.append(opts["placement"])
         return self.pooling + (f"[{'/'.join(extra)}]" if extra else "")
 
     def with_max_length(self, max_length: int) -> Variant:

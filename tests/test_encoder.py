@@ -120,7 +120,7 @@ def test_identical_windows_run_once_and_match_window_by_window_encoding(text_enc
     for owner, text_vec in enumerate(got):  # reference: every window on its own, no sharing
         vecs, weights = [], []
         for w in (w for w in windows if w.owner == owner):
-            ids, mask, markers = pad_windows([w])
+            ids, mask, markers, _ = pad_windows([w])
             with torch.inference_mode():
                 hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
             vec, weight = pool_batch(v, PoolInputs(hidden, mask, markers, None))
@@ -167,5 +167,5 @@ def test_encoder_accepts_hub_ids_and_local_dirs_without_loading(tmp_path):
 
 def test_hub_model_offline_gives_one_clear_line():
     enc = TextEncoder("nonexistent-org/nonexistent-model")
-    with pytest.raises(lmk_eval.LmkEvalError, match="could not load model Hugging Face hub id"):
+    with pytest.raises(lmk_eval.LmkEvalError, match="cannot resolve hub model .* offline, pass a local"):
         enc.load()

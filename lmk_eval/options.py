@@ -1,0 +1,46 @@
+"""How every model of a sweep is loaded and fed: prompts, landmark token, remote code, attention.
+
+These change embeddings for every pooling, so they are part of each cell's identity and shown in
+the report. Set them in a sweep file (top-level keys of the same names) or with the run flags.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+
+
+class EncodeOptions(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    query_prompt: str | None = None  # None: the model's own; "": none
+    document_prompt: str | None = None
+    landmark_token: str | None = None  # None: [SEP], else </s>, else EOS
+    trust_remote_code: bool = False
+    attn_implementation: str | None = None  # None: transformers chooses
+
+    @field_validator("attn_implementation")
+    @classmethod
+    def _attention(cls, v: str | None) -> str | None:
+        if v is not None and v not in ATTENTION:
+            raise ValueError(f"attn_implementation {v!r} is not one of {', '.join(ATTENTION)}")
+        return v
+
+    def loading(self) -> dict[str, Any]:
+        """Keyword arguments for transformers' from_pretrained."""
+        out: dict[str, Any] = {}
+        if self.trust_remote_code:
+            out["trust_remote_code"] = True
+        return out
+
+    def identity(self) -> dict[str, Any]:
+        return self.model_dump(exclude_defaults=True)
+
+
+OPTION_KEYS = tuple(EncodeOptions.model_fields)
+
+
+DEFAULT_OPTIONS = EncodeOptions()
