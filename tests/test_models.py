@@ -3,7 +3,6 @@ sentence-transformers on the same directories."""
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
