@@ -443,7 +443,7 @@ def _short(identity: dict | None) -> str:
             parts.append(f"{key} {value}")
     if identity.get("kind") == "checkpoint":
         t = identity["training"]
-        parts.append(f"trained from base `{_short(t['base'])}` on data `{str(t['data'])[:12]}`,"
+        parts.append(f"trained from base ({_short(t['base'])}) on data `{str(t['data'])[:12]}`,"
                      f" {t['steps']} steps, seed {t['seed']} (training hash in the checkpoint name)")  # fmt: skip
     return f"{identity.get('kind', '?')}: " + "; ".join(parts)
 
