@@ -121,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run model code from the model's directory or repository (nomic-bert, jina-bert...)",
     )
     model.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16", "auto"],
+        help="weights and activations (default float32, which reproduces published fp32 numbers;"
+        " auto = the fastest dtype this device computes natively, which it names); pooling and"
+        " scoring stay float32",
+    )
+    model.add_argument(
         "--attn-implementation",
         help="attention kernel: eager, sdpa, flash_attention_2, ... (default: transformers chooses)",
     )
@@ -239,7 +246,7 @@ def cmd_tasks() -> int:
 
 
 POOLING_OPTIONS = ("granularity", "interval", "intervals", "seed", "layers", "placement")
-ENCODING_FLAGS = ("query_prompt", "document_prompt", "landmark_token", "attn_implementation")
+ENCODING_FLAGS = ("query_prompt", "document_prompt", "landmark_token", "attn_implementation", "dtype")
 
 
 def _flags_name(tasks: list[str], poolings: list[str]) -> str:

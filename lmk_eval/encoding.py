@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import models, pooling, registry
+from . import hardware, models, pooling, registry
 from .options import DEFAULT_OPTIONS, EncodeOptions
 from .registry import PoolInputs, combine_windows
 from .tokenisation import Tokenisation, Window
@@ -122,7 +122,9 @@ class TextEncoder:
     ) -> None:
         self.source = models.resolve_model(model)
         self.options = options
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device or hardware.default_device()
+        hardware.check_device(self.device)
+        self.dtype, self.dtype_reason = hardware.resolve_dtype(options.dtype, self.device)
         self.token_budget = token_budget
         self.progress = progress
         self.stats = EncodeStats()
@@ -139,7 +141,7 @@ class TextEncoder:
 
     def _load(self):
         if self._loaded is None:
-            facts, model = models.load(self.source, self.options)
+            facts, model = models.load(self.source, self.options, self.dtype)
             self._loaded = (facts, model.to(self.device), facts.tokenisation)
         return self._loaded
 
@@ -233,9 +235,9 @@ class TextEncoder:
                 attention_mask=mask.to(self.device),
                 output_hidden_states=need_layers,
             )
-            hidden = outputs.last_hidden_state
+            hidden = outputs.last_hidden_state.float()  # pooling always runs in float32
             mask_d, markers_d = mask.to(self.device), markers.to(self.device)
-            layers = outputs.hidden_states if need_layers else None
+            layers = tuple(h.float() for h in outputs.hidden_states) if need_layers else None
             inputs = PoolInputs(hidden, mask_d, markers_d, layers, prompt.to(self.device))
             pooled = {}
             for v in group:

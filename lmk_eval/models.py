@@ -162,12 +162,14 @@ def inspect_model(source: ModelSource, options: EncodeOptions = DEFAULT_OPTIONS)
     return ModelFacts(tokenisation, config, causal, native.read_native(read), prompts)
 
 
-def load(source: ModelSource, options: EncodeOptions = DEFAULT_OPTIONS):
-    """(facts, model in eval mode); errors become one clear line."""
+def load(source: ModelSource, options: EncodeOptions = DEFAULT_OPTIONS, dtype: str = "float32"):
+    """(facts, model in eval mode, weights in ``dtype``); errors become one clear line."""
     from transformers import AutoModel
 
+    from .hardware import DTYPES
+
     facts = inspect_model(source, options)
-    kwargs = _from_pretrained_kwargs(source, options)
+    kwargs = {**_from_pretrained_kwargs(source, options), "dtype": DTYPES[dtype]}
     if options.attn_implementation:
         kwargs["attn_implementation"] = options.attn_implementation
     try:

@@ -1,4 +1,5 @@
-"""How every model of a sweep is loaded and fed: prompts, landmark token, remote code, attention.
+"""How every model of a sweep is loaded and fed: prompts, landmark token, remote code, attention,
+dtype.
 
 These change embeddings for every pooling, so they are part of each cell's identity and shown in
 the report. Set them in a sweep file (top-level keys of the same names) or with the run flags.
@@ -21,6 +22,16 @@ class EncodeOptions(BaseModel):
     landmark_token: str | None = None  # None: [SEP], else </s>, else EOS
     trust_remote_code: bool = False
     attn_implementation: str | None = None  # None: transformers chooses
+    dtype: str = "float32"  # weights and activations; pooling and scoring always run in float32
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, v: str) -> str:
+        from .hardware import DTYPE_CHOICES
+
+        if v not in DTYPE_CHOICES:
+            raise ValueError(f"dtype {v!r} is not one of {', '.join(DTYPE_CHOICES)}")
+        return v
 
     @field_validator("attn_implementation")
     @classmethod

@@ -448,14 +448,21 @@ def _short(identity: dict | None) -> str:
     return f"{identity.get('kind', '?')}: " + "; ".join(parts)
 
 
+def _dtypes(records: list[CellRecord]) -> str:
+    found = sorted({(r.identity or {}).get("encoding", {}).get("dtype", "float32") for r in records})
+    legacy = any(r.identity is None for r in records)
+    return ", ".join(found) + (" (older cells do not record it: lmk-eval then ran float32 only)"
+                               if legacy else "")  # fmt: skip
+
+
 def _encoding_text(encoding: dict) -> str:
-    parts = []
+    parts = [f"dtype {encoding['dtype']}"] if "dtype" in encoding else []
     prompts = encoding.get("prompts")
     if prompts is not None:
         shown = ", ".join(f"{k} {v!r}" for k, v in prompts.items()) if prompts else "none"
         parts.append(f"prompts {shown}")
     for key, value in (encoding.get("options") or {}).items():
-        if key not in ("query_prompt", "document_prompt"):
+        if key not in ("query_prompt", "document_prompt", "dtype"):
             parts.append(f"{key} {value}")
     return "; ".join(parts)
 
@@ -548,6 +555,7 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
         ),
         f"- poolings: {', '.join(poolings)} (baseline for significance: `{baseline}`)",
         f"- tasks: {', '.join(dict.fromkeys(frame['task']))}",
+        f"- dtype: {_dtypes(records)} (pooling, normalisation and scoring in float32)",
         f"- max_length: {', '.join(map(str, sorted(frame['max_length'].unique())))};"
         f" strategy: {', '.join(sorted(frame['strategy'].unique()))}",
         f"- cells: {frame.groupby(ROW_KEYS + ['pooling', 'seed'], dropna=False).ngroups};"

@@ -21,6 +21,7 @@ from typing import Any
 from . import models
 from .encoding import SharedEmbeddings, TextEncoder
 from .files import check_writable_dir
+from .hardware import default_device, resolve_dtype
 from .native import merge_prompts
 from .provenance import scoring_identity
 from .store import RunStore
@@ -128,7 +129,8 @@ def encoding_identity(sweep: Sweep, model: str, variant: Variant) -> dict[str, A
     """How the model is loaded and fed for this cell: the options, the prompts it will apply and,
     for ``native``, what the model's own configuration resolves to."""
     options = sweep.encode_options()
-    out: dict[str, Any] = {"options": options.identity()}
+    dtype, _why = resolve_dtype(options.dtype, default_device())
+    out: dict[str, Any] = {"options": options.identity(), "dtype": dtype}
     if sweep.train is None:
         facts = _facts(sweep, model)
         out["prompts"] = merge_prompts(facts.prompts, options.query_prompt, options.document_prompt)
@@ -179,6 +181,9 @@ def run_sweep(
     check_writable_dir(Path(output), "output folder")
     identities = cell_identities(sweep, groups)
     preflight(sweep, groups)
+    dtype, why = resolve_dtype(sweep.encode_options().dtype, default_device())
+    if sweep.encode_options().dtype != "float32":
+        log(f"dtype {sweep.encode_options().dtype} -> {dtype} on {default_device()}: {why}")
     all_cells = [c for g in groups for c in g.cells]
     store = RunStore(output)
     with store.writing():

@@ -75,6 +75,7 @@ class Sweep(BaseModel):
     landmark_token: str | None = None
     trust_remote_code: bool = False
     attn_implementation: str | None = None
+    dtype: str = "float32"
 
     _wrap = field_validator("models", mode="before")(_listify)
 
@@ -277,6 +278,7 @@ def plan(sweep: Sweep) -> list[CellGroup]:
     """Every cell of the sweep, grouped; tasks are resolved (and local folders validated) here."""
     per_grid = [task_registry.resolve_all(g.tasks) for g in sweep.grids]
     names = task_registry.disambiguate([r for refs in per_grid for r in refs])
+    encoding = sweep.encode_options().identity()  # non-default choices only: old keys stay valid
     groups: list[CellGroup] = []
     seen: set[str] = set()
     for model, poolings in sweep.model_poolings():
@@ -290,8 +292,10 @@ def plan(sweep: Sweep) -> list[CellGroup]:
                     )
                     cells = []
                     for v in variants:
-                        slot = json.dumps({"model": model, "task": ref.slot(),
-                                           "variant": v.relevant_options()}, sort_keys=True)  # fmt: skip
+                        place = {"model": model, "task": ref.slot(), "variant": v.relevant_options()}
+                        if encoding:
+                            place["encoding"] = encoding
+                        slot = json.dumps(place, sort_keys=True)
                         cell = Cell(model, v, ref.name, slot)
                         if cell.key() not in seen:
                             seen.add(cell.key())

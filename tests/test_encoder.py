@@ -169,3 +169,17 @@ def test_hub_model_offline_gives_one_clear_line():
     enc = TextEncoder("nonexistent-org/nonexistent-model")
     with pytest.raises(lmk_eval.LmkEvalError, match="cannot resolve hub model .* offline, pass a local"):
         enc.load()
+
+
+def test_bfloat16_weights_pool_in_float32_and_stay_close(text_encoder):
+    from lmk_eval.options import EncodeOptions
+
+    bf16 = TextEncoder(None, options=EncodeOptions(dtype="bfloat16"))
+    assert bf16.dtype == "bfloat16"
+    for name in ("mean", "lmk", "cls"):
+        v = make_variant(name, max_length=128)
+        low = bf16.encode(TEXTS, [v])[v]
+        full = text_encoder.encode(TEXTS, [v])[v]
+        assert low.dtype == np.float32 and not np.array_equal(low, full)  # it really ran in bf16
+        assert (low * full).sum(axis=1).min() > 0.99, name
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16

@@ -184,3 +184,31 @@ def test_a_model_that_fails_to_load_leaves_nothing_behind(tmp_path, capsys):
                  "--pooling", "mean", "--output", str(out), "--no-report", "--no-progress"])  # fmt: skip
     assert code == 2 and "could not load model directory" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_auto_dtype_follows_the_cpu_flags(monkeypatch):
+    from lmk_eval import hardware
+
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512f", "avx512_vnni"}))
+    assert hardware.resolve_dtype("auto", "cpu") == ("float32", "this CPU has no native bf16"
+                                                     " (no avx512_bf16, amx_bf16 or bf16 flag)")  # fmt: skip
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    assert hardware.resolve_dtype("auto", "cpu")[0] == "bfloat16"
+    assert hardware.resolve_dtype("float32", "cpu") == ("float32", "as asked")
+    with pytest.raises(LmkEvalError, match="torch sees no CUDA GPU"):
+        hardware.check_device("cuda")
+
+
+def test_a_dtype_is_its_own_cell_beside_float32(tiny_beir, tmp_path):
+    out = tmp_path / "out"
+    fp32 = folder_sweep(str(tiny_beir))
+    bf16 = sweep_from_dict({"name": "prov", "poolings": ["mean"], "tasks": [str(tiny_beir)],
+                            "max_length": [64], "dtype": "bfloat16"}, "prov")  # fmt: skip
+    run_sweep(fp32, out, progress=False, log=quiet)
+    summary = run_sweep(bf16, out, progress=False, log=quiet)
+    assert summary.computed == 1 and summary.set_aside == 0  # beside the fp32 cell, not over it
+    assert len(list((out / "cells").iterdir())) == 2
+    (record,) = RunStore(out).records()
+    assert record.identity["encoding"]["dtype"] == "bfloat16"
+    assert record.identity["slot"]["encoding"] == {"dtype": "bfloat16"}
+    assert run_sweep(fp32, out, progress=False, log=quiet).computed == 0  # fp32 still reusable
