@@ -128,6 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
         " scoring stay float32",
     )
     model.add_argument(
+        "--device",
+        help="cpu, cuda or cuda:N (default: the GPU if torch sees one, else the CPU; an absent GPU"
+        " is an error, never a silent CPU run)",
+    )
+    model.add_argument(
+        "--token-budget",
+        type=int,
+        help="padded tokens per batch (default: 8,192 on a CPU; on a GPU sized from its free memory)",
+    )
+    model.add_argument(
         "--attn-implementation",
         help="attention kernel: eager, sdpa, flash_attention_2, ... (default: transformers chooses)",
     )
@@ -210,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--output", default="checkpoints", help="checkpoint directory (default checkpoints/)"
     )
+    train.add_argument(
+        "--precision",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="training precision (bfloat16: the trainer's bf16 mixed precision; fast only where the"
+        " CPU or GPU computes bf16 natively)",
+    )
 
     gen = sub.add_parser(
         "generate", help="regenerate the synthetic tasks and compare with the shipped files"
@@ -291,7 +308,7 @@ def sweep_from_args(args: argparse.Namespace):
         sweep.poolings = [{**p, **options} for p in sweep.poolings]
     if args.baseline:
         sweep.baseline = args.baseline
-    for key in ENCODING_FLAGS:
+    for key in (*ENCODING_FLAGS, "device", "token_budget"):
         if getattr(args, key) is not None:
             setattr(sweep, key, getattr(args, key))
     if args.trust_remote_code:
@@ -386,7 +403,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = train_config(
         {"base": args.base, "poolings": args.pooling, "data": args.data, "split": args.split,
          "steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.lr,
-         "seeds": args.seeds, "max_seq_length": args.max_seq_length, "output": args.output},
+         "seeds": args.seeds, "max_seq_length": args.max_seq_length, "output": args.output,
+         "precision": args.precision},
         "lmk-eval train",
     )  # fmt: skip
     check_writable_dir(Path(cfg.output), "checkpoint folder")

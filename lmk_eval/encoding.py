@@ -23,9 +23,7 @@ from .registry import PoolInputs, combine_windows
 from .tokenisation import Tokenisation, Window
 from .variants import Variant
 
-DEFAULT_TOKEN_BUDGET = (
-    8192  # padded tokens per batch; bounds attention memory for 512-token windows
-)
+DEFAULT_TOKEN_BUDGET = hardware.CPU_TOKEN_BUDGET
 MAX_BATCH_ROWS = 256
 SLICE_TOKENS = 1_000_000  # texts are tokenised this many (approximate) tokens at a time
 
@@ -117,7 +115,7 @@ class TextEncoder:
         *,
         options: EncodeOptions = DEFAULT_OPTIONS,
         device: str | None = None,
-        token_budget: int = DEFAULT_TOKEN_BUDGET,
+        token_budget: int | None = None,
         progress: bool = False,
     ) -> None:
         self.source = models.resolve_model(model)
@@ -125,7 +123,7 @@ class TextEncoder:
         self.device = device or hardware.default_device()
         hardware.check_device(self.device)
         self.dtype, self.dtype_reason = hardware.resolve_dtype(options.dtype, self.device)
-        self.token_budget = token_budget
+        self._token_budget = token_budget  # None: sized from the device once the model loads
         self.progress = progress
         self.stats = EncodeStats()
         self._loaded = None
@@ -144,6 +142,15 @@ class TextEncoder:
             facts, model = models.load(self.source, self.options, self.dtype)
             self._loaded = (facts, model.to(self.device), facts.tokenisation)
         return self._loaded
+
+    @property
+    def token_budget(self) -> int:
+        if self._token_budget is None:
+            budget, why = hardware.default_token_budget(
+                self.device, self.facts.config, self.dtype, self.max_positions
+            )
+            self._token_budget, self.token_budget_reason = budget, why
+        return self._token_budget
 
     @property
     def facts(self) -> models.ModelFacts:

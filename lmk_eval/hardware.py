@@ -64,8 +64,43 @@ def resolve_dtype(name: str, device: str) -> tuple[str, str]:
 
 def check_device(device: str) -> None:
     """An explicitly requested accelerator that is not there is an error, never a silent CPU run."""
+    if device != "cpu" and not (device == "cuda" or device.startswith("cuda:") and device[5:].isdigit()):
+        raise LmkEvalError(f"device {device!r} is not 'cpu', 'cuda' or 'cuda:N'")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise LmkEvalError(
             f"device {device!r} was asked for but torch sees no CUDA GPU (torch {torch.__version__});"
             " run on a GPU machine or use --device cpu"
         )
+
+
+CPU_TOKEN_BUDGET = 8192  # padded tokens per batch: bounds attention memory for 512-token windows
+MAX_TOKEN_BUDGET = 1 << 20
+
+
+def bytes_per_token(config, dtype: str, length: int, all_layers: bool = False) -> int:
+    """Peak activation bytes per padded token of one inference forward pass (one layer is alive
+    at a time): hidden in/out, Q/K/V and attention output, the feed-forward expansion in the
+    model's dtype, and eager attention's float32 score row per head (an upper bound for SDPA)."""
+    width = torch.finfo(DTYPES[dtype]).bits // 8
+    h = config.hidden_size
+    inner = getattr(config, "intermediate_size", 4 * h)
+    heads = getattr(config, "num_attention_heads", 1)
+    total = width * (8 * h + 2 * inner) + 4 * heads * length
+    if all_layers:  # layer_mean keeps every layer's states
+        total += width * h * getattr(config, "num_hidden_layers", 1)
+    return total
+
+
+def token_budget_for(free_bytes: int, per_token: int, share: float = 0.5) -> int:
+    """Padded tokens per batch that use ``share`` of the free memory, within [CPU budget, 2^20]."""
+    return max(CPU_TOKEN_BUDGET, min(MAX_TOKEN_BUDGET, int(free_bytes * share) // max(per_token, 1)))
+
+
+def default_token_budget(device: str, config, dtype: str, length: int) -> tuple[int, str]:
+    """(budget, why): on CUDA sized from the device's free memory, on a CPU the fixed 8,192."""
+    if not device.startswith("cuda"):
+        return CPU_TOKEN_BUDGET, "CPU default"
+    free, _total = torch.cuda.mem_get_info(torch.device(device))
+    per = bytes_per_token(config, dtype, length)
+    budget = token_budget_for(free, per)
+    return budget, f"half of {free / 2**30:.1f} GiB free on {device} at ~{per / 1024:.0f} KiB per token"

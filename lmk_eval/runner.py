@@ -129,7 +129,7 @@ def encoding_identity(sweep: Sweep, model: str, variant: Variant) -> dict[str, A
     """How the model is loaded and fed for this cell: the options, the prompts it will apply and,
     for ``native``, what the model's own configuration resolves to."""
     options = sweep.encode_options()
-    dtype, _why = resolve_dtype(options.dtype, default_device())
+    dtype, _why = resolve_dtype(options.dtype, sweep.device or default_device())
     out: dict[str, Any] = {"options": options.identity(), "dtype": dtype}
     if sweep.train is None:
         facts = _facts(sweep, model)
@@ -181,9 +181,10 @@ def run_sweep(
     check_writable_dir(Path(output), "output folder")
     identities = cell_identities(sweep, groups)
     preflight(sweep, groups)
-    dtype, why = resolve_dtype(sweep.encode_options().dtype, default_device())
+    device = sweep.device or default_device()
+    dtype, why = resolve_dtype(sweep.encode_options().dtype, device)
     if sweep.encode_options().dtype != "float32":
-        log(f"dtype {sweep.encode_options().dtype} -> {dtype} on {default_device()}: {why}")
+        log(f"dtype {sweep.encode_options().dtype} -> {dtype} on {device}: {why}")
     all_cells = [c for g in groups for c in g.cells]
     store = RunStore(output)
     with store.writing():
@@ -236,7 +237,7 @@ def _compute(sweep, store: RunStore, todo, identities, all_cells, progress, log)
             train_checkpoint(group.model)
             encoder = encoders.get(group.model)
             if encoder is None:
-                encoder = TextEncoder(group.model, options=sweep.encode_options(),
+                encoder = TextEncoder(group.model, options=sweep.encode_options(), device=sweep.device,
                                       token_budget=sweep.token_budget, progress=progress)  # fmt: skip
                 encoders[group.model] = encoder
             _run_group(store, group, missing, identities, encoder, bar, before_first_save)

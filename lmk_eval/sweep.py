@@ -30,7 +30,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import task_registry
-from .encoding import DEFAULT_TOKEN_BUDGET
 from .errors import LmkEvalError, schema_error
 from .options import OPTION_KEYS, EncodeOptions
 from .provenance import digest
@@ -67,7 +66,8 @@ class Sweep(BaseModel):
     poolings: list[dict[str, Any]] = Field(default_factory=list)
     grids: list[GridSpec] = Field(alias="grid", min_length=1)
     baseline: str = "cls"
-    token_budget: int = Field(default=DEFAULT_TOKEN_BUDGET, ge=16)
+    token_budget: int | None = Field(default=None, ge=16)  # None: 8,192 on a CPU, sized from free GPU memory
+    device: str | None = None  # None: the GPU if torch sees one, else the CPU (never a silent fallback)
     train: TrainConfig | None = None  # a controlled sweep: train, then evaluate each checkpoint
     # how every model is loaded and fed (lmk_eval.options.EncodeOptions)
     query_prompt: str | None = None
@@ -239,6 +239,10 @@ def validate(sweep: Sweep) -> None:
     from . import models
 
     sweep.encode_options()
+    if sweep.device is not None:
+        from .hardware import check_device
+
+        check_device(sweep.device)
     if sweep.train is not None:
         sweep.train.check_poolings()  # checkpoints do not exist yet: training makes them
         models.resolve_model(sweep.train.base)

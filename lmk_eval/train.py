@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -46,6 +46,7 @@ class TrainConfig(BaseModel):
     max_seq_length: int = Field(default=256, ge=8)
     eval_interval: int = Field(default=32, ge=1)
     output: str = "checkpoints"
+    precision: Literal["float32", "bfloat16"] = "float32"  # bf16: the trainer's mixed precision
 
     @field_validator("poolings", "seeds")
     @classmethod
@@ -109,7 +110,7 @@ def training_identity(cfg: TrainConfig, pooling: str, seed: int) -> dict[str, An
         "pooling": pooling,
         "seed": seed,
         "recipe": TRAINING_RECIPE,
-    }
+    } | ({"precision": cfg.precision} if cfg.precision != "float32" else {})  # old names stay valid
 
 
 def checkpoint_dir(cfg: TrainConfig, pooling: str, seed: int) -> Path:
@@ -161,6 +162,7 @@ def train_one(
         report_to=[],
         batch_sampler=BatchSamplers.NO_DUPLICATES,
         use_cpu=not _cuda(),
+        bf16=cfg.precision == "bfloat16",
         disable_tqdm=os.environ.get("CI") == "true",
     )
     trainer = SentenceTransformerTrainer(
@@ -212,7 +214,8 @@ def model_card(r: dict[str, Any]) -> str:
         f"- data: {c['data'] or 'bundled SciFact'} split {c['split']}: {r['pairs']} (query, document) pairs",
         "- loss: MultipleNegativesRankingLoss, in-batch negatives, no-duplicates batches",
         f"- steps {c['steps']}, batch size {c['batch_size']}, learning rate {c['learning_rate']},"
-        f" 10% warm-up, max_seq_length {c['max_seq_length']}, seed {r['seed']}",
+        f" 10% warm-up, max_seq_length {c['max_seq_length']}, seed {r['seed']},"
+        f" precision {c.get('precision', 'float32')}",
         f"- loss first/last step: {losses[0]:.4f} / {losses[-1]:.4f}" if losses else "- no loss logged",
         f"- wall time: {r['seconds']} s",
         "",

@@ -183,3 +183,16 @@ def test_bfloat16_weights_pool_in_float32_and_stay_close(text_encoder):
         assert low.dtype == np.float32 and not np.array_equal(low, full)  # it really ran in bf16
         assert (low * full).sum(axis=1).min() > 0.99, name
     assert next(bf16.model.parameters()).dtype == torch.bfloat16
+
+
+def test_token_budget_is_sized_from_memory_per_token(text_encoder):
+    from lmk_eval import hardware
+
+    config = text_encoder.facts.config  # MiniLM: hidden 384, intermediate 1536, 12 heads
+    per = hardware.bytes_per_token(config, "float32", 512)
+    assert per == 4 * (8 * 384 + 2 * 1536) + 4 * 12 * 512  # 49,152 bytes
+    assert hardware.bytes_per_token(config, "bfloat16", 512) == 2 * (8 * 384 + 2 * 1536) + 4 * 12 * 512
+    assert hardware.token_budget_for(70 * 2**30, per) == 764_586  # half of 70 GiB
+    assert hardware.token_budget_for(10 * 2**40, per) == 1 << 20  # capped
+    assert hardware.token_budget_for(2**20, per) == 8192  # never below the CPU budget
+    assert text_encoder.token_budget == 8192 and text_encoder.device == "cpu"

@@ -171,3 +171,14 @@ def test_controlled_sweep_trains_then_evaluates_each_checkpoint_with_its_pooling
     assert remaining_seconds(
         store.records(), store.training_records(), missing, trains=False
     ) == pytest.approx(cell_mean)
+
+
+def test_bfloat16_training_runs_and_gets_its_own_checkpoint(train_folder, tmp_path):
+    fp32 = TrainConfig(poolings=["mean"], data=str(train_folder), steps=2, batch_size=8,
+                       max_seq_length=64, output=str(tmp_path))  # fmt: skip
+    bf16 = fp32.model_copy(update={"precision": "bfloat16"})
+    assert checkpoint_dir(bf16, "mean", 0) != checkpoint_dir(fp32, "mean", 0)
+    (record,) = train_all(bf16, log=lambda m: None)
+    assert record["config"]["precision"] == "bfloat16" and len(record["losses"]) == 2
+    card = (checkpoint_dir(bf16, "mean", 0) / "TRAINING.md").read_text()
+    assert "precision bfloat16" in card

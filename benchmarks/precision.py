@@ -1,0 +1,189 @@
+"""Precision benchmark: the machine's own peak, and how close the harness comes to it, per dtype.
+
+Run with ``make benchmark`` (or ``.venv/bin/python benchmarks/precision.py``); writes
+``reports/precision.md``. Numbers live here and in the report, never in tests. Per dtype:
+
+  1. the measured matrix-multiply peak (best of several 2048 x 2048 and 4096 x 4096 matmuls);
+  2. the model's FLOPs per token at the benchmark's lengths, from its config: per layer
+     8 h^2 (Q, K, V, output projections) + 4 h i (feed-forward) + 4 L h (scores and weighted sum);
+  3. raw AutoModel forward vs the harness's encode (tokenise + forward + pool) on the same
+     512- and 256-token inputs, as tokens/s and effective GFLOP/s, and the ratio to the peak;
+  4. the quick suite end to end (`lmk-eval run --config quick`) per dtype: wall time and the
+     largest |difference| of any main score from float32;
+  5. full SciFact, mean pooling at 256 tokens, per dtype, against the reference 0.6451.
+
+The device is named in the report; on a GPU machine the same script measures the GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lmk_eval.encoding import TextEncoder, pad_windows, token_budget_batches  # noqa: E402
+from lmk_eval.hardware import DTYPES, cpu_flags, default_device, resolve_dtype  # noqa: E402
+from lmk_eval.options import EncodeOptions  # noqa: E402
+from lmk_eval.variants import make_variant  # noqa: E402
+
+SCIFACT_REFERENCE = 0.6451
+
+
+def matmul_peak(dtype: torch.dtype, device: str) -> float:
+    """GFLOP/s of the best of several square matmuls (what the hardware does at its best)."""
+    best = 0.0
+    for n in (2048, 4096):
+        a = torch.randn(n, n, dtype=torch.float32, device=device).to(dtype)
+        b = torch.randn(n, n, dtype=torch.float32, device=device).to(dtype)
+        a @ b  # warm up kernels and caches
+        for _ in range(3):
+            _sync(device)
+            started = time.perf_counter()
+            a @ b
+            _sync(device)
+            best = max(best, 2 * n**3 / (time.perf_counter() - started) / 1e9)
+    return best
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def flops_per_token(config, length: int) -> float:
+    h, i, n = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    return n * (8 * h * h + 4 * h * i + 4 * length * h)
+
+
+def haystack_texts(n: int, words: int) -> list[str]:
+    from lmk_eval.synthetic import haystack_words
+
+    hay = haystack_words()
+    return [" ".join(hay[k * words : (k + 1) * words]) for k in range(n)]
+
+
+def throughput(encoder: TextEncoder, texts: list[str], length: int) -> dict:
+    """Raw forward and harness tokens/s on the same windows (mean pooling, truncated)."""
+    variant = make_variant("mean", max_length=length)
+    windows = encoder.tokenisation.windows(texts, variant)
+    batches = [pad_windows(b)[:2] for b in token_budget_batches(windows, encoder.token_budget)]
+    model = encoder.model
+    with torch.inference_mode():  # warm-up
+        model(input_ids=batches[0][0].to(encoder.device), attention_mask=batches[0][1].to(encoder.device))
+    real = sum(int(m.sum()) for _, m in batches)
+    _sync(encoder.device)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for ids, mask in batches:
+            model(input_ids=ids.to(encoder.device), attention_mask=mask.to(encoder.device))
+    _sync(encoder.device)
+    raw = real / (time.perf_counter() - started)
+    started = time.perf_counter()
+    encoder.encode(texts, [variant])
+    harness = real / (time.perf_counter() - started)
+    return {"raw": raw, "harness": harness, "tokens": real}
+
+
+def run_suite(config: str | None, dtype: str, out: Path, flags: dict | None = None) -> tuple[float, dict]:
+    """Wall time and main scores of a sweep computed afresh at ``dtype``."""
+    from lmk_eval.gate import main_scores
+    from lmk_eval.runner import run_sweep
+    from lmk_eval.sweep import load_sweep, sweep_from_dict
+
+    if config:
+        sweep = load_sweep(config)
+    else:
+        sweep = sweep_from_dict(flags, flags["name"])
+    sweep.dtype = dtype
+    started = time.perf_counter()
+    run_sweep(sweep, out, progress=False, log=lambda m: None)
+    return time.perf_counter() - started, main_scores(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dtypes", default="float32,bfloat16", help="dtypes to compare")
+    parser.add_argument("--skip-scifact", action="store_true", help="leave out full SciFact")
+    parser.add_argument("--output", default=str(ROOT / "reports" / "precision.md"))
+    args = parser.parse_args()
+    device = default_device()
+    dtypes = args.dtypes.split(",")
+    auto, why = resolve_dtype("auto", device)
+    name = torch.cuda.get_device_name() if device == "cuda" else _cpu_name()
+    rows, suite, scifact = [], {}, {}
+    texts = haystack_texts(96, 420)  # ~560 tokens each: every input fills 512 positions
+    for dtype in dtypes:
+        peak = matmul_peak(DTYPES[dtype], device)
+        encoder = TextEncoder(None, options=EncodeOptions(dtype=dtype)).load()
+        config = encoder.model.config
+        for length in (512, 256):
+            t = throughput(encoder, texts, length)
+            fpt = flops_per_token(config, length)
+            rows.append([dtype, f"{peak:,.0f}", str(length), f"{fpt / 1e6:.1f}", f"{t['raw']:,.0f}",
+                         f"{t['harness']:,.0f}", f"{t['harness'] / t['raw']:.3f}",
+                         f"{t['harness'] * fpt / 1e9:,.1f}", f"{t['harness'] * fpt / 1e9 / peak:.1%}"])  # fmt: skip
+            print(" | ".join(rows[-1]), flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            suite[dtype] = run_suite("quick", dtype, Path(tmp) / "quick")
+            print(f"quick suite {dtype}: {suite[dtype][0]:.1f} s", flush=True)
+            if not args.skip_scifact:
+                flags = {"name": "scifact-mean", "poolings": ["mean"], "tasks": ["scifact"], "max_length": [256]}
+                scifact[dtype] = run_suite(None, dtype, Path(tmp) / "scifact", flags)
+                print(f"scifact {dtype}: {next(iter(scifact[dtype][1].values())):.4f}", flush=True)
+    write_report(Path(args.output), device, name, auto, why, dtypes, rows, suite, scifact)
+
+
+def _cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip() + f", {torch.get_num_threads()} threads"
+    return "CPU"
+
+
+def write_report(path, device, name, auto, why, dtypes, rows, suite, scifact) -> None:
+    base = dtypes[0]
+    lines = [
+        "# Precision benchmark",
+        "",
+        f"Device: **{device}, {name}**; torch {torch.__version__}. CPU flags relevant to bf16:"
+        f" {', '.join(sorted(f for f in cpu_flags() if 'bf16' in f or 'amx' in f)) or 'none'}."
+        f" `--dtype auto` picks **{auto}** here: {why}.",
+        "",
+        "Written by `benchmarks/precision.py`. FLOPs per token from the model's config (per layer"
+        " 8h² + 4hi + 4Lh); effective GFLOP/s = harness tokens/s x FLOPs per token; peak = best"
+        " measured 2048² / 4096² matmul in that dtype.",
+        "",
+        "| dtype | matmul peak GFLOP/s | input tokens | MFLOP/token | raw forward tok/s | harness tok/s"
+        " | harness / raw | harness GFLOP/s | of peak |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *["| " + " | ".join(r) + " |" for r in rows],
+        "",
+        "Quick suite end to end (`lmk-eval run --config quick`, computed afresh):",
+        "",
+        "| dtype | wall time | vs " + base + " | largest |Δ main score| vs " + base + " |",
+        "|---|---|---|---|",
+    ]
+    for dtype in dtypes:
+        seconds, scores = suite[dtype]
+        delta = max(abs(scores[k] - suite[base][1][k]) for k in scores)
+        lines.append(f"| {dtype} | {seconds:.1f} s | {suite[base][0] / seconds:.2f} x | {delta:.4f} |")
+    if scifact:
+        lines += ["", f"Full SciFact test, mean pooling, 256 tokens (reference {SCIFACT_REFERENCE}):", "",
+                  "| dtype | nDCG@10 | vs reference | wall time |", "|---|---|---|---|"]  # fmt: skip
+        for dtype in dtypes:
+            seconds, scores = scifact[dtype]
+            value = next(iter(scores.values()))
+            lines.append(f"| {dtype} | {value:.4f} | {value - SCIFACT_REFERENCE:+.4f} | {seconds / 60:.1f} min |")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
