@@ -156,6 +156,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-report", action="store_true", help="skip writing the report")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    cluster = run.add_argument_group(
+        "past one machine (pip install 'lmk-eval[ray]'; the driver alone writes the results)"
+    )
+    cluster.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local: cell groups one after the other in this process (default); ray: every group"
+        " a Ray task, one accelerator (or CPU) each",
+    )
+    cluster.add_argument(
+        "--ray-address", help="join this Ray cluster (default: start a local one on this machine)"
+    )
+    cluster.add_argument(
+        "--ray-cpus", type=int, help="CPUs of the local Ray cluster (default: all of them)"
+    )
+    cluster.add_argument(
+        "--encoders",
+        type=int,
+        help="instead of one task per group: run groups in order here and split each corpus over"
+        " N model replicas (Ray actors), for a few very large cells",
+    )
 
     report = sub.add_parser("report", help="write reports/<run>.md and plots from a run directory")
     report.add_argument("run_dir", help=RUN_DIR_HELP)
@@ -326,9 +348,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     reports = Path(args.report_dir)
     if not args.no_report:
         check_writable_dir(reports, "report folder")
-    summary = run_sweep(
-        sweep, output, recompute=args.recompute, progress=not args.no_progress, log=_info
-    )
+    summary = run_sweep(sweep, output, recompute=args.recompute, progress=not args.no_progress,
+                        log=_info, executor=args.executor, ray_address=args.ray_address,
+                        ray_cpus=args.ray_cpus, encoders=args.encoders)  # fmt: skip
     _info(f"{summary.computed} cells computed, {summary.total} in store, {summary.seconds:.1f}s"
           f" -> {output / 'scores.csv'}")  # fmt: skip
     if not args.no_report:

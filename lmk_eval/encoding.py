@@ -95,7 +95,11 @@ def unique_windows(windows: Sequence[Window]) -> tuple[list[Window], dict[int, l
     return list(first.values()), users
 
 
-def _slices(texts: Sequence[str], chars_per_slice: int) -> Iterator[tuple[int, int]]:
+def text_slices(texts: Sequence[str], slice_tokens: int = SLICE_TOKENS) -> Iterator[tuple[int, int]]:
+    """(start, end) of the consecutive runs of texts the encoder tokenises and batches together
+    (about ``slice_tokens`` tokens each, counted as 4 characters a token). A text's batches depend
+    only on its slice, so slices can be encoded anywhere and the embeddings stay identical."""
+    chars_per_slice = slice_tokens * 4
     start, size = 0, 0
     for i, t in enumerate(texts):
         size += len(t)
@@ -117,6 +121,7 @@ class TextEncoder:
         device: str | None = None,
         token_budget: int | None = None,
         progress: bool = False,
+        slice_tokens: int = SLICE_TOKENS,
     ) -> None:
         self.source = models.resolve_model(model)
         self.options = options
@@ -124,6 +129,7 @@ class TextEncoder:
         hardware.check_device(self.device)
         self.dtype, self.dtype_reason = hardware.resolve_dtype(options.dtype, self.device)
         self._token_budget = token_budget  # None: sized from the device once the model loads
+        self.slice_tokens = slice_tokens
         self.progress = progress
         self.stats = EncodeStats()
         self._loaded = None
@@ -200,9 +206,8 @@ class TextEncoder:
         dim = model.config.hidden_size
         result = {v: np.zeros((len(texts), dim), dtype=np.float32) for v in group}
         need_layers = any(v.spec.needs_layers for v in group)
-        chars = SLICE_TOKENS * 4
         bar = self._bar(len(texts), group)
-        for lo, hi in _slices(texts, chars):
+        for lo, hi in text_slices(texts, self.slice_tokens):
             windows = tokenisation.windows(texts[lo:hi], group[0], prompt)
             distinct, users = unique_windows(windows)
             self.stats.reused_windows += len(windows) - len(distinct)

@@ -13,13 +13,14 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import models
 from .encoding import SharedEmbeddings, TextEncoder
+from .errors import LmkEvalError
 from .files import check_writable_dir
 from .hardware import default_device, resolve_dtype
 from .native import merge_prompts
@@ -168,6 +169,80 @@ def preflight(sweep: Sweep, groups: list[CellGroup]) -> None:
 
 
 # -- running ------------------------------------------------------------------------------------
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class CellPayload:
+    """What computing one cell yields; whoever computed it, the driver alone stores it."""
+
+    key: str
+    context: str
+    task_result_json: str
+    main_score: str
+    scores: dict[str, dict[str, float]]
+    per_query: dict[str, dict[str, float]]
+    seconds: float
+
+
+def compute_group(group: CellGroup, missing: list[Cell], encoder: TextEncoder,
+                  on_start: Callable[[Cell], None] | None = None) -> Iterator[CellPayload]:  # fmt: skip
+    """Score the missing cells of one group with one encoder, sharing its forward passes."""
+    from .mteb_adapter import LmkEncoder, model_meta
+
+    task = group.task.build()
+    task.load_data()  # loaded once, kept across the group's variants
+    shared = SharedEmbeddings(encoder, [c.variant for c in missing])
+    try:
+        for cell in missing:
+            if on_start:
+                on_start(cell)
+            adapter = LmkEncoder(encoder, cell.variant, shared, model_meta(encoder, cell.variant))
+            cell_started = time.perf_counter()
+            task_result, per_query = evaluate_cell(task, adapter)
+            yield CellPayload(cell.key(), group.task.context, task_result.model_dump_json(indent=1),
+                              task.metadata.main_score, split_scores(task_result), per_query,
+                              time.perf_counter() - cell_started)  # fmt: skip
+    finally:
+        shared.clear()
+
+
+def make_encoder(sweep: Sweep, model: str, progress: bool = False, **extra: Any) -> TextEncoder:
+    return TextEncoder(model, options=sweep.encode_options(), device=sweep.device,
+                       token_budget=sweep.token_budget, progress=progress, **extra)  # fmt: skip
+
+
+class Sink:
+    """The driver's side of a run: writes each payload (and training record) to the store, keeps
+    the progress bar, and writes the sweep record with the first result."""
+
+    def __init__(self, sweep: Sweep, store: RunStore, identities, all_cells, todo, progress: bool):
+        from tqdm.auto import tqdm
+
+        self.sweep, self.store, self.identities, self.all_cells = sweep, store, identities, all_cells
+        self.cells = {c.key(): c for _, missing in todo for c in missing}
+        self.bar = tqdm(total=len(self.cells), desc="cells", unit="cell", disable=not progress)
+
+    def started(self, cell: Cell) -> None:
+        self.bar.set_postfix_str(f"{cell.task} {cell.variant.label()} @{cell.variant.max_length}")
+
+    def save(self, payload: CellPayload) -> None:
+        if self.store.saved == 0:  # the sweep record appears with the first result, not before
+            self.store.write_sweep(self.sweep.to_dict(), self.all_cells)
+        cell = self.cells[payload.key]
+        fields = {k: v for k, v in vars(payload).items() if k != "key"}
+        self.store.save(cell, identity=self.identities[payload.key], **fields)
+        self.bar.update(1)
+
+    def trained(self, model: str, record: dict[str, Any]) -> None:
+        self.store.save_training(Path(model).name, record)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.store.saved:
+            self.store.write_scores_csv()
+
+
 def run_sweep(
     sweep: Sweep,
     output: str | Path,
@@ -175,8 +250,20 @@ def run_sweep(
     recompute: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    executor: str = "local",
+    ray_address: str | None = None,
+    ray_cpus: int | None = None,
+    encoders: int | None = None,
 ) -> RunSummary:
     started = time.perf_counter()
+    if executor not in EXECUTORS:
+        raise LmkEvalError(f"executor {executor!r} is not one of {', '.join(EXECUTORS)}")
+    if executor == "ray":
+        from .executors import check_ray
+
+        check_ray(ray_address, encoders)
+    elif ray_address or encoders or ray_cpus:
+        raise LmkEvalError("--ray-address, --ray-cpus and --encoders need --executor ray")
     groups = plan(sweep)
     check_writable_dir(Path(output), "output folder")
     identities = cell_identities(sweep, groups)
@@ -197,8 +284,19 @@ def run_sweep(
             log(f"all {total} cells already in {store.root}; nothing to compute")
             return RunSummary(total, 0, time.perf_counter() - started, False, set_aside)
         log(f"{n_missing} of {total} cells to compute -> {store.root}")
-        encoders = _compute(sweep, store, todo, identities, all_cells, progress, log)
-    return RunSummary(total, n_missing, time.perf_counter() - started, bool(encoders), set_aside)
+        quiet_libraries()
+        sink = Sink(sweep, store, identities, all_cells, todo, progress)
+        try:
+            if executor == "ray":
+                from .executors import run_on_ray
+
+                run_on_ray(sweep, todo, sink, log, address=ray_address, cpus=ray_cpus,
+                           encoders=encoders)  # fmt: skip
+            else:
+                run_locally(sweep, todo, sink, log, progress)
+        finally:
+            sink.close()
+    return RunSummary(total, n_missing, time.perf_counter() - started, True, set_aside)
 
 
 def _missing_cells(store: RunStore, groups, identities, recompute: bool, log):
@@ -220,42 +318,29 @@ def _missing_cells(store: RunStore, groups, identities, recompute: bool, log):
     return todo, set_aside
 
 
-def _compute(sweep, store: RunStore, todo, identities, all_cells, progress, log):
-    train_checkpoint = _checkpoint_trainer(sweep, store, log)
-    quiet_libraries()
-    from tqdm.auto import tqdm
-
+def run_locally(sweep: Sweep, todo, sink: Sink, log, progress: bool) -> None:
+    """This process, group after group; a controlled sweep trains each checkpoint just before
+    its first cell (seed by seed, so an interrupted sweep leaves whole checkpoints behind)."""
+    train_checkpoint = _checkpoint_trainer(sweep, sink, log)
     encoders: dict[str, TextEncoder] = {}
-    bar = tqdm(total=sum(len(m) for _, m in todo), desc="cells", unit="cell", disable=not progress)
-
-    def before_first_save() -> None:  # the sweep record appears with the first result, not before
-        if store.saved == 0:
-            store.write_sweep(sweep.to_dict(), all_cells)
-
     try:
         for group, missing in todo:
             train_checkpoint(group.model)
-            encoder = encoders.get(group.model)
-            if encoder is None:
-                encoder = TextEncoder(group.model, options=sweep.encode_options(), device=sweep.device,
-                                      token_budget=sweep.token_budget, progress=progress)  # fmt: skip
-                encoders[group.model] = encoder
-            _run_group(store, group, missing, identities, encoder, bar, before_first_save)
+            encoder = encoders.get(group.model) or make_encoder(sweep, group.model, progress)
+            encoders[group.model] = encoder
+            for payload in compute_group(group, missing, encoder, sink.started):
+                sink.save(payload)
     finally:
-        bar.close()
-        if store.saved:
-            store.write_scores_csv()
         for name, enc in encoders.items():
             s = enc.stats
             if s.forward_passes:
                 log(f"{name}: {s.real_tokens:,} tokens in {s.forward_passes} forward passes"
                     f" ({s.forward_seconds:.0f}s), padding waste {s.padding_waste:.1%}")  # fmt: skip
-    return encoders
 
 
-def _checkpoint_trainer(sweep: Sweep, store: RunStore, log: Callable[[str], None]):
-    """For a controlled sweep: train a checkpoint just before its first cell (seed by seed, so an
-    interrupted sweep leaves whole checkpoints behind) and keep its training record with the results."""
+def _checkpoint_trainer(sweep: Sweep, sink: Sink, log: Callable[[str], None]):
+    """For a controlled sweep: train a checkpoint just before its first cell and keep its training
+    record with the results."""
     cfg = sweep.train
     if cfg is None:
         return lambda model: None
@@ -267,34 +352,6 @@ def _checkpoint_trainer(sweep: Sweep, store: RunStore, log: Callable[[str], None
     def train(model: str) -> None:
         if model in jobs:
             pooling, seed = jobs.pop(model)
-            record = ensure_trained(cfg, pooling, seed, pairs, log)
-            store.save_training(Path(model).name, record)
+            sink.trained(model, ensure_trained(cfg, pooling, seed, pairs, log))
 
     return train
-
-
-def _run_group(store: RunStore, group: CellGroup, missing: list[Cell], identities, encoder,
-               bar, before_first_save: Callable[[], None]) -> None:  # fmt: skip
-    from .mteb_adapter import LmkEncoder, model_meta
-
-    task = group.task.build()
-    task.load_data()  # loaded once, kept across the group's variants
-    shared = SharedEmbeddings(encoder, [c.variant for c in missing])
-    for cell in missing:
-        bar.set_postfix_str(f"{cell.task} {cell.variant.label()} @{cell.variant.max_length}")
-        adapter = LmkEncoder(encoder, cell.variant, shared, model_meta(encoder, cell.variant))
-        cell_started = time.perf_counter()
-        task_result, per_query = evaluate_cell(task, adapter)
-        before_first_save()
-        store.save(
-            cell,
-            identity=identities[cell.key()],
-            context=group.task.context,
-            task_result_json=task_result.model_dump_json(indent=1),
-            main_score=task.metadata.main_score,
-            scores=split_scores(task_result),
-            per_query=per_query,
-            seconds=time.perf_counter() - cell_started,
-        )
-        bar.update(1)
-    shared.clear()

@@ -1,0 +1,106 @@
+"""The Ray executor: the same scores as the local executor, a killed worker retried, a corpus
+split over two model replicas embedded exactly as in one process. Each test starts (and stops)
+a local two-CPU Ray cluster."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")  # the dev extra installs it; a plain install may not
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def quick_args(folder: Path, out: Path, *extra: str) -> list[str]:
+    """Two tasks, two poolings, two lengths: 8 cells in 4 groups."""
+    return ["run", "--tasks", f"{folder},needle-depth-quick:depth_000+depth_100", "--pooling", "mean,lmk",
+            "--max-length", "96,128", "--output", str(out), "--no-report", "--no-progress", *extra]  # fmt: skip
+
+
+def cli(args: list[str], **kw) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "lmk_eval.cli", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def local_scores(tiny_beir, tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("local") / "run"
+    proc = cli(quick_args(tiny_beir, out))
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    return (out / "scores.csv").read_text()
+
+
+def test_ray_executor_gives_the_local_executors_scores(local_scores, tiny_beir, tmp_path):
+    out = tmp_path / "run"
+    proc = cli(quick_args(tiny_beir, out, "--executor", "ray", "--ray-cpus", "2"))
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert "ray: 1 node(s)" in err and "'num_cpus': 1" in err
+    assert (out / "scores.csv").read_text() == local_scores
+
+
+def _group_workers() -> list[int]:
+    listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) for line in listing.splitlines() if "ray::_group_task" in line]
+
+
+def test_a_killed_worker_is_retried_and_the_scores_are_the_same(local_scores, tiny_beir, tmp_path):
+    out = tmp_path / "run"
+    proc = cli(quick_args(tiny_beir, out, "--executor", "ray", "--ray-cpus", "2"))
+    killed = None
+    deadline = time.time() + 300
+    while killed is None and time.time() < deadline and proc.poll() is None:
+        workers = _group_workers()
+        if workers:
+            time.sleep(1.0)  # let it get into its group (model loading, encoding)
+            if workers[0] in _group_workers():
+                os.kill(workers[0], signal.SIGKILL)
+                killed = workers[0]
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=600)
+    assert killed is not None, "no group task was seen running"
+    assert proc.returncode == 0, err
+    assert (out / "scores.csv").read_text() == local_scores
+
+
+def test_two_actors_embed_a_corpus_exactly_as_one_process(tiny_beir):
+    from lmk_eval.encoding import TextEncoder
+    from lmk_eval.executors import ShardedTextEncoder, encoder_pool
+    from lmk_eval.sweep import sweep_from_dict
+    from lmk_eval.task_registry import resolve
+    from lmk_eval.variants import make_variant
+
+    split = resolve("scifact-quick")[0].build()
+    split.load_data()
+    corpus = split.dataset["default"]["test"]["corpus"]
+    texts = [(t + " " + x).strip() for t, x in zip(corpus["title"], corpus["text"], strict=True)][:120]
+    variants = [make_variant("mean", max_length=128), make_variant("lmk", max_length=128)]
+    single = TextEncoder(None, slice_tokens=2000).encode(texts, variants)  # ~8 slices
+    sweep = sweep_from_dict({"name": "s", "poolings": ["mean"], "tasks": ["needle"]}, "s")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        actors = encoder_pool(sweep, "default", 2, {"num_cpus": 1}, slice_tokens=2000)
+        pids = {ray.get(a.pid.remote()) for a in actors}
+        sharded = ShardedTextEncoder(None, actors, slice_tokens=2000).encode(texts, variants)
+    finally:
+        ray.shutdown()
+    assert len(pids) == 2 and os.getpid() not in pids  # two replicas, neither in this process
+    for v in variants:
+        assert np.array_equal(sharded[v], single[v]), v.label()
+
+
+def test_the_local_executor_never_imports_ray(tiny_beir, tmp_path):
+    code = ("import sys; from lmk_eval.cli import main; "
+            f"code = main({quick_args(tiny_beir, tmp_path / 'out')[:-2] + ['--no-report', '--no-progress']!r}); "
+            "print(code, 'ray' in sys.modules)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)  # fmt: skip
+    assert done.stdout.strip().splitlines()[-1] == "0 False", done.stderr
