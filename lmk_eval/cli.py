@@ -81,7 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-length", type=_ints, help="comma-separated max_length grid (default 512)"
     )
     run.add_argument(
-        "--strategy", choices=list(STRATEGIES), help="context strategy (default truncate)"
+        "--strategy",
+        type=_csv,
+        help="comma-separated context strategies (default truncate): "
+        + ", ".join(STRATEGIES)
+        + " (see `lmk-eval list`)",
     )
     run.add_argument(
         "--granularity", choices=list(GRANULARITIES), help="landmark chunking (default fixed)"
@@ -91,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--intervals", help="choices for variable granularity (default 32,64,128,256)")
     run.add_argument("--seed", type=int, help="seed for variable granularity (default 0)")
-    run.add_argument("--layers", type=int, help="layers averaged by layer_mean (default 4)")
+    run.add_argument(
+        "--layers", type=int, help="last layers used by layer_mean and layer_max_cls (default 4)"
+    )
     run.add_argument(
         "--placement",
         choices=["after", "before"],
@@ -142,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="attention kernel: eager, sdpa, flash_attention_2, ... (default: transformers chooses)",
     )
     run.add_argument(
-        "--baseline", help="pooling the significance test compares against (default cls)"
+        "--baseline",
+        help="pooling the significance test compares against (default cls, or the sweep's first"
+        " pooling when it has no cls); an unknown one is refused",
     )
     run.add_argument("--output", help="run directory (default results/<sweep name>)")
     run.add_argument("--name", help="sweep name for flags-built sweeps (default: from the flags)")
@@ -298,7 +306,7 @@ def sweep_from_args(args: argparse.Namespace):
     pooling."""
     from .sweep import load_sweep, sweep_from_dict, validate
 
-    for flag in ("pooling", "tasks", "max_length"):
+    for flag in ("pooling", "tasks", "max_length", "strategy"):
         if getattr(args, flag) == []:
             raise LmkEvalError(f"--{flag.replace('_', '-')} lists nothing; give at least one value")
     options = {k: getattr(args, k) for k in POOLING_OPTIONS if getattr(args, k) is not None}
@@ -319,7 +327,7 @@ def sweep_from_args(args: argparse.Namespace):
                 "poolings": [{"pooling": p} for p in poolings],
                 "tasks": tasks,
                 "max_length": args.max_length or [512],
-                "strategy": args.strategy or "truncate",
+                "strategy": args.strategy or ["truncate"],
             },
             name,
             "flags",

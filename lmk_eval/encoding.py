@@ -9,15 +9,17 @@ at a time.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import hardware, models, pooling, registry
+from . import hardware, models, poolers, pooling, positions, registry
 from .options import DEFAULT_OPTIONS, EncodeOptions
 from .registry import PoolInputs, combine_windows
 from .tokenisation import Tokenisation, Window
@@ -133,6 +135,8 @@ class TextEncoder:
         self.progress = progress
         self.stats = EncodeStats()
         self._loaded = None
+        self._extended_models: dict[tuple[str, int], torch.nn.Module] = {}
+        self._poolers: dict[str, torch.nn.Module] = {}
 
     @property
     def loaded(self) -> bool:
@@ -217,8 +221,10 @@ class TextEncoder:
             remaining = defaultdict(int)
             for w in windows:
                 remaining[w.owner] += 1
-            for batch in token_budget_batches(distinct, self.token_budget):
-                pooled = self._forward_and_pool(model, batch, group, need_layers)
+            batches = [(m, b) for m, part in self._routes(model, distinct, group[0])
+                       for b in token_budget_batches(part, self.token_budget)]  # fmt: skip
+            for run_model, batch in batches:
+                pooled = self._forward_and_pool(run_model, batch, group, need_layers)
                 for v, (vecs, weights) in pooled.items():
                     for row, u in enumerate(batch):
                         for w in users[id(u)]:
@@ -241,11 +247,13 @@ class TextEncoder:
         ids, mask, markers, prompt = pad_windows(batch)
         width = ids.shape[1]
         started = time.perf_counter()
-        with torch.inference_mode():
+        strategy = group[0].strategy  # a group shares its tokenisation, strategy included
+        with torch.inference_mode(), self._positions(model, mask, strategy) as extra:
             outputs = model(
                 input_ids=ids.to(self.device),
                 attention_mask=mask.to(self.device),
                 output_hidden_states=need_layers,
+                **extra,
             )
             hidden = outputs.last_hidden_state.float()  # pooling always runs in float32
             mask_d, markers_d = mask.to(self.device), markers.to(self.device)
@@ -253,7 +261,7 @@ class TextEncoder:
             inputs = PoolInputs(hidden, mask_d, markers_d, layers, prompt.to(self.device))
             pooled = {}
             for v in group:
-                vecs, weights = registry.pool_batch(v, inputs)
+                vecs, weights = registry.pool_batch(v, inputs._replace(pooler=self.pooler(v)))
                 pooled[v] = (vecs.float().cpu(), weights.cpu())
         s = self.stats
         s.forward_seconds += time.perf_counter() - started
@@ -262,6 +270,54 @@ class TextEncoder:
         s.real_tokens += int(mask.sum())
         s.padded_tokens += width * len(batch)
         return pooled
+
+    def pooler(self, variant: Variant) -> torch.nn.Module | None:
+        """The pooling's own weights: a checkpoint's trained pooler, or a fresh one where its
+        initial weights are meaningful (gem's p = 3); None for poolings without weights."""
+        if variant.spec.weights != "trainable":
+            return None
+        if variant.pooling not in self._poolers:
+            self.facts.check_weights(variant)
+            config = self.model.config
+            layers = config.num_hidden_layers + 1  # hidden_states: the embeddings, then each layer
+            saved = self.facts.pooler
+            if saved and saved["config"].get("pooling") == variant.pooling:
+                from safetensors.torch import load_file
+
+                module = poolers.build(variant.pooling, config.hidden_size, layers,
+                                       saved["config"].get("pooler_options") or {})  # fmt: skip
+                state = load_file(str(Path(self.source.ref) / saved["path"] / "model.safetensors"))
+                module.load_state_dict({k.removeprefix("pooler."): t for k, t in state.items()})
+            else:
+                module = poolers.build(variant.pooling, config.hidden_size, layers, {})
+            self._poolers[variant.pooling] = module.to(self.device).eval()
+        return self._poolers[variant.pooling]
+
+    def _routes(self, model, windows: list[Window], variant: Variant):
+        """(model, windows) pairs: under a rotary strategy, inputs longer than the model's positions
+        go to a copy built with the scaled rope config; everything else to the model as trained."""
+        if variant.strategy not in positions.ROPE:
+            return [(model, windows)]
+        long = [w for w in windows if len(w.ids) > self.max_positions]
+        short = [w for w in windows if len(w.ids) <= self.max_positions]
+        routes = [(model, short)] if short else []
+        if long:
+            routes.append((self._extended(variant.strategy, variant.max_length), long))
+        return routes
+
+    def _extended(self, strategy: str, length: int):
+        key = (strategy, length)
+        if key not in self._extended_models:
+            config = positions.rope_config(self.facts.config, strategy, length, self.max_positions)
+            _facts, model = models.load(self.source, self.options, self.dtype, config=config)
+            self._extended_models[key] = model.to(self.device)
+        return self._extended_models[key]
+
+    def _positions(self, model, mask: torch.Tensor, strategy: str):
+        """Position ids (and interpolated embeddings) for inputs longer than the model's positions."""
+        if strategy in positions.ABSOLUTE:
+            return positions.remapped(model, mask.to(self.device), strategy, self.max_positions)
+        return contextlib.nullcontext({})
 
     def _bar(self, total: int, group: list[Variant]):
         from tqdm.auto import tqdm

@@ -115,7 +115,7 @@ def _run_grid(sweep, todo, sink, resources: dict[str, float]) -> None:
 
         train_task = ray.remote(max_retries=RETRIES, **resources)(_train_task)
         jobs = checkpoint_jobs(sweep.train)
-        for model in dict.fromkeys(g.model for g, _ in todo):
+        for model in (m for m in dict.fromkeys(g.model for g, _ in todo) if m in jobs):
             pooling, seed = jobs[model]
             trained[model] = train_task.remote(sweep.train, pooling, seed)
     pending = {group_task.remote(sweep, g, missing, trained.get(g.model)): g for g, missing in todo}

@@ -121,6 +121,18 @@ class ModelFacts:
     causal: bool
     native: NativeSpec | None
     prompts: dict[str, str]  # the model's own (its sentence-transformers config, or mteb's)
+    pooler: dict | None = None  # a trained pooler saved with the checkpoint: {"path", "config"}
+
+    def check_weights(self, variant: Variant) -> None:
+        """A pooling whose weights must be trained runs only on a checkpoint trained with it."""
+        spec = variant.spec
+        saved = (self.pooler or {}).get("config", {}).get("pooling")
+        if spec.needs_checkpoint and saved != variant.pooling:
+            raise LmkEvalError(
+                f"{variant.pooling} has trainable weights and this model carries none for it;"
+                f" evaluate a checkpoint trained with it (lmk-eval train --pooling {variant.pooling})"
+                " or choose another pooling"
+            )
 
     def concrete(self, variant: Variant) -> Variant:
         """``native`` resolved to the pooling the model's own configuration names."""
@@ -159,17 +171,22 @@ def inspect_model(source: ModelSource, options: EncodeOptions = DEFAULT_OPTIONS)
     causal = is_causal(config)
     tokenisation = Tokenisation(tokenizer, max_positions(config), causal=causal,
                                 landmark_token=options.landmark_token)  # fmt: skip
-    return ModelFacts(tokenisation, config, causal, native.read_native(read), prompts)
+    return ModelFacts(tokenisation, config, causal, native.read_native(read), prompts,
+                      native.read_pooler(read) if source.local else None)  # fmt: skip
 
 
-def load(source: ModelSource, options: EncodeOptions = DEFAULT_OPTIONS, dtype: str = "float32"):
-    """(facts, model in eval mode, weights in ``dtype``); errors become one clear line."""
+def load(source: ModelSource, options: EncodeOptions = DEFAULT_OPTIONS, dtype: str = "float32",
+         config=None):  # fmt: skip
+    """(facts, model in eval mode, weights in ``dtype``), built from ``config`` when one is given
+    (a rotary-scaled copy, say); errors become one clear line."""
     from transformers import AutoModel
 
     from .hardware import DTYPES
 
     facts = inspect_model(source, options)
     kwargs = {**_from_pretrained_kwargs(source, options), "dtype": DTYPES[dtype]}
+    if config is not None:
+        kwargs["config"] = config
     if options.attn_implementation:
         kwargs["attn_implementation"] = options.attn_implementation
     try:

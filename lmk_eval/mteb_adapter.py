@@ -13,9 +13,10 @@ from pydantic import ValidationError
 
 from . import models
 from .encoding import SharedEmbeddings, TextEncoder
-from .errors import schema_error
+from .errors import LmkEvalError, schema_error
 from .native import merge_prompts
 from .options import OPTION_KEYS, EncodeOptions
+from .positions import supports
 from .variants import Variant, make_variant
 
 
@@ -138,4 +139,8 @@ def encoder(
     text_encoder = TextEncoder(model, options=encode_options, progress=progress)
     variant = text_encoder.resolve(make_variant(pooling, **options))
     text_encoder.tokenisation.check(text_encoder.facts.concrete(variant))
+    text_encoder.facts.check_weights(text_encoder.facts.concrete(variant))
+    why = supports(text_encoder.facts.config, variant.strategy)
+    if why:
+        raise LmkEvalError(why)
     return LmkEncoder(text_encoder, variant)

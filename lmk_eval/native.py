@@ -120,6 +120,16 @@ def read_native(read) -> NativeSpec | None:
                       source="sentence-transformers config")  # fmt: skip
 
 
+def read_pooler(read) -> dict | None:
+    """A checkpoint's trained pooler, from its lmk-eval pooling module: {"path", "config"}."""
+    modules = _read_json(read, "modules.json") or []
+    for m in modules:
+        if str(m.get("type", "")).rsplit(".", 1)[-1] == "HarnessPooling":
+            path = str(m.get("path", ""))
+            return {"path": path, "config": _read_json(read, f"{path}/config.json".lstrip("/")) or {}}
+    return None
+
+
 def read_prompts(read) -> dict[str, str]:
     st_config = _read_json(read, "config_sentence_transformers.json") or {}
     prompts = st_config.get("prompts") or {}

@@ -97,3 +97,17 @@ def layer_mean(layers: Tensor, attention_mask: Tensor) -> Tensor:
 
 def normalize(vectors: Tensor) -> Tensor:
     return F.normalize(vectors, p=2, dim=-1)
+
+
+def layer_max_cls(layers: Tensor, attention_mask: Tensor) -> Tensor:
+    """MaxPoolBERT: element-wise max over the [CLS] state of each given layer (layers, batch, ...)."""
+    return torch.stack([cls(layer, attention_mask) for layer in layers]).max(dim=0).values
+
+
+def gem(hidden: Tensor, attention_mask: Tensor, p: Tensor | float, eps: float = 1e-6) -> Tensor:
+    """Generalized mean with exponent p over real tokens, sign-preserving: sign(m) |m|^(1/p) for
+    m = mean(sign(x) |x|^p). p = 1 is ``mean``; large p approaches max |x|."""
+    powered = torch.sign(hidden) * hidden.abs().clamp(min=eps) ** p
+    powered = powered.masked_fill(attention_mask.unsqueeze(-1) == 0, 0.0)  # padding may overflow
+    m = mean(powered, attention_mask)
+    return torch.sign(m) * m.abs().clamp(min=eps) ** (1.0 / p)

@@ -32,6 +32,7 @@ class PoolInputs(NamedTuple):
     markers: Tensor  # (batch, seq) bool, positions the tokenisation marked (landmarks, chunk CLS)
     layers: tuple[Tensor, ...] | None  # every layer's states, when the pooling asked for them
     prompt_mask: Tensor | None = None  # (batch, seq) bool, the special tokens + prompt in front
+    pooler: torch.nn.Module | None = None  # the pooling's own weights (lmk_eval.poolers), if any
 
     def pooled(self, v: Variant) -> Tensor:
         """Positions a pooling may average over: real tokens, less the prompt's when the variant
@@ -57,6 +58,7 @@ class Pooling:
     combine: Combine = "weighted_mean"
     weights: Literal["none", "trainable"] = "none"
     needs_layers: bool = False
+    needs_checkpoint: bool = False  # its initial weights mean nothing: only a trained one runs
 
     @property
     def chunked(self) -> bool:
@@ -101,6 +103,17 @@ def _layer_mean(x: PoolInputs, v: Variant) -> tuple[Tensor, Tensor]:
     return pooling.layer_mean(stack, mask), _count(mask, x.hidden)
 
 
+def _layer_max_cls(x: PoolInputs, v: Variant) -> tuple[Tensor, Tensor]:
+    mask = x.pooled(v)
+    return pooling.layer_max_cls(torch.stack(x.layers[-v.layers :]), mask), _count(mask, x.hidden)
+
+
+def _weighted(x: PoolInputs, v: Variant) -> tuple[Tensor, Tensor]:
+    """A pooling with weights: its module (loaded from the checkpoint) does the pooling."""
+    mask = x.pooled(v)
+    return x.pooler(x.hidden, mask, x.layers), _count(mask, x.hidden)
+
+
 def _unresolved(x: PoolInputs, v: Variant) -> tuple[Tensor, Tensor]:
     raise RuntimeError("'native' is resolved to the model's own pooling before encoding")
 
@@ -128,6 +141,15 @@ POOLINGS: dict[str, Pooling] = {
                 _marked(lambda x, v: x.markers), _CHUNKING, tokenisation="multi_cls"),
         Pooling("layer_mean", "mean pooling averaged over the last N layers", _layer_mean,
                 ("layers",), needs_layers=True),
+        Pooling("layer_max_cls", "MaxPoolBERT: element-wise max of the [CLS] state over the last N layers",
+                _layer_max_cls, ("layers",), needs_layers=True),
+        Pooling("latent_attention", "NV-Embed latent attention (trained): token states cross-attend to 64"
+                " learned latents, then the mean", _weighted, weights="trainable", needs_checkpoint=True),
+        Pooling("multilayer_attention", "trained cross-attention of learned queries over every hidden"
+                " layer's mean state", _weighted, weights="trainable", needs_layers=True,
+                needs_checkpoint=True),
+        Pooling("gem", "generalized mean with a learnable exponent p (3 until trained)", _weighted,
+                weights="trainable"),
         Pooling("native", "the model as published: the pooling, normalisation and similarity of its"
                 " own sentence-transformers config", _unresolved),
     ]

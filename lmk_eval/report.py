@@ -223,6 +223,11 @@ def interval_table(frame: pd.DataFrame, poolings: list[str]) -> str | None:
     return _markdown_table(["task", "queries", *poolings], rows)
 
 
+def strategy_lines(found: list[tuple[str, Comparison]]) -> list[str]:
+    return [f"{label}: Δ={c.mean_diff * 100:+.1f}, p={c.p_value:.3g}, Holm-adjusted p={c.p_adjusted:.3g}"
+            f"{' †' if c.significant else ''}, n={c.n} queries" for label, c in found]  # fmt: skip
+
+
 def significance_lines(comparisons: list[tuple[str, str, Comparison]], baseline: str) -> list[str]:
     out = []
     for row, p, c in comparisons:
@@ -267,19 +272,98 @@ def split_pivots(frame: pd.DataFrame, pattern: re.Pattern, scale: float) -> dict
     return out
 
 
+BANDS = ((0, 512, "<= 512"), (513, 2048, "1,024-2,048"), (2049, 10**9, ">= 4,096"))
+
+
+def reference_strategy(frame: pd.DataFrame) -> str:
+    """What other strategies are compared with: the model's own reading (truncate), else windows."""
+    present = set(frame["strategy"])
+    return next((s for s in ("truncate", "window") if s in present), sorted(present)[0])
+
+
+def strategy_pivots(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per (model, task): score by document length x (pooling, strategy), for one panel each."""
+    vary = _varying(frame)
+    out = {}
+    for (model, task), group in frame.groupby(["model", "task"], sort=False):
+        matched = group[group["split"].str.match(LENGTH_SPLIT)]
+        if matched.empty or matched["strategy"].nunique() < 2:
+            continue
+        x = matched["split"].str.extract(LENGTH_SPLIT)[0].astype(float)
+        table = matched.assign(x=x).pivot_table(index="x", columns=["pooling", "strategy"], values="score")
+        out[f"{model}: {task}" if vary["model"] else task] = table.sort_index()
+    return out
+
+
+def best_strategy_table(frame: pd.DataFrame, poolings: list[str]) -> str | None:
+    """Each pooling's best strategy per document-length band (mean score over the band's lengths)."""
+    rows = []
+    for label, table in strategy_pivots(frame).items():
+        for pooling in (p for p in poolings if p in table.columns.get_level_values(0)):
+            cells = []
+            for lo, hi, _name in BANDS:
+                band = table.loc[(table.index >= lo) & (table.index <= hi), pooling]
+                if band.empty:
+                    cells.append("–")
+                    continue
+                means = band.mean()
+                best = means.idxmax()
+                cells.append(f"{best} ({means[best] * 100:.1f})")
+            rows.append([label, pooling, *cells])
+    if not rows:
+        return None
+    return _markdown_table(["task", "pooling", *[b[2] + " tokens" for b in BANDS]], rows)
+
+
+def compare_strategies(frame: pd.DataFrame, poolings: list[str]):
+    """Every other strategy against the reference one, per (model, task, pooling): [(label, Comparison)]."""
+    if frame["strategy"].nunique() < 2:
+        return []
+    reference = reference_strategy(frame)
+    vary = _varying(frame)
+    out = []
+    for (model, task), group in frame.groupby(["model", "task"], sort=False):
+        ref_rows = group[group["strategy"] == reference]
+        for pooling in poolings:
+            base = _pooled_queries(ref_rows, pooling)
+            if not base:
+                continue
+            for (strategy, length), rows in group[group["strategy"] != reference].groupby(
+                ["strategy", "max_length"], sort=False
+            ):
+                cand = _pooled_queries(rows, pooling)
+                cmp = paired_test(cand, base, split_weights(set(cand) & set(base)))
+                if cmp.p_value is not None:
+                    name = f"{model}: {task}" if vary["model"] else task
+                    out.append((f"{name}: {pooling} {strategy} @{length} vs {reference}", cmp))
+    return out
+
+
+def reference_for(label: str) -> dict | None:
+    """The published curve a bundled task is calibrated against, for a row label naming it."""
+    from .task_registry import REFERENCE_CURVES
+
+    task = label.split(": ")[-1].split(" @")[0].split("/")[0].removesuffix("-quick")
+    return REFERENCE_CURVES.get(task)
+
+
 def split_tables(
     pivots: dict[str, pd.DataFrame], poolings: list[str], column: str
 ) -> list[tuple[str, str]]:
-    """The pivots as markdown, splits as rows, best per row in bold."""
+    """The pivots as markdown, splits as rows, best per row in bold; a bundled task calibrated
+    against a published curve gets that curve as a last column."""
     out = []
     for label, table in pivots.items():
+        reference = reference_for(label) if column == "length" else None
         rows = []
         for x, r in table.iterrows():
             best = r.max()
-            rows.append(
-                [f"{x:g}", *[_fmt(r[p], r[p] == best) if p in r else "–" for p in poolings]]
-            )
-        out.append((label, _markdown_table([column, *poolings], rows)))
+            cells = [_fmt(r[p], r[p] == best) if p in r else "–" for p in poolings]
+            if reference:
+                cells.append(str(reference["scores"].get(int(x), "–")))
+            rows.append([f"{x:g}", *cells])
+        header = [column, *poolings] + ([f"published: {reference['label']}"] if reference else [])
+        out.append((label, _markdown_table(header, rows)))
     return out
 
 
@@ -311,9 +395,23 @@ def plot(series: dict[str, pd.DataFrame], poolings: list[str], path: Path, *, xl
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
     markers = "osD^v<>ph*"
+    styles = ["-", "--", ":", "-."]
     for ax, (name, table) in zip(axes.flat, series.items(), strict=False):
-        for i, p in enumerate(x for x in poolings if x in table.columns):
+        if isinstance(table.columns, pd.MultiIndex):  # (pooling, strategy): colour = strategy
+            strategies = list(dict.fromkeys(table.columns.get_level_values(1)))
+            for pooling, strategy in table.columns:
+                i = poolings.index(pooling) if pooling in poolings else 0
+                ax.plot(table.index, table[(pooling, strategy)] * 100, color=f"C{strategies.index(strategy)}",
+                        linestyle=styles[i % len(styles)], marker=markers[i % len(markers)], markersize=4,
+                        label=f"{pooling} · {strategy}")  # fmt: skip
+        for i, p in enumerate(x for x in poolings if x in table.columns and not isinstance(table.columns, pd.MultiIndex)):
             ax.plot(table.index, table[p] * 100, marker=markers[i % len(markers)], label=p)
+        reference = reference_for(name) if log2 else None
+        if reference:
+            xs = [x for x in table.index if int(x) in reference["scores"]]
+            ax.plot(xs, [reference["scores"][int(x)] for x in xs], color="grey", linestyle="--",
+                    label="published (LongEmbed, MiniLM mean@256)")  # fmt: skip
+            ax.legend(fontsize=7)
         if log2:
             ax.set_xscale("log", base=2)
             ax.set_xticks(list(table.index))
@@ -325,7 +423,7 @@ def plot(series: dict[str, pd.DataFrame], poolings: list[str], path: Path, *, xl
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=8)
+    axes.flat[0].legend(fontsize=7 if isinstance(next(iter(series.values())).columns, pd.MultiIndex) else 8)
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -528,11 +626,16 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
     name = run_dir.name
     assets = reports_dir / name
     comparisons = compare_rows(frame, poolings, baseline)
+    by_strategy = compare_strategies(frame, poolings)
+    family = adjust([c for _, _, c in comparisons] + [c for _, c in by_strategy])  # one Holm family
+    comparisons = [(r, p, c) for (r, p, _), c in zip(comparisons, family, strict=False)]
+    by_strategy = [(label, c) for (label, _), c in zip(by_strategy, family[len(comparisons):], strict=True)]
     table = main_table(frame, poolings, comparisons)
     intervals = interval_table(frame, poolings)
     lengths = split_pivots(frame, LENGTH_SPLIT, 1)
     depths = split_pivots(frame, DEPTH_SPLIT, 0.01)
-    length_plot = plot({**lengths, **max_length_pivots(frame)}, poolings, assets / "length.png",
+    panels = strategy_pivots(frame) or {**lengths, **max_length_pivots(frame)}
+    length_plot = plot(panels, poolings, assets / "length.png",
                        xlabel="document length (tokens)", ylabel="main score ×100", log2=True,
                        title="Length extrapolation")  # fmt: skip
     depth_plot = plot(depths, poolings, assets / "depth.png",
@@ -568,7 +671,7 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
         + (", and over seeds" if seeded else "")
         + f"). Best per row in **bold**; † marks a difference from `{baseline}` that stays"
         f" significant (p < {ALPHA}) after {CORRECTION} correction over all"
-        f" {len(comparisons)} comparisons of this report (see Significance).",
+        f" {len(comparisons) + len(by_strategy)} comparisons of this report (see Significance).",
         "",
         *(
             [
@@ -596,6 +699,11 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
         parts += ["## Length extrapolation", ""]
         if length_plot:
             parts += [f"![length extrapolation]({name}/length.png)", ""]
+        best = best_strategy_table(frame, poolings)
+        if best:
+            parts += ["Each pooling's best strategy per document-length band (mean score ×100 over the"
+                      " band's lengths; the strategies read up to the max_length of their row):", "",
+                      best, ""]  # fmt: skip
         for label, t in length_tables:
             parts += [f"**{label}** (score ×100 per document length in tokens)", "", t, ""]
     depth_tables = split_tables(depths, poolings, "depth")
@@ -605,7 +713,8 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
                   "", f"![evidence depth]({name}/depth.png)", ""]  # fmt: skip
         for label, t in depth_tables:
             parts += [f"**{label}**", "", t, ""]
-    if comparisons:
+    family_size = len(comparisons) + len(by_strategy)
+    if comparisons or by_strategy:
         parts += [
             "## Significance",
             "",
@@ -614,12 +723,15 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
             + (" with each query's score first averaged over seeds (n counts queries, not"
                " seed x query pairs)" if seeded else "")
             + "; a task with several splits weighs each split equally. Its Δ interval is the"
-            f" {CI_NAME} of the paired differences. The {len(comparisons)} p-values form one"
-            f" family, adjusted by {CORRECTION}; † = adjusted p < {ALPHA}. Per-length and"
-            " per-depth tables are descriptive and are not tested.",
+            f" {CI_NAME} of the paired differences."
+            + (f" Each other strategy is also compared with `{reference_strategy(frame)}` for the same"
+               " pooling, model and task." if by_strategy else "")
+            + f" The {family_size} p-values form one family, adjusted by {CORRECTION}; † = adjusted"
+            f" p < {ALPHA}. Per-length and per-depth tables are descriptive and are not tested.",
             "",
         ]  # fmt: skip
-        parts += [f"- {n}" for n in significance_lines(comparisons, baseline)] + [""]
+        parts += [f"- {n}" for n in significance_lines(comparisons, baseline)]
+        parts += [f"- {n}" for n in strategy_lines(by_strategy)] + [""]
     parts += compute_section(records, training)
     parts += provenance_section(records)
     path = reports_dir / f"{name}.md"

@@ -112,17 +112,18 @@ def split_scores(task_result) -> dict[str, dict[str, float]]:
 # -- before anything is written ------------------------------------------------------------------
 def model_identities(sweep: Sweep) -> dict[str, dict[str, Any]]:
     """Model as the sweep names it -> what it is by content (a checkpoint: how it is trained)."""
+    out = {m: models.identity(models.resolve_model(m)) for m in sweep.models} if sweep.poolings else {}
     if sweep.train is not None:
-        from .train import checkpoint_jobs, training_identity
+        from .train import training_identity
 
-        return {path: {"kind": "checkpoint", "training": training_identity(sweep.train, p, s)}
-                for path, (p, s) in checkpoint_jobs(sweep.train).items()}  # fmt: skip
-    return {m: models.identity(models.resolve_model(m)) for m in sweep.models}
+        out |= {path: {"kind": "checkpoint", "training": training_identity(sweep.train, p, s)}
+                for path, (p, s) in sweep.checkpoints().items()}  # fmt: skip
+    return out
 
 
 def _facts(sweep: Sweep, model: str) -> models.ModelFacts:
     """Tokenizer and configuration of a sweep's model (a checkpoint's base, before training)."""
-    ref = sweep.train.base if sweep.train is not None else model
+    ref = sweep.train.base if model in sweep.checkpoints() else model
     return models.inspect_model(models.resolve_model(ref), sweep.encode_options())
 
 
@@ -132,7 +133,7 @@ def encoding_identity(sweep: Sweep, model: str, variant: Variant) -> dict[str, A
     options = sweep.encode_options()
     dtype, _why = resolve_dtype(options.dtype, sweep.device or default_device())
     out: dict[str, Any] = {"options": options.identity(), "dtype": dtype}
-    if sweep.train is None:
+    if model not in sweep.checkpoints():
         facts = _facts(sweep, model)
         out["prompts"] = merge_prompts(facts.prompts, options.query_prompt, options.document_prompt)
         if variant.pooling == "native" and facts.native is not None:
@@ -158,10 +159,17 @@ def preflight(sweep: Sweep, groups: list[CellGroup]) -> None:
     """Refuse now, in one line, what would fail later: each model's tokenizer and config load,
     and every variant (``native`` resolved) fits its positions and finds its special tokens.
     Loads no weights."""
+    from .positions import supports
+
     for g in groups:
         facts = _facts(sweep, g.model)
         for c in g.cells:
             facts.tokenisation.check(facts.concrete(c.variant))
+            if g.model not in sweep.checkpoints():  # a checkpoint will carry what it trains
+                facts.check_weights(facts.concrete(c.variant))
+            why = supports(facts.config, c.variant.strategy)
+            if why:
+                raise LmkEvalError(why)
     if sweep.train is not None:
         from .train import load_pairs
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from sentence_transformers.base.modules import Module, Transformer
 
-from . import registry
+from . import poolers, registry
 from .encoding import pad_windows
 from .errors import LmkEvalError
 from .models import is_causal, max_positions
@@ -88,18 +88,30 @@ class LandmarkTransformer(Transformer):
 
 
 class HarnessPooling(Module):
-    """Pools token embeddings with ``lmk_eval.pooling`` (landmark markers from the input module)."""
+    """Pools token embeddings with the harness's registry (landmark markers from the input module).
+    A pooling with weights of its own (latent_attention, multilayer_attention, gem) keeps them in
+    ``self.pooler``, trained with the encoder and saved with the checkpoint."""
 
-    config_keys = ["pooling", "interval", "embedding_dimension"]
+    config_keys = ["pooling", "interval", "embedding_dimension", "layers", "n_layers", "pooler_options"]
 
-    def __init__(self, embedding_dimension: int, pooling: str = "lmk", interval: int = 32) -> None:
+    def __init__(self, embedding_dimension: int, pooling: str = "lmk", interval: int = 32,
+                 layers: int = 4, n_layers: int | None = None,
+                 pooler_options: dict[str, Any] | None = None) -> None:  # fmt: skip
         super().__init__()
-        if pooling == "layer_mean":
-            raise LmkEvalError("layer_mean is evaluation-only; train with another pooling")
+        if pooling in ("layer_mean", "native"):
+            raise LmkEvalError(f"{pooling} is evaluation-only; train with another pooling")
         self.embedding_dimension = embedding_dimension
         self.pooling = pooling
         self.interval = interval
-        self._variant = make_variant(pooling, interval=interval)
+        self.layers = layers
+        self.n_layers = n_layers
+        self.pooler_options = dict(pooler_options or {})
+        self._variant = make_variant(pooling, interval=interval, layers=layers)
+        self.pooler = None
+        if self._variant.spec.weights == "trainable":
+            if n_layers is None:
+                raise LmkEvalError(f"{pooling} needs the encoder's layer count (n_layers)")
+            self.pooler = poolers.build(pooling, embedding_dimension, n_layers, self.pooler_options)
 
     def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         hidden = features["token_embeddings"]
@@ -107,15 +119,27 @@ class HarnessPooling(Module):
         markers = features.get(MARKERS)
         if markers is None:
             markers = torch.zeros_like(mask, dtype=torch.bool)
-        inputs = PoolInputs(hidden, mask, markers.bool(), None)
+        layers = features.get("all_layer_embeddings")
+        inputs = PoolInputs(hidden, mask, markers.bool(), layers, None, self.pooler)
         features["sentence_embedding"] = registry.pool_batch(self._variant, inputs)[0]
         return features
 
     def get_embedding_dimension(self) -> int:
         return self.embedding_dimension
 
-    def save(self, output_path: str, *args: Any, **kwargs: Any) -> None:
+    def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
         self.save_config(output_path)
+        if self.pooler is not None:
+            self.save_torch_weights(output_path, safe_serialization=safe_serialization)
+
+    @classmethod
+    def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any):
+        hub = {k: kwargs[k] for k in ("token", "cache_folder", "revision", "local_files_only") if k in kwargs}
+        config = cls.load_config(model_name_or_path, subfolder=subfolder, **hub)
+        module = cls(**config)
+        if module.pooler is not None:
+            cls.load_torch_weights(model_name_or_path, subfolder=subfolder, model=module, **hub)
+        return module
 
 
 def build_model(base: str, pooling: str, *, max_seq_length: int = 256, **options: Any):
@@ -123,10 +147,17 @@ def build_model(base: str, pooling: str, *, max_seq_length: int = 256, **options
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules import Normalize
 
+    pooler_options = options.pop("pooler_options", None) or {}
+    layers = options.pop("layers", 4)
     transformer = LandmarkTransformer(
         base, pooling=pooling, max_seq_length=max_seq_length, **options
     )
+    variant = make_variant(pooling)
+    if variant.spec.needs_layers:  # sentence-transformers then passes all_layer_embeddings on
+        transformer.model.config.output_hidden_states = True
     pool = HarnessPooling(
-        transformer.get_embedding_dimension(), pooling=pooling, interval=options.get("interval", 32)
-    )
+        transformer.get_embedding_dimension(), pooling=pooling, interval=options.get("interval", 32),
+        layers=layers, n_layers=transformer.model.config.num_hidden_layers + 1,
+        pooler_options=pooler_options,
+    )  # fmt: skip
     return SentenceTransformer(modules=[transformer, pool, Normalize()], device="cpu")

@@ -46,14 +46,14 @@ def _listify(value: Any) -> Any:
 
 
 class GridSpec(BaseModel):
-    """One block of the grid: these tasks at these lengths with this strategy."""
+    """One block of the grid: these tasks at these lengths with these strategies."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
     tasks: list[str] = Field(min_length=1)
     max_length: list[int] = Field(default_factory=lambda: [512], min_length=1)
-    strategy: str = "truncate"
+    strategy: list[str] = Field(default_factory=lambda: ["truncate"], min_length=1)
 
-    _wrap = field_validator("tasks", "max_length", mode="before")(_listify)
+    _wrap = field_validator("tasks", "max_length", "strategy", mode="before")(_listify)
 
 
 class Sweep(BaseModel):
@@ -123,15 +123,25 @@ class Sweep(BaseModel):
         return self
 
     def model_poolings(self) -> list[tuple[str, list[dict[str, Any]]]]:
-        """(model, poolings) pairs: every model x every pooling, or each checkpoint x its own."""
+        """(model, poolings) pairs: every model x every pooling, then (with a [train] section)
+        each checkpoint x its own pooling. A controlled sweep without poolings has checkpoints only."""
+        pairs = [(m, self.poolings) for m in self.models] if self.poolings else []
         if self.train is None:
-            return [(m, self.poolings) for m in self.models]
+            return pairs
         from .train import checkpoint_jobs, evaluation_pooling
 
-        return [
+        return pairs + [
             (path, [evaluation_pooling(self.train, pooling)])
             for path, (pooling, _seed) in checkpoint_jobs(self.train).items()
         ]
+
+    def checkpoints(self) -> dict[str, tuple[str, int]]:
+        """Checkpoint directory -> (pooling, seed) of the [train] section (empty without one)."""
+        if self.train is None:
+            return {}
+        from .train import checkpoint_jobs
+
+        return checkpoint_jobs(self.train)
 
     def encode_options(self) -> EncodeOptions:
         try:
@@ -246,7 +256,7 @@ def validate(sweep: Sweep) -> None:
     if sweep.train is not None:
         sweep.train.check_poolings()  # checkpoints do not exist yet: training makes them
         models.resolve_model(sweep.train.base)
-    else:
+    if sweep.poolings:
         for model in sweep.models:
             models.resolve_model(model)
     labels: list[str] = []
@@ -254,8 +264,9 @@ def validate(sweep: Sweep) -> None:
         for _model, poolings in sweep.model_poolings():
             for p in poolings:
                 for n in grid.max_length:
-                    v = make_variant(**{**p, "max_length": n, "strategy": grid.strategy})
-                    labels.append(v.label())
+                    for strategy in grid.strategy:
+                        v = make_variant(**{**p, "max_length": n, "strategy": strategy})
+                        labels.append(v.label())
     labels = list(dict.fromkeys(labels))
     if "baseline" not in sweep.model_fields_set and not any(
         label.split("[")[0] == sweep.baseline for label in labels
@@ -289,9 +300,9 @@ def plan(sweep: Sweep) -> list[CellGroup]:
         for grid, refs in zip(sweep.grids, per_grid, strict=True):
             for ref in refs:
                 ref = names[ref.spec_key]
-                for n in grid.max_length:
+                for strategy, n in ((s, n) for s in grid.strategy for n in grid.max_length):
                     variants = dict.fromkeys(
-                        make_variant(**{**p, "max_length": n, "strategy": grid.strategy})
+                        make_variant(**{**p, "max_length": n, "strategy": strategy})
                         for p in poolings
                     )
                     cells = []

@@ -49,6 +49,10 @@ class SyntheticSpec:
         368  # fits 512 BERT positions whole, so depth is not confounded by truncation
     )
     seed: int = 42
+    # needle: the 100 candidates of one length share one haystack passage and differ only by their
+    # needle and where it sits (LongEmbed's construction, as far as its published curve shows);
+    # False is the construction shipped before, a different passage per document
+    shared_haystack: bool = True
 
     def split_names(self) -> list[str]:
         if self.kind == "needle-depth":
@@ -102,10 +106,14 @@ def _passkey_split(rng: random.Random, length: int, spec: SyntheticSpec) -> Retr
     return split
 
 
-def _needle_doc(rng: random.Random, fact: str, length: int, depth: float | None) -> str:
+def _needle_doc(rng: random.Random, fact: str, length: int, depth: float | None,
+                start: int | None = None) -> str:  # fmt: skip
+    """A haystack of the length's word budget with ``fact`` inserted; ``start`` fixes the passage
+    (shared by the candidates of one length), else each document draws its own."""
     words = haystack_words()
     room = max(word_budget(length) - len(fact.split()), 0)
-    start = rng.randrange(0, len(words) - room)
+    if start is None:
+        start = rng.randrange(0, len(words) - room)
     hay = list(words[start : start + room])
     if depth is None:
         position = rng.randint(0, room)
@@ -118,12 +126,14 @@ def _needle_split(
     rng: random.Random, length: int, spec: SyntheticSpec, depth: float | None, tag: str
 ) -> RetrievalSplit:
     chosen = rng.sample(range(len(needles())), spec.documents)
+    shared = spec.shared_haystack and depth is None
+    start = rng.randrange(0, len(haystack_words()) - word_budget(length)) if shared else None
     split = RetrievalSplit()
     for i, n in enumerate(chosen):
         fact, question = needles()[n]
         doc_id = f"{tag}-{i:03d}"
         split.corpus.append(
-            {"id": doc_id, "title": "", "text": _needle_doc(rng, fact, length, depth)}
+            {"id": doc_id, "title": "", "text": _needle_doc(rng, fact, length, depth, start)}
         )
         if i < spec.queries:
             qid = f"q-{doc_id}"

@@ -80,18 +80,14 @@ def landmark_id(tokenizer, token: str | None = None) -> int | None:
 
 
 def check_fits(variant: Variant, max_positions: int) -> None:
-    """One line, before any encoding, when a variant asks the model for more positions than it has."""
+    """One line, before any encoding, when ``truncate`` asks the model for more positions than it
+    has (``window`` and the extension strategies are what reads past them)."""
     n = variant.max_length
-    if n is None or n <= max_positions:
+    if n is None or n <= max_positions or variant.strategy != "truncate":
         return
-    if variant.strategy == "window":
-        raise LmkEvalError(
-            f"window size (max_length) {n} exceeds the model's {max_positions} positions;"
-            f" with --strategy window use --max-length {max_positions} or less"
-        )
     raise LmkEvalError(
         f"max_length {n} exceeds the model's {max_positions} positions; use --strategy window"
-        " for longer inputs or a smaller --max-length"
+        " (or grouped, recurrent, interpolate) for longer inputs, or a smaller --max-length"
     )
 
 
@@ -151,19 +147,31 @@ class Tokenisation:
         return [(ids[:n], ids[n:]) for ids in self.content_ids([prompt + t for t in texts])]
 
     def windows(self, texts: Sequence[str], variant: Variant, prompt: str = "") -> list[Window]:
+        """The model inputs for ``texts``. ``truncate`` and the position-extension strategies give
+        one input per text of at most max_length tokens (the encoder remaps positions past the
+        model's); ``window`` gives windows of max_length tokens over the whole text or, when
+        max_length exceeds the model's positions, windows of the model's size over the first
+        max_length text tokens."""
         max_length = variant.max_length or self.max_positions
         self.check(variant)
+        strategy = "window" if variant.strategy == "window" else "truncate"
         split = self._with_prompt(texts, prompt)
+        limit = None
+        if strategy == "window" and max_length > self.max_positions:
+            limit = max_length  # the context read: the first max_length text tokens
+            split = [(p, t[:limit]) for p, t in split]
+            max_length = self.max_positions
         if variant.scheme == "plain":
-            return self._plain(split, max_length, variant.strategy)
+            return self._plain(split, max_length, strategy)
         out: list[Window] = []
-        for owner, ((p_ids, _), chunks) in enumerate(zip(split, self._chunks(texts, split, variant), strict=True)):
+        chunked = self._chunks(texts, split, variant, limit)
+        for owner, ((p_ids, _), chunks) in enumerate(zip(split, chunked, strict=True)):
             if variant.scheme == "landmark":
                 lead = (self.prefix if self.causal else [self.cls_id]) + p_ids
-                out.extend(self._landmark(owner, lead, chunks, max_length, variant))
+                out.extend(self._landmark(owner, lead, chunks, max_length, variant, strategy))
             else:
                 lead = [self.cls_id] + p_ids if p_ids else []
-                out.extend(self._multi_cls(owner, lead, chunks, max_length, variant.strategy))
+                out.extend(self._multi_cls(owner, lead, chunks, max_length, strategy))
         return out
 
     @staticmethod
@@ -195,13 +203,22 @@ class Tokenisation:
         return out
 
     # -- chunking shared by landmark and multi-CLS schemes ----------------------------------
-    def _chunks(self, texts: Sequence[str], split, variant: Variant) -> list[list[list[int]]]:
+    def _chunks(self, texts: Sequence[str], split, variant: Variant,
+                limit: int | None = None) -> list[list[list[int]]]:  # fmt: skip
         if variant.granularity == "sentence":
             per_text = [split_sentences(t) for t in texts]
             flat = self.content_ids([s for sents in per_text for s in sents])
             out, i = [], 0
             for sents in per_text:
-                out.append([c for c in flat[i : i + len(sents)] if c])
+                chunks, budget = [], limit
+                for c in (c for c in flat[i : i + len(sents)] if c):
+                    if budget is not None:  # a window context cut: no more text than that
+                        if budget <= 0:
+                            break
+                        c = c[:budget]
+                        budget -= len(c)
+                    chunks.append(c)
+                out.append(chunks)
                 i += len(sents)
             return out
         out = []
@@ -213,14 +230,14 @@ class Tokenisation:
         return out
 
     def _landmark(self, owner: int, lead: list[int], chunks: list[list[int]], max_length: int,
-                  variant: Variant) -> list[Window]:  # fmt: skip
+                  variant: Variant, strategy: str) -> list[Window]:  # fmt: skip
         """``lead c1 [L] c2 [L] ... cn [L]`` (placement 'after'; 'before' puts each landmark in
         front of its chunk). With 'after', a truncated input ends with exactly one landmark."""
         before = variant.placement == "before"
         L = self.landmark_id
         units = [([L] + c, [True] + [False] * len(c)) if before else (c + [L], [False] * len(c) + [True])
                  for c in chunks or [[]]]  # fmt: skip
-        if variant.strategy == "truncate":
+        if strategy == "truncate":
             self._room(lead, max_length, 2)
             ids = lead + [t for u in units for t in u[0]]
             marks = [False] * len(lead) + [m for u in units for m in u[1]]

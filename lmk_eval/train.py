@@ -47,6 +47,9 @@ class TrainConfig(BaseModel):
     eval_interval: int = Field(default=32, ge=1)
     output: str = "checkpoints"
     precision: Literal["float32", "bfloat16"] = "float32"  # bf16: the trainer's mixed precision
+    # a trained pooler's architecture, e.g. {latents = 64, heads = 12} for latent_attention
+    # (defaults: the LMK authors'), {queries = 1, heads = 4} for multilayer_attention, {p = 3} for gem
+    pooler: dict[str, int | float] = Field(default_factory=dict)
 
     @field_validator("poolings", "seeds")
     @classmethod
@@ -110,7 +113,9 @@ def training_identity(cfg: TrainConfig, pooling: str, seed: int) -> dict[str, An
         "pooling": pooling,
         "seed": seed,
         "recipe": TRAINING_RECIPE,
-    } | ({"precision": cfg.precision} if cfg.precision != "float32" else {})  # old names stay valid
+    } | ({"precision": cfg.precision} if cfg.precision != "float32" else {}) | (
+        {"pooler": cfg.pooler} if cfg.pooler and make_variant(pooling).spec.weights == "trainable" else {}
+    )  # defaults add nothing, so checkpoints trained before these options keep their names
 
 
 def checkpoint_dir(cfg: TrainConfig, pooling: str, seed: int) -> Path:
@@ -145,6 +150,11 @@ def train_one(
     options = {k: v for k, v in saved.items() if k != "pooling"}
     if saved.get("granularity") == "fixed":  # landmarks train with per-text intervals
         options["granularity"] = "variable"
+    if make_variant(pooling).spec.weights == "trainable":
+        options["pooler_options"] = dict(cfg.pooler)
+    import torch
+
+    torch.manual_seed(seed)  # a trained pooler's initial weights are part of the seed's run
     model = build_model(base.ref, pooling, max_seq_length=cfg.max_seq_length, seed=seed, **options)
     target = checkpoint_dir(cfg, pooling, seed)
     staging = target.with_name(target.name + ".partial")

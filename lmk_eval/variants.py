@@ -29,9 +29,16 @@ GRANULARITIES: dict[str, str] = {
 }
 
 STRATEGIES: dict[str, str] = {
-    "truncate": "cut the input at max_length (lmk keeps a landmark in the last kept slot)",
-    "window": "split into windows of max_length (at most the model's positions), encode each, pool across windows",
+    "truncate": "cut the input at max_length, at most the model's positions (lmk keeps a landmark in the last kept slot)",
+    "window": "parallel windows of max_length tokens over the whole text, pooled across windows; above the model's"
+    " positions: the first max_length text tokens in windows of the model's size",
+    "grouped": "one input of up to max_length tokens, position id = pid // ceil(n / P) (absolute positions)",
+    "recurrent": "one input of up to max_length tokens, position id = pid % P (absolute positions)",
+    "interpolate": "one input of up to max_length tokens, position embeddings interpolated to its length",
+    "rope-ntk": "one input of up to max_length tokens, rotary base scaled NTK-style (RoPE models)",
+    "rope-yarn": "one input of up to max_length tokens, transformers' YaRN rope scaling (RoPE models)",
 }
+EXTENDING = ("grouped", "recurrent", "interpolate", "rope-ntk", "rope-yarn")  # past the positions in one input
 
 PLACEMENTS: dict[str, str] = {
     "after": "a landmark closes every chunk, the last one included (the authors' encoder layout)",

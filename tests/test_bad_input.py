@@ -107,10 +107,16 @@ CASES = {
                         "--pooling lists nothing"),
     "empty --tasks": (lambda t: ["run", "--tasks", ",", "--output", str(t / "out"), *RUN],
                       "--tasks lists nothing"),
-    "window above the model's positions": (
-        lambda t: ["run", "--tasks", "passkey-quick:test_256", "--pooling", "mean", "--strategy", "window",
+    "truncate above the model's positions": (
+        lambda t: ["run", "--tasks", "passkey-quick:test_256", "--pooling", "mean", "--strategy", "truncate",
                    "--max-length", "1024", "--output", str(t / "out"), *RUN],
-        "window size (max_length) 1024 exceeds the model's 512 positions"),
+        "max_length 1024 exceeds the model's 512 positions; use --strategy window"),
+    "unknown strategy": (lambda t: ["run", "--strategy", "window,stretch", "--output", str(t / "out"), *RUN],
+                         "unknown context strategy 'stretch'"),
+    "rope strategy on an absolute-position model": (
+        lambda t: ["run", "--tasks", "passkey-quick:test_256", "--pooling", "mean", "--strategy", "rope-ntk",
+                   "--max-length", "1024", "--output", str(t / "out"), *RUN],
+        "scales rotary positions, and this model has none"),
     "lmk on a model without a landmark token": (
         lambda t: ["run", "--model", str(model_without_landmark(t)), "--pooling", "cls,mean,lmk",
                    "--tasks", "needle-depth-quick:depth_000", "--output", str(t / "out"), *RUN],

@@ -141,6 +141,7 @@ def test_the_case_that_used_to_double_now_ends_one_short(tok):
     assert len(w.ids) == 11 and w.markers == [False] + ([False] * 4 + [True]) * 2
 
 
-def test_a_window_larger_than_the_model_is_refused(tok):
-    with pytest.raises(LmkEvalError, match="window size .max_length. 1024 exceeds the model's 512"):
-        tok.windows([TEXT], make_variant("mean", max_length=1024, strategy="window"))
+def test_a_window_larger_than_the_model_becomes_model_sized_windows(tok):
+    windows = tok.windows([" ".join([TEXT] * 40)], make_variant("mean", max_length=1024, strategy="window"))
+    assert max(len(w.ids) for w in windows) == 512  # windows of the model's size ...
+    assert sum(len(w.ids) - 2 for w in windows) == 1024  # ... over the first 1,024 text tokens
