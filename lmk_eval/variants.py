@@ -46,6 +46,9 @@ PLACEMENTS: dict[str, str] = {
     " shorter than one chunk is then seen by no landmark)",
 }
 
+NAMED_CHOICES = {"pooling": ("pooling", POOLINGS), "granularity": ("granularity", GRANULARITIES),
+                 "strategy": ("context strategy", STRATEGIES),
+                 "placement": ("landmark placement", PLACEMENTS)}  # fmt: skip
 DEFAULT_INTERVALS = (32, 64, 128, 256)
 MIN_MAX_LENGTH = 3  # [CLS], one content token, one landmark
 
@@ -74,25 +77,11 @@ class Variant:
     placement: str = "after"  # lmk: a landmark after each chunk, or before it (authors' decoder script)
     include_prompt: bool = True  # pool the prompt's positions too (sentence-transformers' default)
 
-    @field_validator("pooling")
+    @field_validator("pooling", "granularity", "strategy", "placement")
     @classmethod
-    def _pooling(cls, v: str) -> str:
-        return _choose("pooling", v, POOLINGS)
-
-    @field_validator("granularity")
-    @classmethod
-    def _granularity(cls, v: str) -> str:
-        return _choose("granularity", v, GRANULARITIES)
-
-    @field_validator("strategy")
-    @classmethod
-    def _strategy(cls, v: str) -> str:
-        return _choose("context strategy", v, STRATEGIES)
-
-    @field_validator("placement")
-    @classmethod
-    def _placement(cls, v: str) -> str:
-        return _choose("landmark placement", v, PLACEMENTS)
+    def _named(cls, v: str, info) -> str:
+        kind, options = NAMED_CHOICES[info.field_name]
+        return _choose(kind, v, options)
 
     @field_validator("interval", "layers")
     @classmethod
