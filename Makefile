@@ -34,6 +34,7 @@ ci-gate: $(STAMP)
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/window_reuse.py
+	$(BIN)/python benchmarks/precision.py
 
 scifact: $(STAMP)
 	$(BIN)/lmk-eval run --tasks scifact --pooling mean --max-length 256 --output results/scifact-mean

@@ -18,6 +18,7 @@ checkpoint; the arithmetic is plain tensor operations on (states, mask). ``layer
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import pooling
+from .errors import LmkEvalError
 
 Tensor = torch.Tensor
 
@@ -103,12 +105,36 @@ class GeM(nn.Module):
         return pooling.gem(hidden, mask, self.p)
 
 
+POOLERS: dict[str, type[nn.Module]] = {
+    "latent_attention": LatentAttention,
+    "multilayer_attention": MultiLayerAttention,
+    "gem": GeM,
+}
+_SHAPE_ARGS = ("self", "dim", "layers")  # given by the model, not by the researcher
+
+
+def option_names(name: str) -> list[str]:
+    """The architecture options a pooler takes (its constructor's keyword arguments)."""
+    params = inspect.signature(POOLERS[name].__init__).parameters
+    return [p for p in params if p not in _SHAPE_ARGS]
+
+
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """Refuse an option the pooler does not take, before any training starts."""
+    unknown = sorted(set(options) - set(option_names(name)))
+    if unknown:
+        raise LmkEvalError(f"[train] pooler option(s) {unknown} are not options of {name} "
+                           f"(it takes {option_names(name)}); train poolers with different "
+                           "options in separate [train] runs")  # fmt: skip
+
+
 def build(name: str, dim: int, n_layers: int, options: dict[str, Any]) -> nn.Module:
     """A freshly initialised pooler (its options are saved with the checkpoint and read back)."""
+    if name not in POOLERS:
+        raise ValueError(f"{name} has no weights")
+    check_options(name, options)
     if name == "latent_attention":
         return LatentAttention(dim, **options)
     if name == "multilayer_attention":
         return MultiLayerAttention(dim, n_layers, **options)
-    if name == "gem":
-        return GeM(**options)
-    raise ValueError(f"{name} has no weights")
+    return GeM(**options)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from . import models
+from . import models, poolers
 from .beir import beir_files, read_beir_folder
 from .errors import LmkEvalError, schema_error
 from .files import atomic_write_text
@@ -63,6 +63,8 @@ class TrainConfig(BaseModel):
             make_variant(p)
             if p in ("layer_mean", "native"):
                 raise LmkEvalError(f"{p} is evaluation-only; train cls, mean, lmk, ...")
+            if self.pooler and p in poolers.POOLERS:
+                poolers.check_options(p, self.pooler)
 
     def data_folder(self) -> Path:
         return Path(self.data) if self.data else data_dir("scifact")

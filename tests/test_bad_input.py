@@ -103,6 +103,9 @@ CASES = {
     "unknown baseline": (lambda t: config(t, 'baseline = "nope"\n'),
                          "baseline 'nope' is not a pooling of this sweep; choose one of: mean"),
     "unknown [train] key": (lambda t: config(t, '[train]\nstepz = 3\n'), "unknown key 'train.stepz'"),
+    "pooler option of another pooler": (
+        lambda t: config(t, 'poolings = ["gem"]\n[train]\npoolings = ["gem"]\npooler = {latents = 8}\n'),
+        "pooler option(s) ['latents'] are not options of gem (it takes ['p'])"),
     "empty --pooling": (lambda t: ["run", "--pooling", ",", "--output", str(t / "out"), *RUN],
                         "--pooling lists nothing"),
     "empty --tasks": (lambda t: ["run", "--tasks", ",", "--output", str(t / "out"), *RUN],

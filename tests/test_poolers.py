@@ -50,7 +50,7 @@ def trained(train_folder, tmp_path_factory):  # noqa: F811
     cfg = TrainConfig(poolings=["latent_attention", "multilayer_attention", "gem", "layer_max_cls"],
                       data=str(train_folder), steps=3, batch_size=8, learning_rate=1e-4, max_seq_length=64,
                       pooler={"latents": 16, "heads": 4}, output=str(tmp_path_factory.mktemp("ckpt")))  # fmt: skip
-    with pytest.raises(Exception):  # multilayer_attention has no 'latents': refused at build
+    with pytest.raises(LmkEvalError, match=r"\['latents'\] are not options of multilayer_attention"):
         train_all(cfg.model_copy(update={"poolings": ["multilayer_attention"]}), log=lambda m: None)
     cfg = cfg.model_copy(update={"pooler": {}})  # each pooler's own defaults
     records = train_all(cfg, log=lambda m: None)
