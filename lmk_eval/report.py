@@ -7,6 +7,7 @@ import statistics
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -411,7 +412,6 @@ def plot(series: dict[str, pd.DataFrame], poolings: list[str], path: Path, *, xl
             xs = [x for x in table.index if int(x) in reference["scores"]]
             ax.plot(xs, [reference["scores"][int(x)] for x in xs], color="grey", linestyle="--",
                     label="published (LongEmbed, MiniLM mean@256)")  # fmt: skip
-            ax.legend(fontsize=7)
         if log2:
             ax.set_xscale("log", base=2)
             ax.set_xticks(list(table.index))
@@ -423,15 +423,27 @@ def plot(series: dict[str, pd.DataFrame], poolings: list[str], path: Path, *, xl
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7 if isinstance(next(iter(series.values())).columns, pd.MultiIndex) else 8)
     fig.suptitle(title)
-    fig.tight_layout()
+    _legend_below(fig, axes, panel_height=3.6 * rows)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+def _legend_below(fig, axes, panel_height: float) -> None:
+    """One legend for all panels, below them, so that no line is hidden behind it."""
+    handles: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    ncol = min(len(handles), 4)
+    legend_height = 0.22 * -(-len(handles) // ncol) + 0.1  # inches: a row per ncol labels
+    fig.set_size_inches(fig.get_size_inches()[0], panel_height + legend_height)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, legend_height / (panel_height + legend_height), 1, 1))
 
 
 def _duration(seconds: float) -> str:
