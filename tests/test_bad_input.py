@@ -77,6 +77,12 @@ def model_without_landmark(tmp: Path) -> Path:
     return dst
 
 
+def strategy_run(tmp: Path, strategy: str) -> list[str]:
+    """A 1,024-token passkey run of mean pooling under one context strategy."""
+    return ["run", "--tasks", "passkey-quick:test_256", "--pooling", "mean", "--strategy", strategy,
+            "--max-length", "1024", "--output", str(tmp / "out"), *RUN]  # fmt: skip
+
+
 CASES = {
     "corpus not UTF-8": (lambda t: run_folder(t, **{"corpus.jsonl": b'{"_id": "d1", "text": "caf\xe9"}\n'}),
                          "corpus.jsonl' is not UTF-8 text (near line 1)"),
@@ -111,14 +117,12 @@ CASES = {
     "empty --tasks": (lambda t: ["run", "--tasks", ",", "--output", str(t / "out"), *RUN],
                       "--tasks lists nothing"),
     "truncate above the model's positions": (
-        lambda t: ["run", "--tasks", "passkey-quick:test_256", "--pooling", "mean", "--strategy", "truncate",
-                   "--max-length", "1024", "--output", str(t / "out"), *RUN],
+        lambda t: strategy_run(t, "truncate"),
         "max_length 1024 exceeds the model's 512 positions; use --strategy window"),
     "unknown strategy": (lambda t: ["run", "--strategy", "window,stretch", "--output", str(t / "out"), *RUN],
                          "unknown context strategy 'stretch'"),
     "rope strategy on an absolute-position model": (
-        lambda t: ["run", "--tasks", "passkey-quick:test_256", "--pooling", "mean", "--strategy", "rope-ntk",
-                   "--max-length", "1024", "--output", str(t / "out"), *RUN],
+        lambda t: strategy_run(t, "rope-ntk"),
         "scales rotary positions, and this model has none"),
     "lmk on a model without a landmark token": (
         lambda t: ["run", "--model", str(model_without_landmark(t)), "--pooling", "cls,mean,lmk",
