@@ -297,7 +297,8 @@ def strategy_pivots(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def best_strategy_table(frame: pd.DataFrame, poolings: list[str]) -> str | None:
-    """Each pooling's best strategy per document-length band (mean score over the band's lengths)."""
+    """Each pooling's best strategy per document-length band (mean score over the band's lengths);
+    strategies that tie are all named, since below the model's positions several are exact."""
     rows = []
     for label, table in strategy_pivots(frame).items():
         for pooling in (p for p in poolings if p in table.columns.get_level_values(0)):
@@ -308,8 +309,9 @@ def best_strategy_table(frame: pd.DataFrame, poolings: list[str]) -> str | None:
                     cells.append("–")
                     continue
                 means = band.mean()
-                best = means.idxmax()
-                cells.append(f"{best} ({means[best] * 100:.1f})")
+                tied = [s for s in means.index if abs(means[s] - means.max()) < 1e-9]
+                names = "all tied" if len(tied) == len(means) > 1 else " = ".join(tied)
+                cells.append(f"{names} ({means.max() * 100:.1f})")
             rows.append([label, pooling, *cells])
     if not rows:
         return None
@@ -714,7 +716,8 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
         best = best_strategy_table(frame, poolings)
         if best:
             parts += ["Each pooling's best strategy per document-length band (mean score ×100 over the"
-                      " band's lengths; the strategies read up to the max_length of their row):", "",
+                      " band's lengths; the strategies read up to the max_length of their row; strategies that tie are"
+                      " joined by =):", "",
                       best, ""]  # fmt: skip
         for label, t in length_tables:
             parts += [f"**{label}** (score ×100 per document length in tokens)", "", t, ""]

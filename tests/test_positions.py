@@ -157,3 +157,18 @@ def test_rope_strategies_extend_long_inputs_and_leave_short_ones_exact(rope_mode
     assert not np.allclose(got["rope-ntk"], got["rope-yarn"])
     with pytest.raises(LmkEvalError, match="this model has none"):
         lmk_eval.encoder(None, "mean", max_length=1024, strategy="rope-ntk")  # MiniLM: absolute
+
+
+def test_best_strategy_table_names_every_strategy_that_ties():
+    from lmk_eval.report import best_strategy_table
+
+    scores = {  # (strategy, length) -> score; at 256 every strategy reads the same input
+        ("window", 256): 0.9, ("grouped", 256): 0.9, ("recurrent", 256): 0.9,
+        ("window", 1024): 0.6, ("grouped", 1024): 0.8, ("recurrent", 1024): 0.8,
+        ("window", 4096): 0.7, ("grouped", 4096): 0.5, ("recurrent", 4096): 0.4,
+    }  # fmt: skip
+    frame = pd.DataFrame([{"model": "m", "task": "passkey", "split": f"test_{n}", "pooling": "mean",
+                           "strategy": s, "max_length": 4096, "score": v}
+                          for (s, n), v in scores.items()])  # fmt: skip
+    row = best_strategy_table(frame, ["mean"]).splitlines()[-1]
+    assert row.split("|")[3:6] == [" all tied (90.0) ", " grouped = recurrent (80.0) ", " window (70.0) "]
