@@ -110,13 +110,12 @@ POOLERS: dict[str, type[nn.Module]] = {
     "multilayer_attention": MultiLayerAttention,
     "gem": GeM,
 }
-_SHAPE_ARGS = ("self", "dim", "layers")  # given by the model, not by the researcher
 
 
 def option_names(name: str) -> list[str]:
     """The architecture options a pooler takes (its constructor's keyword arguments)."""
     params = inspect.signature(POOLERS[name].__init__).parameters
-    return [p for p in params if p not in _SHAPE_ARGS]
+    return [p for p in params if p not in ("self", "dim", "layers")]  # those come from the model
 
 
 def check_options(name: str, options: dict[str, Any]) -> None:
@@ -133,8 +132,6 @@ def build(name: str, dim: int, n_layers: int, options: dict[str, Any]) -> nn.Mod
     if name not in POOLERS:
         raise ValueError(f"{name} has no weights")
     check_options(name, options)
-    if name == "latent_attention":
-        return LatentAttention(dim, **options)
-    if name == "multilayer_attention":
-        return MultiLayerAttention(dim, n_layers, **options)
-    return GeM(**options)
+    params = inspect.signature(POOLERS[name].__init__).parameters
+    shape = {k: v for k, v in {"dim": dim, "layers": n_layers}.items() if k in params}
+    return POOLERS[name](**shape, **options)

@@ -441,6 +441,9 @@ def _legend_below(fig, axes, panel_height: float) -> None:
     for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)
+    if not handles:
+        fig.tight_layout()
+        return
     ncol = min(len(handles), 4)
     legend_height = 0.22 * -(-len(handles) // ncol) + 0.1  # inches: a row per ncol labels
     fig.set_size_inches(fig.get_size_inches()[0], panel_height + legend_height)
