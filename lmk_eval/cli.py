@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 
 from .errors import LmkEvalError
-from .variants import GRANULARITIES, PLACEMENTS, POOLINGS, STRATEGIES
+from .variants import GRANULARITIES, PLACEMENTS, POOLINGS, STRATEGIES, Variant
 
 DEFAULT_CONFIG = "quick"
+FLAG_POOLINGS = ["cls", "mean", "lmk"]  # --pooling's default for a sweep built from flags
+FLAG_TASKS = ["scifact-quick"]
 RUN_DIR_HELP = "a run directory written by `lmk-eval run` (e.g. results/quick)"
 EPILOG = """\
 examples:
@@ -42,7 +44,36 @@ def _ints(value: str) -> list[int]:
         ) from None
 
 
+def _default(model, name: str):
+    """A field's default as its pydantic model (or dataclass) declares it: one source of truth."""
+    fields = getattr(model, "model_fields", None) or model.__pydantic_fields__
+    return fields[name].get_default(call_default_factory=True)
+
+
+def _choices(model, name: str) -> list[str]:
+    """The values a Literal-typed field of a pydantic model accepts."""
+    import typing
+
+    return list(typing.get_args(model.model_fields[name].annotation))
+
+
+def _shown(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .executors import EXECUTORS
+    from .hardware import CPU_TOKEN_BUDGET, DTYPE_CHOICES
+    from .options import EncodeOptions
+    from .sweep import GridSpec
+    from .train import TrainConfig
+
+    def variant_default(name: str) -> str:
+        return _shown(_default(Variant, name))
+
+    def train_default(name: str) -> str:
+        return _shown(_default(TrainConfig, name))
+
     parser = argparse.ArgumentParser(
         prog="lmk-eval",
         description="Which pooling should a text encoder use? Sweeps pooling variants over "
@@ -71,38 +102,45 @@ def build_parser() -> argparse.ArgumentParser:
         f" controlled-minilm, ... (default without flags: {DEFAULT_CONFIG})",
     )
     run.add_argument("--model", help="HF id or local dir; 'default' = packaged all-MiniLM-L6-v2")
-    run.add_argument("--pooling", type=_csv, help="comma-separated poolings (default cls,mean,lmk)")
+    run.add_argument("--pooling", type=_csv,
+                     help=f"comma-separated poolings (default {_shown(FLAG_POOLINGS)})")  # fmt: skip
     run.add_argument(
         "--tasks",
         type=_csv,
-        help="comma-separated task names or BEIR folders (see `lmk-eval tasks`)",
+        help="comma-separated task names or BEIR folders (see `lmk-eval tasks`; default"
+        f" {_shown(FLAG_TASKS)})",
     )
     run.add_argument(
-        "--max-length", type=_ints, help="comma-separated max_length grid (default 512)"
+        "--max-length", type=_ints,
+        help=f"comma-separated max_length grid (default {_shown(_default(GridSpec, 'max_length'))})",
     )
     run.add_argument(
         "--strategy",
         type=_csv,
-        help="comma-separated context strategies (default truncate): "
+        help=f"comma-separated context strategies (default {_shown(_default(GridSpec, 'strategy'))}): "
         + ", ".join(STRATEGIES)
         + " (see `lmk-eval list`)",
     )
     run.add_argument(
-        "--granularity", choices=list(GRANULARITIES), help="landmark chunking (default fixed)"
+        "--granularity", choices=list(GRANULARITIES),
+        help=f"landmark chunking (default {variant_default('granularity')})",
     )
     run.add_argument(
-        "--interval", type=int, help="tokens per chunk for fixed granularity / every-k (default 32)"
+        "--interval", type=int,
+        help=f"tokens per chunk for fixed granularity / every-k (default {variant_default('interval')})",
     )
-    run.add_argument("--intervals", help="choices for variable granularity (default 32,64,128,256)")
-    run.add_argument("--seed", type=int, help="seed for variable granularity (default 0)")
-    run.add_argument(
-        "--layers", type=int, help="last layers used by layer_mean and layer_max_cls (default 4)"
-    )
+    run.add_argument("--intervals",
+                     help=f"choices for variable granularity (default {variant_default('intervals')})")
+    run.add_argument("--seed", type=int,
+                     help=f"seed for variable granularity (default {variant_default('seed')})")
+    run.add_argument("--layers", type=int, help="last layers used by layer_mean and layer_max_cls"
+                     f" (default {variant_default('layers')})")
     run.add_argument(
         "--placement",
-        choices=["after", "before"],
-        help="lmk: a landmark after each chunk (default) or before it (the authors' decoder script)",
-    )
+        choices=list(PLACEMENTS),
+        help="lmk: a landmark after each chunk or before it (the authors' decoder script); default"
+        f" {variant_default('placement')}",
+    )  # fmt: skip
     run.add_argument(
         "--exclude-prompt",
         action="store_true",
@@ -128,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument(
         "--dtype",
-        choices=["float32", "bfloat16", "float16", "auto"],
-        help="weights and activations (default float32, which reproduces published fp32 numbers;"
+        choices=list(DTYPE_CHOICES),
+        help=f"weights and activations (default {_default(EncodeOptions, 'dtype')}, which reproduces"
+        " published fp32 numbers;"
         " auto = the fastest dtype this device computes natively, which it names); pooling and"
         " scoring stay float32",
     )
@@ -141,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--token-budget",
         type=int,
-        help="padded tokens per batch (default: 8,192 on a CPU; on a GPU sized from its free memory)",
+        help=f"padded tokens per batch, at least 16 (default: {CPU_TOKEN_BUDGET:,} on a CPU; on a GPU"
+        " sized from its free memory)",
     )
     model.add_argument(
         "--attn-implementation",
@@ -169,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cluster.add_argument(
         "--executor",
-        choices=["local", "ray"],
-        default="local",
+        choices=list(EXECUTORS),
+        default=EXECUTORS[0],
         help="local: cell groups one after the other in this process (default); ray: every group"
         " a Ray task, one accelerator (or CPU) each",
     )
@@ -225,37 +265,31 @@ def build_parser() -> argparse.ArgumentParser:
         "(32/64/128/256 per text) and is saved for evaluation with a fixed interval. Finished "
         "checkpoints are skipped, so an interrupted run resumes.",
     )
-    train.add_argument(
-        "--base", default="default", help="base model (default: packaged all-MiniLM-L6-v2)"
-    )
-    train.add_argument(
-        "--pooling",
-        type=_csv,
-        default=["cls", "mean", "lmk"],
-        help="poolings (default cls,mean,lmk)",
-    )
+    train.add_argument("--base", help=f"base model (default: {train_default('base')}, the packaged"
+                       " all-MiniLM-L6-v2)")  # fmt: skip
+    train.add_argument("--pooling", type=_csv,
+                       help=f"poolings (default {train_default('poolings')})")  # fmt: skip
     train.add_argument(
         "--data", help="BEIR folder with qrels/<split>.tsv (default: bundled SciFact train split)"
     )
-    train.add_argument("--split", default="train", help="qrels split to train on (default train)")
-    train.add_argument(
-        "--steps", type=int, default=100, help="optimiser steps per checkpoint (default 100)"
-    )
-    train.add_argument("--batch-size", type=int, default=32, help="pairs per batch (default 32)")
-    train.add_argument("--lr", type=float, default=2e-5, help="learning rate (default 2e-5)")
-    train.add_argument("--seeds", type=_ints, default=[0], help="comma-separated seeds (default 0)")
-    train.add_argument(
-        "--max-seq-length", type=int, default=256, help="tokens per text in training (default 256)"
-    )
-    train.add_argument(
-        "--output", default="checkpoints", help="checkpoint directory (default checkpoints/)"
-    )
+    train.add_argument("--split", help=f"qrels split to train on (default {train_default('split')})")
+    train.add_argument("--steps", type=int,
+                       help=f"optimiser steps per checkpoint (default {train_default('steps')})")  # fmt: skip
+    train.add_argument("--batch-size", type=int,
+                       help=f"pairs per batch (default {train_default('batch_size')})")  # fmt: skip
+    train.add_argument("--lr", type=float,
+                       help=f"learning rate (default {train_default('learning_rate')})")  # fmt: skip
+    train.add_argument("--seeds", type=_ints,
+                       help=f"comma-separated seeds (default {train_default('seeds')})")  # fmt: skip
+    train.add_argument("--max-seq-length", type=int,
+                       help=f"tokens per text in training (default {train_default('max_seq_length')})")  # fmt: skip
+    train.add_argument("--output",
+                       help=f"checkpoint directory (default {train_default('output')}/)")  # fmt: skip
     train.add_argument(
         "--precision",
-        choices=["float32", "bfloat16"],
-        default="float32",
-        help="training precision (bfloat16: the trainer's bf16 mixed precision; fast only where the"
-        " CPU or GPU computes bf16 natively)",
+        choices=_choices(TrainConfig, "precision"),
+        help=f"training precision (default {train_default('precision')}; bfloat16: the trainer's"
+        " bf16 mixed precision, fast only where the CPU or GPU computes bf16 natively)",
     )
 
     gen = sub.add_parser(
@@ -266,10 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_list() -> int:
+    from .registry import POOLINGS as REGISTRY
+
     width = max(map(len, [*POOLINGS, *GRANULARITIES, *STRATEGIES, *PLACEMENTS]))
+    merges = {name: p.under_window for name, p in REGISTRY.items()}
     for title, table in (("poolings", POOLINGS), ("granularities (lmk, multi_cls)", GRANULARITIES),
                          ("landmark placements (lmk)", PLACEMENTS),
-                         ("context strategies", STRATEGIES)):  # fmt: skip
+                         ("context strategies", STRATEGIES),
+                         ("under --strategy window: how a text's windows become one vector", merges)):  # fmt: skip
         print(f"{title}:")
         for name, text in table.items():
             print(f"  {name:<{width}}  {text}")
@@ -293,7 +331,11 @@ def cmd_tasks() -> int:
 
 
 POOLING_OPTIONS = ("granularity", "interval", "intervals", "seed", "layers", "placement")
-ENCODING_FLAGS = ("query_prompt", "document_prompt", "landmark_token", "attn_implementation", "dtype")
+ENCODING_FLAGS = ("query_prompt", "document_prompt", "landmark_token", "attn_implementation", "dtype",
+                  "device", "token_budget", "baseline")  # fmt: skip
+TRAIN_FLAGS = {"base": "base", "pooling": "poolings", "data": "data", "split": "split",
+               "steps": "steps", "batch_size": "batch_size", "lr": "learning_rate", "seeds": "seeds",
+               "max_seq_length": "max_seq_length", "output": "output", "precision": "precision"}  # fmt: skip
 
 
 def _flags_name(tasks: list[str], poolings: list[str]) -> str:
@@ -301,50 +343,53 @@ def _flags_name(tasks: list[str], poolings: list[str]) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]", "_", "-".join([first, "+".join(poolings)])).lstrip("._+-")
 
 
-def sweep_from_args(args: argparse.Namespace):
-    """--config, else flags, else the shipped quick sweep; pooling-option flags apply to every
-    pooling."""
-    from .sweep import load_sweep, sweep_from_dict, validate
+def sweep_dict_from_args(args: argparse.Namespace) -> tuple[dict, str, str]:
+    """The sweep the command line asks for as one raw dict (--config, else the flags, else the
+    shipped quick sweep) with every flag merged in, its default name and how errors name it."""
+    from .sweep import pooling_tables, read_sweep_file
 
     for flag in ("pooling", "tasks", "max_length", "strategy"):
         if getattr(args, flag) == []:
             raise LmkEvalError(f"--{flag.replace('_', '-')} lists nothing; give at least one value")
+    shaping = {"poolings": args.pooling, "tasks": args.tasks, "max_length": args.max_length,
+               "strategy": args.strategy}  # fmt: skip
+    if args.config and any(shaping[k] is not None for k in ("tasks", "max_length", "strategy")):
+        raise LmkEvalError(
+            "--tasks, --max-length and --strategy build a sweep from flags; with --config, change"
+            " its [[grid]] blocks (a copy of the file) instead"
+        )
+    if args.config or (all(v is None for v in shaping.values()) and args.model is None):
+        data, name, where = read_sweep_file(args.config or DEFAULT_CONFIG)
+        if args.pooling:
+            data = {**data, "poolings": args.pooling}
+    else:
+        shaping["poolings"] = shaping["poolings"] or FLAG_POOLINGS
+        shaping["tasks"] = shaping["tasks"] or FLAG_TASKS
+        name = args.name or _flags_name(shaping["tasks"], shaping["poolings"])
+        data = {"name": name, **{k: v for k, v in shaping.items() if v is not None}}
+        where = "flags"
+    data = dict(data)
     options = {k: getattr(args, k) for k in POOLING_OPTIONS if getattr(args, k) is not None}
     if args.exclude_prompt:
         options["include_prompt"] = False
-    shaping = [args.pooling, args.tasks, args.max_length, args.strategy]
-    if args.config:
-        sweep = load_sweep(args.config)
-    elif all(f is None for f in shaping) and args.model is None:
-        sweep = load_sweep(DEFAULT_CONFIG)
-    else:
-        poolings = args.pooling or ["cls", "mean", "lmk"]
-        tasks = args.tasks or ["scifact-quick"]
-        name = args.name or _flags_name(tasks, poolings)
-        sweep = sweep_from_dict(
-            {
-                "name": name,
-                "poolings": [{"pooling": p} for p in poolings],
-                "tasks": tasks,
-                "max_length": args.max_length or [512],
-                "strategy": args.strategy or ["truncate"],
-            },
-            name,
-            "flags",
-        )
+    if options and isinstance(data.get("poolings"), list):
+        try:
+            data["poolings"] = [{**p, **options} for p in pooling_tables(data["poolings"])]
+        except ValueError as exc:
+            raise LmkEvalError(f"{where}: poolings: {exc}") from None
     if args.model:
-        sweep.models = [args.model]
-    if options:
-        sweep.poolings = [{**p, **options} for p in sweep.poolings]
-    if args.baseline:
-        sweep.baseline = args.baseline
-    for key in (*ENCODING_FLAGS, "device", "token_budget"):
-        if getattr(args, key) is not None:
-            setattr(sweep, key, getattr(args, key))
+        data["models"] = [args.model]
+    data |= {k: getattr(args, k) for k in ENCODING_FLAGS if getattr(args, k) is not None}
     if args.trust_remote_code:
-        sweep.trust_remote_code = True
-    validate(sweep)
-    return sweep
+        data["trust_remote_code"] = True
+    return data, name, where
+
+
+def sweep_from_args(args: argparse.Namespace):
+    """The sweep of a `run` command line, validated once (see ``sweep_dict_from_args``)."""
+    from .sweep import sweep_from_dict
+
+    return sweep_from_dict(*sweep_dict_from_args(args))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -364,7 +409,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.no_report:
         from .report import write_report
 
-        path = write_report(output, reports, baseline=sweep.baseline)
+        path = write_report(output, reports, baseline=sweep.baseline)  # None: the sweep's default
         _info(f"report: {path}")
     return 0
 
@@ -430,13 +475,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .files import check_writable_dir
     from .train import train_all, train_config
 
-    cfg = train_config(
-        {"base": args.base, "poolings": args.pooling, "data": args.data, "split": args.split,
-         "steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.lr,
-         "seeds": args.seeds, "max_seq_length": args.max_seq_length, "output": args.output,
-         "precision": args.precision},
-        "lmk-eval train",
-    )  # fmt: skip
+    given = {key: getattr(args, flag) for flag, key in TRAIN_FLAGS.items()
+             if getattr(args, flag) is not None}  # fmt: skip
+    cfg = train_config(given, "lmk-eval train")
     check_writable_dir(Path(cfg.output), "checkpoint folder")
     for r in train_all(cfg, log=_info):
         last = f"{r['losses'][-1]:.4f}" if r["losses"] else "n/a"

@@ -21,7 +21,7 @@ import torch
 
 from . import hardware, models, poolers, pooling, positions, registry
 from .options import DEFAULT_OPTIONS, EncodeOptions
-from .registry import PoolInputs, combine_windows
+from .registry import PoolInputs, WindowPart, merge_windows
 from .tokenisation import Tokenisation, Window
 from .variants import Variant
 
@@ -215,9 +215,7 @@ class TextEncoder:
             windows = tokenisation.windows(texts[lo:hi], group[0], prompt)
             distinct, users = unique_windows(windows)
             self.stats.reused_windows += len(windows) - len(distinct)
-            per_text: dict[Variant, dict[int, tuple[list, list]]] = {
-                v: defaultdict(lambda: ([], [])) for v in group
-            }
+            per_text: dict[Variant, dict[int, list[WindowPart]]] = {v: defaultdict(list) for v in group}
             remaining = defaultdict(int)
             for w in windows:
                 remaining[w.owner] += 1
@@ -225,17 +223,16 @@ class TextEncoder:
                        for b in token_budget_batches(part, self.token_budget)]  # fmt: skip
             for run_model, batch in batches:
                 pooled = self._forward_and_pool(run_model, batch, group, need_layers)
-                for v, (vecs, weights) in pooled.items():
+                for v, parts in pooled.items():
                     for row, u in enumerate(batch):
+                        part = parts.row(row)
                         for w in users[id(u)]:
-                            per_text[v][w.owner][0].append(vecs[row])
-                            per_text[v][w.owner][1].append(float(weights[row]))
+                            per_text[v][w.owner].append(part)
                 for w in (w for u in batch for w in users[id(u)]):
                     remaining[w.owner] -= 1
                     if remaining[w.owner] == 0:
                         for v in group:
-                            vecs, weights = per_text[v].pop(w.owner)
-                            vec = combine_windows(v, vecs, weights)
+                            vec = merge_windows(v, per_text[v].pop(w.owner))
                             if v.normalize:
                                 vec = pooling.normalize(vec)
                             result[v][lo + w.owner] = vec.numpy()
@@ -261,8 +258,7 @@ class TextEncoder:
             inputs = PoolInputs(hidden, mask_d, markers_d, layers, prompt.to(self.device))
             pooled = {}
             for v in group:
-                vecs, weights = registry.pool_batch(v, inputs._replace(pooler=self.pooler(v)))
-                pooled[v] = (vecs.float().cpu(), weights.cpu())
+                pooled[v] = registry.pool_batch(v, inputs._replace(pooler=self.pooler(v))).cpu()
         s = self.stats
         s.forward_seconds += time.perf_counter() - started
         s.forward_passes += 1

@@ -27,6 +27,7 @@ from .encoding import TextEncoder, text_slices
 from .errors import LmkEvalError
 from .variants import Variant
 
+EXECUTORS = ("local", "ray")  # where a sweep's work runs (`lmk-eval run --executor`)
 RETRIES = 3  # a task whose worker process dies is run again this many times
 
 

@@ -12,7 +12,7 @@ from .errors import LmkEvalError, schema_error
 from .files import atomic_write_text, check_writable_file
 from .store import RunStore
 
-KEY = "model|task|pooling|max_length|strategy|split"
+KEY = "model|task|variant|max_length|strategy|split"  # variant: Variant.key(), never a label
 
 
 class BaselineFile(BaseModel):
@@ -20,6 +20,7 @@ class BaselineFile(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True)
     scores: dict[str, FiniteFloat] = Field(min_length=1)
+    key: str | None = None  # how a score's key is built (KEY); older files say another
 
 
 def main_scores(run_dir: Path) -> dict[str, float]:
@@ -31,10 +32,10 @@ def main_scores(run_dir: Path) -> dict[str, float]:
         )
     out = {}
     for r in records:
-        c = r.cell
+        v = r.variant
         for split, metrics in r.scores.items():
-            key = "|".join(str(x) for x in (c["model"], r.task, c["pooling"], c["max_length"],
-                                            c["strategy"], split))  # fmt: skip
+            key = "|".join(str(x) for x in (r.cell.model, r.task, v.key(), v.max_length,
+                                            v.strategy, split))  # fmt: skip
             out[key] = metrics[r.main_score]
     return out
 
@@ -66,9 +67,15 @@ def read_baseline(path: Path) -> dict[str, float]:
             f"baseline '{path}' is not JSON; write one with `lmk-eval baseline`"
         ) from None
     try:
-        return BaselineFile.model_validate(data).scores
+        baseline = BaselineFile.model_validate(data)
     except ValidationError as exc:
         raise schema_error(exc, f"baseline '{path}' is not a baseline file") from None
+    if baseline.key not in (None, KEY):
+        raise LmkEvalError(
+            f"baseline '{path}' keys its scores as {baseline.key} (an older lmk-eval, by pooling"
+            " label); write it again with `lmk-eval baseline RUN -o FILE`"
+        )
+    return baseline.scores
 
 
 def check(
@@ -82,7 +89,9 @@ def check(
 
     ``both_ways`` also names cells that rose beyond it: the harness is deterministic, so in a
     correctness gate an unexplained gain (a landmark lost, a fallback taken) is as suspect as a loss.
-    ``decimals`` instead asks for equality after rounding (a reproduction check), both ways.
+    ``decimals`` instead asks for equality to that many decimals (a reproduction check), both
+    ways: |actual - reference| < 0.5 x 10^-decimals, so two values a rounding boundary apart but
+    1e-12 from each other agree.
     """
     if not math.isfinite(tolerance) or tolerance < 0:
         raise LmkEvalError(f"tolerance must be a finite number >= 0, got {tolerance}")
@@ -95,7 +104,7 @@ def check(
         if key not in actual:
             failures.append(f"{key}: missing from {run_dir}")
         elif decimals is not None:
-            if round(actual[key], decimals) != round(want, decimals):
+            if not abs(actual[key] - want) < 0.5 * 10.0**-decimals:
                 failures.append(f"{key}: {actual[key]:.{decimals}f} != reference {want:.{decimals}f}")
         elif actual[key] < want - tolerance:
             failures.append(f"{key}: {actual[key]:.4f} < baseline {want:.4f} - {tolerance}")

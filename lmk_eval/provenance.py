@@ -22,8 +22,11 @@ from .errors import LmkEvalError
 # Bump when what a cell computes changes for the same model, data and options: tokenisation,
 # pooling arithmetic, window merging, per-query scoring. Stored cells of another version are
 # recomputed. 2: a truncated LMK input never ends in two landmarks; mean_every_k windows weigh by
-# pooled positions; per-query scores from pytrec_eval directly.
-SCORING_VERSION = 2
+# pooled positions; per-query scores from pytrec_eval directly. 3: windows merge as the registry
+# documents (mean_every_k without a per-window fallback, mean_sqrt_len_tokens exactly); multi_cls
+# closes with the tokenizer's suffix and never ends on an empty chunk; placements tokenise apart;
+# typed cell records (variant, label, checkpoint).
+SCORING_VERSION = 3
 SKIPPED_NAMES = {".git", ".cache", "__pycache__"}
 
 

@@ -8,7 +8,7 @@ and ``lmk-eval list`` all read this table; adding a pooling means one entry here
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
 Tensor = torch.Tensor
 Tokenisation = Literal["plain", "landmark", "multi_cls"]
-Combine = Literal["weighted_mean", "max"]
 
 
 class PoolInputs(NamedTuple):
@@ -42,10 +41,35 @@ class PoolInputs(NamedTuple):
         return self.attention_mask * (~self.prompt_mask).to(self.attention_mask.dtype)
 
 
-# A pooling returns one vector per window and the weight that window gets when the windows of a
-# text are merged: the number of positions it pooled, so that a text's vector is the same mean
-# whether its positions arrived in one window or in several.
-PoolFn = Callable[[PoolInputs, "Variant"], tuple[Tensor, Tensor]]
+class WindowPart(NamedTuple):
+    """What one window (a row of the batch) contributes to its text's vector.
+
+    A text read in several windows gets the merge its pooling's ``combine`` names; ``weight`` is
+    the window's share in it (0 = the window adds nothing, e.g. no landmark in it), ``fallback``
+    what the text gets when none of its windows has any weight (the all-token mean, weighed by
+    ``fallback_weight`` tokens): marked poolings fall back per text, never per window.
+    """
+
+    vector: Tensor  # (batch, dim) the pooled vector of this window alone (unnormalised)
+    weight: Tensor  # (batch,)
+    fallback: Tensor | None = None  # (batch, dim)
+    fallback_weight: Tensor | None = None  # (batch,)
+
+    def cpu(self) -> WindowPart:
+        return WindowPart(*(None if t is None else t.float().cpu() for t in self))
+
+    def row(self, i: int) -> WindowPart:
+        return WindowPart(*(None if t is None else t[i] for t in self))
+
+
+PoolFn = Callable[[PoolInputs, "Variant"], WindowPart]
+
+# How the windows of one text (``--strategy window``) become its vector. "weighted_mean": the
+# windows' vectors weighted by ``weight``; a pooling whose weight is the number of positions it
+# averaged (mean, lmk, multi_cls, mean_every_k, layer_mean) then gives exactly the mean over all
+# those positions of all windows, as if they had come from one input. "max": element-wise max
+# (exactly the max over all tokens). "sqrt_len": sum over all tokens / sqrt(their number).
+Combine = Literal["weighted_mean", "max", "sqrt_len"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +80,7 @@ class Pooling:
     options: tuple[str, ...] = ()  # Variant fields that change the output (besides length/strategy)
     tokenisation: Tokenisation = "plain"
     combine: Combine = "weighted_mean"
+    under_window: str = "the pooling per window, then the mean over windows weighted by each window's pooled token count"
     weights: Literal["none", "trainable"] = "none"
     needs_layers: bool = False
     needs_checkpoint: bool = False  # its initial weights mean nothing: only a trained one runs
@@ -64,83 +89,100 @@ class Pooling:
     def chunked(self) -> bool:
         return self.tokenisation != "plain"
 
+    @property
+    def token_options(self) -> tuple[str, ...]:
+        """The options that change this pooling's token sequence (not only how it pools it)."""
+        return tuple(o for o in self.options if o in TOKEN_OPTIONS) if self.chunked else ()
+
 
 def _count(mask: Tensor, like: Tensor) -> Tensor:
     return mask.sum(dim=1).to(like.dtype)
 
 
 def _token_weighted(fn: Callable[[Tensor, Tensor], Tensor]) -> PoolFn:
-    """A pooling over real tokens; its windows weigh by how many tokens they pooled."""
+    """A pooling over the window's real tokens; its window weighs by how many tokens it pooled."""
 
-    def pool(x: PoolInputs, v: Variant) -> tuple[Tensor, Tensor]:
+    def pool(x: PoolInputs, v: Variant) -> WindowPart:
         mask = x.pooled(v)
-        return fn(x.hidden, mask), _count(mask, x.hidden)
+        return WindowPart(fn(x.hidden, mask), _count(mask, x.hidden))
 
     return pool
 
 
-def _weightedmean(x: PoolInputs, v: Variant) -> tuple[Tensor, Tensor]:
+def _weightedmean(x: PoolInputs, v: Variant) -> WindowPart:
     mask = x.pooled(v)
-    return pooling.weightedmean(x.hidden, x.attention_mask, mask), _count(mask, x.hidden)
+    return WindowPart(pooling.weightedmean(x.hidden, x.attention_mask, mask), _count(mask, x.hidden))
 
 
 def _marked(marks: Callable[[PoolInputs, Variant], Tensor]) -> PoolFn:
-    """Mean over marked positions; a window weighs by how many it pooled (all tokens on fallback)."""
+    """Mean over marked positions; a window weighs by how many it marked (0 when none), and the
+    all-token mean is kept aside for a text none of whose windows has a marked position."""
 
-    def pool(x: PoolInputs, v: Variant) -> tuple[Tensor, Tensor]:
+    def pool(x: PoolInputs, v: Variant) -> WindowPart:
         mask = x.pooled(v)
         marked = marks(x, v) & mask.bool()
-        count = _count(marked, x.hidden)
         vec = pooling.marked_mean(x.hidden, mask, marked)
-        return vec, torch.where(count > 0, count, _count(mask, x.hidden))
+        return WindowPart(vec, _count(marked, x.hidden), pooling.mean(x.hidden, mask),
+                          _count(mask, x.hidden))  # fmt: skip
 
     return pool
 
 
-def _layer_mean(x: PoolInputs, v: Variant) -> tuple[Tensor, Tensor]:
+def _layer_mean(x: PoolInputs, v: Variant) -> WindowPart:
     mask = x.pooled(v)
     stack = torch.stack(x.layers[-v.layers :])
-    return pooling.layer_mean(stack, mask), _count(mask, x.hidden)
+    return WindowPart(pooling.layer_mean(stack, mask), _count(mask, x.hidden))
 
 
-def _layer_max_cls(x: PoolInputs, v: Variant) -> tuple[Tensor, Tensor]:
+def _layer_max_cls(x: PoolInputs, v: Variant) -> WindowPart:
     mask = x.pooled(v)
-    return pooling.layer_max_cls(torch.stack(x.layers[-v.layers :]), mask), _count(mask, x.hidden)
+    stack = torch.stack(x.layers[-v.layers :])
+    return WindowPart(pooling.layer_max_cls(stack, mask), _count(mask, x.hidden))
 
 
-def _weighted(x: PoolInputs, v: Variant) -> tuple[Tensor, Tensor]:
+def _weighted(x: PoolInputs, v: Variant) -> WindowPart:
     """A pooling with weights: its module (loaded from the checkpoint) does the pooling."""
     mask = x.pooled(v)
-    return x.pooler(x.hidden, mask, x.layers), _count(mask, x.hidden)
+    return WindowPart(x.pooler(x.hidden, mask, x.layers), _count(mask, x.hidden))
 
 
-def _unresolved(x: PoolInputs, v: Variant) -> tuple[Tensor, Tensor]:
+def _unresolved(x: PoolInputs, v: Variant) -> WindowPart:
     raise RuntimeError("'native' is resolved to the model's own pooling before encoding")
 
 
 _CHUNKING = ("granularity", "interval", "intervals", "seed")
+TOKEN_OPTIONS = (*_CHUNKING, "placement")  # of a chunked pooling: these change its tokens
+_EXACT = "exactly the mean over all {} of all windows (each window weighs by how many it has)"
 POOLINGS: dict[str, Pooling] = {
     p.name: p
     for p in [
-        Pooling("cls", "hidden state of the leading [CLS] token", _token_weighted(pooling.cls)),
+        Pooling("cls", "hidden state of the leading [CLS] token", _token_weighted(pooling.cls),
+                under_window="each window's [CLS] state, mean over windows weighted by each window's pooled token count"),
         Pooling("mean", "mean of all real token states (sentence-transformers' default)",
-                _token_weighted(pooling.mean)),
+                _token_weighted(pooling.mean), under_window=_EXACT.format("pooled tokens")),
         Pooling("max", "element-wise max over real token states", _token_weighted(pooling.max),
-                combine="max"),
+                combine="max", under_window="element-wise max over all pooled tokens of all windows (exact)"),
         Pooling("lasttoken", "hidden state of the last real token",
-                _token_weighted(pooling.lasttoken)),
-        Pooling("weightedmean", "mean weighted by token position (1, 2, 3, ...)", _weightedmean),
+                _token_weighted(pooling.lasttoken),
+                under_window="each window's last pooled token state, mean over windows weighted by pooled token count"),
+        Pooling("weightedmean", "mean weighted by token position (1, 2, 3, ...)", _weightedmean,
+                under_window="the position-weighted mean per window (positions restart at 1 in each window), mean over windows weighted by pooled token count"),
         Pooling("mean_sqrt_len_tokens", "sum of token states divided by sqrt(number of tokens)",
-                _token_weighted(pooling.mean_sqrt_len_tokens)),
+                _token_weighted(pooling.mean_sqrt_len_tokens), combine="sqrt_len",
+                under_window="sum over all pooled tokens of all windows / sqrt(their number) (exact)"),
         Pooling("lmk", "mean of landmark ([SEP]/</s>/EOS) states inserted after every chunk; [CLS] not pooled",
-                _marked(lambda x, v: x.markers), (*_CHUNKING, "placement"), tokenisation="landmark"),
+                _marked(lambda x, v: x.markers), (*_CHUNKING, "placement"), tokenisation="landmark",
+                under_window=_EXACT.format("landmark states") + "; windows are cut at landmarks"),
         Pooling("mean_every_k", "mean of every k-th token state, no special token inserted (control for lmk)",
                 _marked(lambda x, v: pooling.every_kth_mask(x.attention_mask, v.interval)),
-                ("interval",)),
+                ("interval",),
+                under_window="mean over every k-th token of each window (ranks counted from each window's [CLS]), all windows together;"
+                " a window shorter than k adds nothing; the all-token mean only when no window has a k-th token"),
         Pooling("multi_cls", "a [CLS] before every chunk; mean of those [CLS] states",
-                _marked(lambda x, v: x.markers), _CHUNKING, tokenisation="multi_cls"),
+                _marked(lambda x, v: x.markers), _CHUNKING, tokenisation="multi_cls",
+                under_window=_EXACT.format("chunk [CLS] states") + "; each window ends with the tokenizer's own suffix"),
         Pooling("layer_mean", "mean pooling averaged over the last N layers", _layer_mean,
-                ("layers",), needs_layers=True),
+                ("layers",), needs_layers=True, under_window=_EXACT.format("pooled tokens") + ", per layer"),
         Pooling("layer_max_cls", "MaxPoolBERT: element-wise max of the [CLS] state over the last N layers",
                 _layer_max_cls, ("layers",), needs_layers=True),
         Pooling("latent_attention", "NV-Embed latent attention (trained): token states cross-attend to 64"
@@ -151,7 +193,8 @@ POOLINGS: dict[str, Pooling] = {
         Pooling("gem", "generalized mean with a learnable exponent p (3 until trained)", _weighted,
                 weights="trainable"),
         Pooling("native", "the model as published: the pooling, normalisation and similarity of its"
-                " own sentence-transformers config", _unresolved),
+                " own sentence-transformers config", _unresolved,
+                under_window="as the pooling the model's config names"),
     ]
 }  # fmt: skip
 
@@ -160,17 +203,25 @@ def get(name: str) -> Pooling:
     return POOLINGS[name]
 
 
-def pool_batch(variant: Variant, inputs: PoolInputs) -> tuple[Tensor, Tensor]:
-    """Per-window vectors (unnormalised) and their merge weights, for one variant."""
+def pool_batch(variant: Variant, inputs: PoolInputs) -> WindowPart:
+    """Per-window vectors (unnormalised) and what each contributes when windows merge."""
     return POOLINGS[variant.pooling].pool(inputs, variant)
 
 
-def combine_windows(variant: Variant, vectors: list[Tensor], weights: list[float]) -> Tensor:
-    """One vector per text: a single window is used as is; several merge as the registry says."""
-    if len(vectors) == 1:
-        return vectors[0]
-    stacked = torch.stack(vectors)
-    if POOLINGS[variant.pooling].combine == "max":
-        return stacked.max(dim=0).values
-    w = torch.tensor(weights, dtype=stacked.dtype).unsqueeze(-1)
-    return (stacked * w).sum(dim=0) / w.sum()
+def merge_windows(variant: Variant, parts: Sequence[WindowPart]) -> Tensor:
+    """One vector per text from its windows' parts (each one row: vector (dim,), weight ()), as
+    the pooling's ``combine`` says; a single window is used as it is."""
+    if len(parts) == 1:
+        return parts[0].vector
+    combine = POOLINGS[variant.pooling].combine
+    vectors = torch.stack([p.vector for p in parts])
+    if combine == "max":
+        return vectors.max(dim=0).values
+    weights = torch.stack([p.weight for p in parts]).to(vectors.dtype)
+    if not bool(weights.sum() > 0) and parts[0].fallback is not None:  # no window marked anything
+        vectors = torch.stack([p.fallback for p in parts])
+        weights = torch.stack([p.fallback_weight for p in parts]).to(vectors.dtype)
+    if combine == "sqrt_len":  # each window is sum/sqrt(n): sum of sums / sqrt(total n)
+        return (vectors * weights.sqrt().unsqueeze(-1)).sum(dim=0) / weights.sum().sqrt()
+    w = weights.unsqueeze(-1)
+    return (vectors * w).sum(dim=0) / w.sum()

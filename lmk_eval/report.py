@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,33 +30,43 @@ from .store import CellRecord, RunStore
 LENGTH_SPLIT = re.compile(r"^test_(\d+)$")
 DEPTH_SPLIT = re.compile(r"^depth_(\d+)$")
 ROW_KEYS = ["model", "task", "context", "max_length", "strategy"]
-CHECKPOINT = re.compile(
-    r"^(?:(?P<root>.*)/)?(?P<pooling>[a-z_]+)-seed(?P<seed>\d+)(?:-[0-9a-f]{8})?$"
-)
+Names = Mapping[str, str]  # a variant's key -> its label, for display
 
 
-def split_checkpoint(model: str) -> tuple[str, int | None]:
-    """``runs/x/lmk-seed2`` -> (``runs/x``, 2): matched checkpoints of a controlled sweep share a row."""
-    m = CHECKPOINT.match(model.removeprefix("local/"))
-    if m is None:
-        return model, None
-    return m.group("root") or "checkpoints", int(m.group("seed"))
+@dataclass
+class Panel:
+    """One table (and plot panel) of scores by split value or length, for one report row."""
+
+    label: str
+    task: str  # the task it shows, whatever the label says (a published curve is looked up by it)
+    table: pd.DataFrame
+    xlabel: str | None = None  # when its x is not the plot's own (max_length instead of length)
 
 
 def main_frame(records: list[CellRecord], root: Path) -> pd.DataFrame:
+    """One row per (cell, split), keyed by the cell's typed fields: ``pooling`` is the variant's
+    key (``Variant.key()``), ``label`` how it is shown; a checkpoint's row model is its [train]
+    folder and its seed is its own."""
     rows = []
     for r in records:
-        c = r.cell
-        model, seed = split_checkpoint(c["model"])
+        c, v = r.cell, r.variant
         for split, metrics in r.scores.items():
-            rows.append({"model": model, "seed": seed, "task": r.task, "context": r.context,
-                         "max_length": c["max_length"], "strategy": c["strategy"],
-                         "pooling": c["pooling"], "split": split,
+            rows.append({"model": c.row_model, "seed": c.seed, "task": r.task, "context": r.context,
+                         "max_length": v.max_length, "strategy": v.strategy,
+                         "pooling": v.key(), "label": v.label(), "split": split,
                          "score": metrics[r.main_score], "metric": r.main_score,
                          "per_query": r.per_query.get(split, {})})  # fmt: skip
     if not rows:
         raise LmkEvalError(f"no finished cells in '{root}'; nothing to report")
     return pd.DataFrame(rows)
+
+
+def display_names(frame: pd.DataFrame) -> dict[str, str]:
+    """Variant key -> label; labels show every differing option, so they never collide."""
+    names = dict(zip(frame["pooling"], frame["label"], strict=True))
+    if len(set(names.values())) != len(names):  # cannot happen while label() shows every option
+        return {k: k for k in names}
+    return names
 
 
 def matched_seeds(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -73,8 +84,8 @@ def matched_seeds(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         if not common or extra.empty:  # nothing shared (nothing to match on) or nothing extra
             continue
         keep[extra.index] = False
-        for pooling, seed in extra[["pooling", "seed"]].drop_duplicates().itertuples(index=False):
-            left_out.setdefault(f"{pooling} seed {int(seed)}", []).append(key[1])
+        for label, seed in extra[["label", "seed"]].drop_duplicates().itertuples(index=False):
+            left_out.setdefault(f"{label} seed {int(seed)}", []).append(key[1])
     notes = [f"{name} ({', '.join(dict.fromkeys(tasks))})" for name, tasks in left_out.items()]
     return frame[keep], notes
 
@@ -85,8 +96,9 @@ def _evaluated_as(pooling: str, train: dict) -> dict:
     return evaluation_pooling(TrainConfig(eval_interval=train.get("eval_interval", 32)), pooling)
 
 
-def pooling_order(frame: pd.DataFrame, baseline: str, sweep: dict) -> list[str]:
-    """Baseline first, then the sweep's own order, then anything else the store holds."""
+def pooling_order(frame: pd.DataFrame, baseline: str | None, sweep: dict) -> list[str]:
+    """Variant keys: the baseline first, then the sweep's own order, then anything else the
+    store holds."""
     from .variants import make_variant
 
     declared = []
@@ -95,7 +107,7 @@ def pooling_order(frame: pd.DataFrame, baseline: str, sweep: dict) -> list[str]:
         _evaluated_as(n, train) for n in train.get("poolings", [])
     ]:
         try:
-            declared.append(make_variant(**p).label())
+            declared.append(make_variant(**p).key())
         except LmkEvalError:
             continue
     names = list(dict.fromkeys([*declared, *sorted(frame["pooling"].unique())]))
@@ -174,7 +186,8 @@ def compare_rows(frame: pd.DataFrame, poolings: list[str], baseline: str):
 
 
 def main_table(
-    frame: pd.DataFrame, poolings: list[str], comparisons: list[tuple[str, str, Comparison]]
+    frame: pd.DataFrame, poolings: list[str], comparisons: list[tuple[str, str, Comparison]],
+    names: Names,
 ) -> str:
     """Per-row main score (mean over splits and seeds), best in bold, † where the Holm-adjusted
     difference from the baseline is significant."""
@@ -205,10 +218,10 @@ def main_table(
             label = f"*{context}-context average over the {complete.shape[1]} of {table.shape[1]} rows every pooling has*"
         rows.append([label, "", str(complete.shape[1]),
                      *[_fmt(avg[p], avg[p] == best) for p in poolings]])  # fmt: skip
-    return _markdown_table(["task", "metric", "splits", *poolings], rows)
+    return _markdown_table(["task", "metric", "splits", *(names[p] for p in poolings)], rows)
 
 
-def interval_table(frame: pd.DataFrame, poolings: list[str]) -> str | None:
+def interval_table(frame: pd.DataFrame, poolings: list[str], names: Names) -> str | None:
     """Each main score's 95% bootstrap interval over (seed-averaged) queries."""
     vary = _varying(frame)
     rows = []
@@ -221,7 +234,7 @@ def interval_table(frame: pd.DataFrame, poolings: list[str]) -> str | None:
         rows.append([_row_label(key, vary), str(len(_pooled_queries(group, poolings[0])) or "–"), *cells])
     if all(c == "–" for r in rows for c in r[2:]):
         return None
-    return _markdown_table(["task", "queries", *poolings], rows)
+    return _markdown_table(["task", "queries", *(names[p] for p in poolings)], rows)
 
 
 def strategy_lines(found: list[tuple[str, Comparison]]) -> list[str]:
@@ -229,17 +242,18 @@ def strategy_lines(found: list[tuple[str, Comparison]]) -> list[str]:
             f"{' †' if c.significant else ''}, n={c.n} queries" for label, c in found]  # fmt: skip
 
 
-def significance_lines(comparisons: list[tuple[str, str, Comparison]], baseline: str) -> list[str]:
+def significance_lines(comparisons: list[tuple[str, str, Comparison]], baseline: str,
+                       names: Names) -> list[str]:  # fmt: skip
     out = []
     for row, p, c in comparisons:
         ci = f" (95% CI {c.ci[0] * 100:+.1f} to {c.ci[1] * 100:+.1f})" if c.ci else ""
-        out.append(f"{row}: {p} vs {baseline}: Δ={c.mean_diff * 100:+.1f}{ci}, p={c.p_value:.3g},"
+        out.append(f"{row}: {names[p]} vs {names[baseline]}: Δ={c.mean_diff * 100:+.1f}{ci}, p={c.p_value:.3g},"
                    f" Holm-adjusted p={c.p_adjusted:.3g}{' †' if c.significant else ''},"
                    f" n={c.n} queries")  # fmt: skip
     return out
 
 
-def seed_table(frame: pd.DataFrame, poolings: list[str]) -> str | None:
+def seed_table(frame: pd.DataFrame, poolings: list[str], names: Names) -> str | None:
     """Main score of every stored checkpoint, one row per (task row, seed): seed-to-seed spread,
     and the seeds an unfinished sweep holds for only some poolings."""
     seeded = frame[frame["seed"].notna()]
@@ -253,23 +267,23 @@ def seed_table(frame: pd.DataFrame, poolings: list[str]) -> str | None:
             rows.append([_row_label(key, vary), str(int(seed)),
                          *[_fmt(means[seed, p], False) if (seed, p) in means else "–"
                            for p in poolings]])  # fmt: skip
-    return _markdown_table(["task", "seed", *poolings], rows)
+    return _markdown_table(["task", "seed", *(names[p] for p in poolings)], rows)
 
 
 def _varying(frame: pd.DataFrame) -> dict[str, bool]:
     return {k: frame[k].nunique() > 1 for k in ("model", "max_length", "strategy")}
 
 
-def split_pivots(frame: pd.DataFrame, pattern: re.Pattern, scale: float) -> dict[str, pd.DataFrame]:
+def split_pivots(frame: pd.DataFrame, pattern: re.Pattern, scale: float) -> list[Panel]:
     """Per row key, score by split value (length in tokens or depth fraction) x pooling."""
     vary = _varying(frame)
-    out = {}
+    out = []
     for key, group in frame.groupby(ROW_KEYS, sort=False):
         matched = group[group["split"].str.match(pattern)]
         if not matched.empty:
             x = matched["split"].str.extract(pattern)[0].astype(float) * scale
             table = matched.assign(x=x).pivot_table(index="x", columns="pooling", values="score")
-            out[_row_label(key, vary)] = table.sort_index()
+            out.append(Panel(_row_label(key, vary), key[1], table.sort_index()))
     return out
 
 
@@ -282,25 +296,36 @@ def reference_strategy(frame: pd.DataFrame) -> str:
     return next((s for s in ("truncate", "window") if s in present), sorted(present)[0])
 
 
-def strategy_pivots(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Per (model, task): score by document length x (pooling, strategy), for one panel each."""
+def _reading(frame: pd.DataFrame) -> pd.Series:
+    """How each row read its documents: the strategy, with its max_length where the frame has
+    several (truncate@256 and truncate@512 are two readings, never averaged into one)."""
+    if frame["max_length"].nunique() < 2:
+        return frame["strategy"]
+    return frame["strategy"] + "@" + frame["max_length"].astype(str)
+
+
+def strategy_pivots(frame: pd.DataFrame) -> list[Panel]:
+    """Per (model, task): score by document length x (pooling, reading), for one panel each."""
     vary = _varying(frame)
-    out = {}
+    out = []
     for (model, task), group in frame.groupby(["model", "task"], sort=False):
         matched = group[group["split"].str.match(LENGTH_SPLIT)]
         if matched.empty or matched["strategy"].nunique() < 2:
             continue
         x = matched["split"].str.extract(LENGTH_SPLIT)[0].astype(float)
-        table = matched.assign(x=x).pivot_table(index="x", columns=["pooling", "strategy"], values="score")
-        out[f"{model}: {task}" if vary["model"] else task] = table.sort_index()
+        table = matched.assign(x=x, reading=_reading(matched)).pivot_table(
+            index="x", columns=["pooling", "reading"], values="score"
+        )
+        out.append(Panel(f"{model}: {task}" if vary["model"] else task, task, table.sort_index()))
     return out
 
 
-def best_strategy_table(frame: pd.DataFrame, poolings: list[str]) -> str | None:
+def best_strategy_table(frame: pd.DataFrame, poolings: list[str], names: Names) -> str | None:
     """Each pooling's best strategy per document-length band (mean score over the band's lengths);
     strategies that tie are all named, since below the model's positions several are exact."""
     rows = []
-    for label, table in strategy_pivots(frame).items():
+    for panel in strategy_pivots(frame):
+        table = panel.table
         for pooling in (p for p in poolings if p in table.columns.get_level_values(0)):
             cells = []
             for lo, hi, _name in BANDS:
@@ -310,16 +335,26 @@ def best_strategy_table(frame: pd.DataFrame, poolings: list[str]) -> str | None:
                     continue
                 means = band.mean()
                 tied = [s for s in means.index if abs(means[s] - means.max()) < 1e-9]
-                names = "all tied" if len(tied) == len(means) > 1 else " = ".join(tied)
-                cells.append(f"{names} ({means.max() * 100:.1f})")
-            rows.append([label, pooling, *cells])
+                shown = "all tied" if len(tied) == len(means) > 1 else " = ".join(tied)
+                cells.append(f"{shown} ({means.max() * 100:.1f})")
+            rows.append([panel.label, names[pooling], *cells])
     if not rows:
         return None
     return _markdown_table(["task", "pooling", *[b[2] + " tokens" for b in BANDS]], rows)
 
 
-def compare_strategies(frame: pd.DataFrame, poolings: list[str]):
-    """Every other strategy against the reference one, per (model, task, pooling): [(label, Comparison)]."""
+def _reference_length(lengths: list[int], length: int) -> int | None:
+    """The reference strategy's max_length a candidate at ``length`` is paired with: the same, else
+    the longest below it (truncate stops at the model's positions), else none."""
+    if length in lengths:
+        return length
+    below = [n for n in lengths if n < length]
+    return max(below) if below else None
+
+
+def compare_strategies(frame: pd.DataFrame, poolings: list[str], names: Names):
+    """Every other strategy against the reference one at a paired max_length (see
+    ``_reference_length``), per (model, task, pooling): [(label naming both lengths, Comparison)]."""
     if frame["strategy"].nunique() < 2:
         return []
     reference = reference_strategy(frame)
@@ -327,37 +362,40 @@ def compare_strategies(frame: pd.DataFrame, poolings: list[str]):
     out = []
     for (model, task), group in frame.groupby(["model", "task"], sort=False):
         ref_rows = group[group["strategy"] == reference]
+        ref_lengths = sorted(int(n) for n in ref_rows["max_length"].unique())
         for pooling in poolings:
-            base = _pooled_queries(ref_rows, pooling)
-            if not base:
-                continue
             for (strategy, length), rows in group[group["strategy"] != reference].groupby(
                 ["strategy", "max_length"], sort=False
             ):
+                ref_length = _reference_length(ref_lengths, int(length))
+                if ref_length is None:
+                    continue
+                base = _pooled_queries(ref_rows[ref_rows["max_length"] == ref_length], pooling)
                 cand = _pooled_queries(rows, pooling)
+                if not base or not cand:
+                    continue
                 cmp = paired_test(cand, base, split_weights(set(cand) & set(base)))
                 if cmp.p_value is not None:
                     name = f"{model}: {task}" if vary["model"] else task
-                    out.append((f"{name}: {pooling} {strategy} @{length} vs {reference}", cmp))
+                    out.append((f"{name}: {names[pooling]} {strategy}@{length} vs {reference}@{ref_length}", cmp))
     return out
 
 
-def reference_for(label: str) -> dict | None:
-    """The published curve a bundled task is calibrated against, for a row label naming it."""
-    from .task_registry import REFERENCE_CURVES
+def reference_for(task: str) -> dict | None:
+    """The published curve a bundled task (or its quick subset) is calibrated against."""
+    from .task_registry import reference_curve
 
-    task = label.split(": ")[-1].split(" @")[0].split("/")[0].removesuffix("-quick")
-    return REFERENCE_CURVES.get(task)
+    return reference_curve(task)
 
 
-def split_tables(
-    pivots: dict[str, pd.DataFrame], poolings: list[str], column: str
-) -> list[tuple[str, str]]:
-    """The pivots as markdown, splits as rows, best per row in bold; a bundled task calibrated
+def split_tables(panels: list[Panel], poolings: list[str], column: str,
+                 names: Names) -> list[tuple[str, str]]:  # fmt: skip
+    """The panels as markdown, splits as rows, best per row in bold; a bundled task calibrated
     against a published curve gets that curve as a last column."""
     out = []
-    for label, table in pivots.items():
-        reference = reference_for(label) if column == "length" else None
+    for panel in panels:
+        table = panel.table
+        reference = reference_for(panel.task) if column == "length" else None
         rows = []
         for x, r in table.iterrows():
             best = r.max()
@@ -365,26 +403,26 @@ def split_tables(
             if reference:
                 cells.append(str(reference["scores"].get(int(x), "–")))
             rows.append([f"{x:g}", *cells])
-        header = [column, *poolings] + ([f"published: {reference['label']}"] if reference else [])
-        out.append((label, _markdown_table(header, rows)))
+        header = [column, *(names[p] for p in poolings)]
+        header += [f"published: {reference['label']}"] if reference else []
+        out.append((panel.label, _markdown_table(header, rows)))
     return out
 
 
-def max_length_pivots(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def max_length_pivots(frame: pd.DataFrame) -> list[Panel]:
     """Single-split tasks run at several max_lengths: score against max_length."""
     vary = _varying(frame)
-    out = {}
+    out = []
     for (model, task, strategy), group in frame.groupby(["model", "task", "strategy"], sort=False):
         if group["max_length"].nunique() > 1 and group["split"].nunique() == 1:
             label = f"{task}/{strategy}" if vary["strategy"] else task
             label = f"{model}: {label}" if vary["model"] else label
-            out[f"{label} (max_length)"] = group.pivot_table(
-                index="max_length", columns="pooling", values="score"
-            )
+            table = group.pivot_table(index="max_length", columns="pooling", values="score")
+            out.append(Panel(f"{label} (max_length)", task, table, "max_length (tokens)"))
     return out
 
 
-def plot(series: dict[str, pd.DataFrame], poolings: list[str], path: Path, *, xlabel: str,
+def plot(series: list[Panel], poolings: list[str], names: Names, path: Path, *, xlabel: str,
          ylabel: str, log2: bool, title: str) -> Path | None:  # fmt: skip
     if not series:
         return None
@@ -399,17 +437,18 @@ def plot(series: dict[str, pd.DataFrame], poolings: list[str], path: Path, *, xl
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
     markers = "osD^v<>ph*"
     styles = ["-", "--", ":", "-."]
-    for ax, (name, table) in zip(axes.flat, series.items(), strict=False):
-        if isinstance(table.columns, pd.MultiIndex):  # (pooling, strategy): colour = strategy
+    for ax, panel in zip(axes.flat, series, strict=False):
+        table = panel.table
+        if isinstance(table.columns, pd.MultiIndex):  # (pooling, reading): colour = reading
             strategies = list(dict.fromkeys(table.columns.get_level_values(1)))
             for pooling, strategy in table.columns:
                 i = poolings.index(pooling) if pooling in poolings else 0
                 ax.plot(table.index, table[(pooling, strategy)] * 100, color=f"C{strategies.index(strategy)}",
                         linestyle=styles[i % len(styles)], marker=markers[i % len(markers)], markersize=4,
-                        label=f"{pooling} · {strategy}")  # fmt: skip
+                        label=f"{names[pooling]} · {strategy}")  # fmt: skip
         for i, p in enumerate(x for x in poolings if x in table.columns and not isinstance(table.columns, pd.MultiIndex)):
-            ax.plot(table.index, table[p] * 100, marker=markers[i % len(markers)], label=p)
-        reference = reference_for(name) if log2 else None
+            ax.plot(table.index, table[p] * 100, marker=markers[i % len(markers)], label=names[p])
+        reference = reference_for(panel.task) if log2 else None
         if reference:
             xs = [x for x in table.index if int(x) in reference["scores"]]
             ax.plot(xs, [reference["scores"][int(x)] for x in xs], color="grey", linestyle="--",
@@ -418,8 +457,8 @@ def plot(series: dict[str, pd.DataFrame], poolings: list[str], path: Path, *, xl
             ax.set_xscale("log", base=2)
             ax.set_xticks(list(table.index))
             ax.set_xticklabels([f"{int(x)}" for x in table.index], rotation=45)
-        ax.set_title(name, fontsize=10)
-        ax.set_xlabel("max_length (tokens)" if "(max_length)" in name else xlabel)
+        ax.set_title(panel.label, fontsize=10)
+        ax.set_xlabel(panel.xlabel or xlabel)
         ax.set_ylabel(ylabel)
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
@@ -529,7 +568,7 @@ def remaining_seconds(
 ) -> float | None:
     """The missing cells (and checkpoints still to train) priced at the measured mean of their
     kind; None when some kind was never timed, since a guess would read as a measurement."""
-    timed = _timed_cells(records, lambda r: (r.task, r.cell["max_length"], r.cell["strategy"]))
+    timed = _timed_cells(records, lambda r: (r.task, r.variant.max_length, r.variant.strategy))
     seconds = 0.0
     for cell in missing:
         key = (cell["task"], cell["max_length"], cell["strategy"])
@@ -564,7 +603,8 @@ def _short(identity: dict | None) -> str:
 
 
 def _dtypes(records: list[CellRecord]) -> str:
-    found = sorted({(r.identity or {}).get("encoding", {}).get("dtype", "float32") for r in records})
+    found = sorted({r.identity.encoding.get("dtype", "float32") if r.identity else "float32"
+                    for r in records})  # fmt: skip
     legacy = any(r.identity is None for r in records)
     return ", ".join(found) + (" (older cells do not record it: lmk-eval then ran float32 only)"
                                if legacy else "")  # fmt: skip
@@ -593,21 +633,21 @@ def provenance_section(records: list[CellRecord]) -> list[str]:
     for r in records:
         if r.identity is None:
             continue
-        models_seen.setdefault(r.cell["model"], _short(r.identity["model"]))
-        encoding = r.identity.get("encoding") or {}
+        models_seen.setdefault(r.cell.model, _short(r.identity.model))
+        encoding = r.identity.encoding
         text = _encoding_text(encoding)
         if text:
-            encodings.setdefault(f"`{r.cell['model']}`", text)
+            encodings.setdefault(f"`{r.cell.model}`", text)
         if "native" in encoding:
             n = encoding["native"]
             encodings.setdefault(
-                f"`{r.cell['model']}` native",
+                f"`{r.cell.model}` native",
                 f"{n['pooling']} pooling, include_prompt {n['include_prompt']}, normalize"
                 f" {n['normalize']}, similarity {n['similarity']} (from its {n['source']})",
             )
-        splits = "+".join(r.identity["slot"]["task"]["splits"])
-        tasks_seen.setdefault(f"{r.task} ({splits})", _short(r.identity["data"]))
-        scoring.add(", ".join(f"{k} {v}" for k, v in r.identity["scoring"].items()))
+        splits = "+".join(r.cell.splits)
+        tasks_seen.setdefault(f"{r.task} ({splits})", _short(r.identity.data))
+        scoring.add(", ".join(f"{k} {v}" for k, v in r.identity.scoring.items()))
         produced.add(", ".join(f"{k} {v}" for k, v in sorted(r.produced_by.items())))
     lines = ["## Provenance", ""]
     if legacy:
@@ -637,25 +677,28 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
     sweep = store.sweep() or {}
     records, training = store.records(), store.training_records()  # read once
     every_seed = main_frame(records, store.root)
-    baseline = resolve_baseline(baseline or sweep.get("baseline", "cls"), set(every_seed["pooling"]))
+    names = display_names(every_seed)
+    variants = {r.variant.key(): r.variant for r in records}
+    declared = [variants[k] for k in pooling_order(every_seed, None, sweep)]
+    baseline = resolve_baseline(baseline or sweep.get("baseline"), declared)
     frame, unmatched = matched_seeds(every_seed)
     poolings = pooling_order(every_seed, baseline, sweep)
     name = run_dir.name
     assets = reports_dir / name
     comparisons = compare_rows(frame, poolings, baseline)
-    by_strategy = compare_strategies(frame, poolings)
+    by_strategy = compare_strategies(frame, poolings, names)
     family = adjust([c for _, _, c in comparisons] + [c for _, c in by_strategy])  # one Holm family
     comparisons = [(r, p, c) for (r, p, _), c in zip(comparisons, family, strict=False)]
     by_strategy = [(label, c) for (label, _), c in zip(by_strategy, family[len(comparisons):], strict=True)]
-    table = main_table(frame, poolings, comparisons)
-    intervals = interval_table(frame, poolings)
+    table = main_table(frame, poolings, comparisons, names)
+    intervals = interval_table(frame, poolings, names)
     lengths = split_pivots(frame, LENGTH_SPLIT, 1)
     depths = split_pivots(frame, DEPTH_SPLIT, 0.01)
-    panels = strategy_pivots(frame) or {**lengths, **max_length_pivots(frame)}
-    length_plot = plot(panels, poolings, assets / "length.png",
+    panels = strategy_pivots(frame) or [*lengths, *max_length_pivots(frame)]
+    length_plot = plot(panels, poolings, names, assets / "length.png",
                        xlabel="document length (tokens)", ylabel="main score ×100", log2=True,
                        title="Length extrapolation")  # fmt: skip
-    depth_plot = plot(depths, poolings, assets / "depth.png",
+    depth_plot = plot(depths, poolings, names, assets / "depth.png",
                       xlabel="needle depth (fraction of document)", ylabel="nDCG@1 ×100",
                       log2=False, title="Evidence depth")  # fmt: skip
     seeded = frame["seed"].notna().any()
@@ -673,7 +716,8 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
             if seeded
             else ""
         ),
-        f"- poolings: {', '.join(poolings)} (baseline for significance: `{baseline}`)",
+        f"- poolings: {', '.join(names[p] for p in poolings)} (baseline for significance:"
+        f" `{names[baseline]}`)",
         f"- tasks: {', '.join(dict.fromkeys(frame['task']))}",
         f"- dtype: {_dtypes(records)} (pooling, normalisation and scoring in float32)",
         f"- max_length: {', '.join(map(str, sorted(frame['max_length'].unique())))};"
@@ -686,7 +730,7 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
         "",
         "Main score ×100 (mean over a task's splits, as LongEmbed averages over lengths"
         + (", and over seeds" if seeded else "")
-        + f"). Best per row in **bold**; † marks a difference from `{baseline}` that stays"
+        + f"). Best per row in **bold**; † marks a difference from `{names[baseline]}` that stays"
         f" significant (p < {ALPHA}) after {CORRECTION} correction over all"
         f" {len(comparisons) + len(by_strategy)} comparisons of this report (see Significance).",
         "",
@@ -707,16 +751,16 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
         parts += ["95% confidence intervals of the main scores ×100: " + CI_NAME
                   + (", each query's score averaged over seeds first" if seeded else "") + ".",
                   "", intervals, ""]  # fmt: skip
-    per_seed = seed_table(every_seed, poolings)
+    per_seed = seed_table(every_seed, poolings, names)
     if per_seed:
         parts += ["## Per seed", "", "Main score ×100 of every stored checkpoint (mean over a task's"
                   " splits), seeds left out above included.", "", per_seed, ""]  # fmt: skip
-    length_tables = split_tables(lengths, poolings, "length")
+    length_tables = split_tables(lengths, poolings, "length", names)
     if length_plot or length_tables:
         parts += ["## Length extrapolation", ""]
         if length_plot:
             parts += [f"![length extrapolation]({name}/length.png)", ""]
-        best = best_strategy_table(frame, poolings)
+        best = best_strategy_table(frame, poolings, names)
         if best:
             parts += ["Each pooling's best strategy per document-length band (mean score ×100 over the"
                       " band's lengths; the strategies read up to the max_length of their row; strategies that tie are"
@@ -724,7 +768,7 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
                       best, ""]  # fmt: skip
         for label, t in length_tables:
             parts += [f"**{label}** (score ×100 per document length in tokens)", "", t, ""]
-    depth_tables = split_tables(depths, poolings, "depth")
+    depth_tables = split_tables(depths, poolings, "depth", names)
     if depth_plot:
         parts += ["## Evidence depth", "",
                   "Needle placed at a fixed fraction of each document (0 = first word, 1 = last).",
@@ -736,19 +780,21 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
         parts += [
             "## Significance",
             "",
-            f"Each pooling against `{baseline}` on every row of the main table: {TEST_NAME},"
+            f"Each pooling against `{names[baseline]}` on every row of the main table: {TEST_NAME},"
             " on per-query main scores"
             + (" with each query's score first averaged over seeds (n counts queries, not"
                " seed x query pairs)" if seeded else "")
             + "; a task with several splits weighs each split equally. Its Δ interval is the"
             f" {CI_NAME} of the paired differences."
             + (f" Each other strategy is also compared with `{reference_strategy(frame)}` for the same"
-               " pooling, model and task." if by_strategy else "")
+               " pooling, model and task, at the same max_length or, where it has none (truncate"
+               " stops at the model's positions), at its longest one below; each line names both."
+               if by_strategy else "")
             + f" The {family_size} p-values form one family, adjusted by {CORRECTION}; † = adjusted"
             f" p < {ALPHA}. Per-length and per-depth tables are descriptive and are not tested.",
             "",
         ]  # fmt: skip
-        parts += [f"- {n}" for n in significance_lines(comparisons, baseline)]
+        parts += [f"- {n}" for n in significance_lines(comparisons, baseline, names)]
         parts += [f"- {n}" for n in strategy_lines(by_strategy)] + [""]
     parts += compute_section(records, training)
     parts += provenance_section(records)

@@ -21,6 +21,7 @@ from typing import Any
 from . import models
 from .encoding import SharedEmbeddings, TextEncoder
 from .errors import LmkEvalError
+from .executors import EXECUTORS
 from .files import check_writable_dir
 from .hardware import default_device, resolve_dtype
 from .native import merge_prompts
@@ -177,7 +178,6 @@ def preflight(sweep: Sweep, groups: list[CellGroup]) -> None:
 
 
 # -- running ------------------------------------------------------------------------------------
-EXECUTORS = ("local", "ray")
 
 
 @dataclass

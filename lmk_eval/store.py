@@ -21,61 +21,46 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import ValidationError
 
 from .errors import LmkEvalError
 from .files import atomic_write_text, remove_if_empty, remove_tree, staging_dir
 from .provenance import code_info, differences
+from .records import CellIdentity, CellRecord, upgrade
 from .sweep import Cell
 
 SCORE_COLUMNS = [
-    "model", "pooling", "pooling_name", "options", "task", "context", "split", "max_length",
+    "model", "variant", "pooling", "pooling_name", "options", "task", "context", "split", "max_length",
     "strategy", "metric", "score", "main",
 ]  # fmt: skip
-RECORD_FIELDS = ("cell", "task", "context", "main_score", "scores", "per_query")
 LOCK_NAME = ".lock"
-
-
-@dataclass
-class CellRecord:
-    """A finished cell as read back from disk."""
-
-    cell: dict[str, Any]
-    task: str
-    context: str
-    main_score: str
-    scores: dict[str, dict[str, float]]  # split -> metric -> value
-    per_query: dict[str, dict[str, float]]  # split -> query id -> main-metric value
-    seconds: float | None = None  # wall time of the cell (encoding + scoring); older runs lack it
-    identity: dict[str, Any] | None = None  # what produced it; cells of older runs lack it
-    produced_by: dict[str, Any] = field(default_factory=dict)  # harness version, git commit
-    key: str = ""
 
 
 class CorruptCell(LmkEvalError):
     pass
 
 
-def read_record(path: Path) -> CellRecord:
-    """A cell.json, or CorruptCell naming the file and what is wrong with it."""
+def read_record(path: Path, training: dict[str, dict[str, Any]] | None = None) -> CellRecord:
+    """A cell.json (older formats upgraded, see ``records.upgrade``), or CorruptCell naming the
+    file and what is wrong with it."""
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         what = exc.strerror if isinstance(exc, OSError) else "not valid JSON (truncated?)"
         raise CorruptCell(f"stored cell '{path}' is unreadable: {what}") from None
-    if not isinstance(d, dict) or any(k not in d for k in RECORD_FIELDS):
-        raise CorruptCell(f"stored cell '{path}' lacks the fields of a cell record")
-    known = {k: d[k] for k in CellRecord.__dataclass_fields__ if k in d}
     try:
-        record = CellRecord(**known)
-        for metrics in record.scores.values():
-            float(metrics[record.main_score])
-    except (TypeError, KeyError, ValueError, AttributeError):
-        raise CorruptCell(f"stored cell '{path}' has malformed scores") from None
+        record = CellRecord.model_validate(upgrade(d, training or {}))
+    except (ValidationError, LmkEvalError, KeyError, TypeError) as exc:
+        first = exc.errors(include_url=False)[0] if isinstance(exc, ValidationError) else None
+        where = ".".join(map(str, first["loc"])) if first else ""
+        raise CorruptCell(
+            f"stored cell '{path}' is not a cell record" + (f" ({where}: {first['msg']})" if first else "")
+        ) from None
     record.key = path.parent.name
     return record
 
@@ -136,10 +121,11 @@ class RunStore:
         else:
             paths = [self.cell_dir(c["key"]) / "cell.json" for c in manifest]
             paths = [p for p in paths if p.is_file()]
+        training = self.training_records()
         out = []
         for path in paths:
             try:
-                out.append(read_record(path))
+                out.append(read_record(path, training))
             except CorruptCell as exc:
                 raise LmkEvalError(f"{exc}; run the sweep again to set it aside and recompute it") from None
         return out
@@ -164,7 +150,7 @@ class RunStore:
             return Lookup("corrupt", str(exc))
         if record.identity is None:
             return Lookup("stale", "it records no provenance (written by an older lmk-eval)")
-        changed = differences(record.identity, identity)
+        changed = differences(record.identity.model_dump(), identity)
         if changed:
             return Lookup("stale", f"changed since it was stored: {', '.join(changed)}")
         return Lookup("ok")
@@ -225,18 +211,11 @@ class RunStore:
         staging = staging_dir(self.root / ".tmp", cell.key()[:40])
         try:
             atomic_write_text(staging / f"{cell.task}.json", task_result_json)
-            record = {
-                "cell": cell.describe(),
-                "identity": identity,
-                "produced_by": code_info(),
-                "task": cell.task,
-                "context": context,
-                "main_score": main_score,
-                "scores": scores,
-                "per_query": per_query,
-                "seconds": None if seconds is None else round(seconds, 2),
-            }
-            atomic_write_text(staging / "cell.json", json.dumps(record, indent=1))
+            record = CellRecord(cell=cell.describe(), identity=CellIdentity(**identity),
+                                produced_by=code_info(), task=cell.task, context=context,
+                                main_score=main_score, scores=scores, per_query=per_query,
+                                seconds=None if seconds is None else round(seconds, 2))  # fmt: skip
+            atomic_write_text(staging / "cell.json", record.model_dump_json(indent=1))
             target = self.cell_dir(cell)
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.exists():
@@ -259,25 +238,26 @@ class RunStore:
     def scores_frame(self, records: list[CellRecord] | None = None) -> pd.DataFrame:
         rows = []
         for r in self.records() if records is None else records:
-            c = r.cell
+            c, v = r.cell, r.variant
             for split, metrics in r.scores.items():
                 for metric, value in metrics.items():
                     rows.append({
-                        "model": c["model"],
-                        "pooling": c["pooling"],
-                        "pooling_name": c["variant"]["pooling"],
-                        "options": json.dumps(c["variant"], sort_keys=True),
+                        "model": c.model,
+                        "variant": v.key(),
+                        "pooling": c.label,
+                        "pooling_name": v.pooling,
+                        "options": json.dumps(v.relevant_options(), sort_keys=True),
                         "task": r.task,
                         "context": r.context,
                         "split": split,
-                        "max_length": c["max_length"],
-                        "strategy": c["strategy"],
+                        "max_length": v.max_length,
+                        "strategy": v.strategy,
                         "metric": metric,
                         "score": value,
                         "main": metric == r.main_score,
                     })  # fmt: skip
         frame = pd.DataFrame(rows, columns=SCORE_COLUMNS)
-        return frame.sort_values(["task", "split", "max_length", "pooling", "model", "metric"],
+        return frame.sort_values(["task", "split", "max_length", "variant", "model", "metric"],
                                  kind="stable").reset_index(drop=True)  # fmt: skip
 
     def write_scores_csv(self) -> Path:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -33,12 +34,31 @@ from . import task_registry
 from .errors import LmkEvalError, schema_error
 from .options import OPTION_KEYS, EncodeOptions
 from .provenance import digest
+from .records import CellInfo, CheckpointRef
 from .train import TrainConfig
 from .variants import Variant, make_variant
 
 DEFAULT_MODEL = "default"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,119}$")
 SHORTHAND = ("tasks", "max_length", "strategy")
+
+
+def pooling_tables(v: Any) -> Any:
+    """A sweep's ``poolings`` with every entry a table: ``"cls"`` is ``{pooling = "cls"}``."""
+    if not isinstance(v, list):
+        return v
+    out = []
+    for i, p in enumerate(v):
+        if isinstance(p, str):
+            out.append({"pooling": p})
+        elif isinstance(p, dict):
+            out.append(p)
+        else:
+            raise ValueError(
+                f"entry {i} is {p!r}: a pooling is a name or a table like"
+                ' {pooling = "lmk", interval = 32}'
+            )
+    return out
 
 
 def _listify(value: Any) -> Any:
@@ -65,7 +85,7 @@ class Sweep(BaseModel):
     models: list[str] = Field(default_factory=lambda: [DEFAULT_MODEL], min_length=1)
     poolings: list[dict[str, Any]] = Field(default_factory=list)
     grids: list[GridSpec] = Field(alias="grid", min_length=1)
-    baseline: str = "cls"
+    baseline: str | None = None  # None: cls, or the sweep's first pooling when it has no cls
     token_budget: int | None = Field(default=None, ge=16)  # None: 8,192 on a CPU, sized from free GPU memory
     device: str | None = None  # None: the GPU if torch sees one, else the CPU (never a silent fallback)
     train: TrainConfig | None = None  # a controlled sweep: train, then evaluate each checkpoint
@@ -98,23 +118,7 @@ class Sweep(BaseModel):
             )
         return v
 
-    @field_validator("poolings", mode="before")
-    @classmethod
-    def _pooling_tables(cls, v: Any) -> Any:
-        if not isinstance(v, list):
-            return v
-        out = []
-        for i, p in enumerate(v):
-            if isinstance(p, str):
-                out.append({"pooling": p})
-            elif isinstance(p, dict):
-                out.append(p)
-            else:
-                raise ValueError(
-                    f"entry {i} is {p!r}: a pooling is a name or a table like"
-                    ' {pooling = "lmk", interval = 32}'
-                )
-        return out
+    _tables = field_validator("poolings", mode="before")(pooling_tables)
 
     @model_validator(mode="after")
     def _something_to_evaluate(self) -> Sweep:
@@ -159,27 +163,22 @@ class Cell:
     variant: Variant
     task: str  # the task's name in this run (folders that share a name are told apart)
     slot: str  # JSON of what fixes this cell's place; content hashes are checked separately
+    checkpoint: CheckpointRef | None = None  # the [train] checkpoint this cell evaluates
 
     def key(self) -> str:
         """Stable, readable directory name: task, pooling label, length, hash of the slot."""
         label = self.variant.label().replace("[", "-").replace("]", "").replace("/", "-")
         return f"{self.task}__{label}__{self.variant.max_length}-{self.variant.strategy}__{digest(self.slot, 10)}"
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "task": self.task,
-            "splits": json.loads(self.slot)["task"]["splits"],
-            "pooling": self.variant.label(),
-            "variant": self.variant.relevant_options(),
-            "max_length": self.variant.max_length,
-            "strategy": self.variant.strategy,
-        }
+    def describe(self) -> CellInfo:
+        return CellInfo(model=self.model, task=self.task,
+                        splits=json.loads(self.slot)["task"]["splits"], variant=self.variant,
+                        label=self.variant.label(), checkpoint=self.checkpoint)  # fmt: skip
 
     def manifest_entry(self) -> dict[str, Any]:
         return {"key": self.key(), "model": self.model, "task": self.task,
-                "pooling": self.variant.label(), "max_length": self.variant.max_length,
-                "strategy": self.variant.strategy}  # fmt: skip
+                "variant": self.variant.key(), "pooling": self.variant.label(),
+                "max_length": self.variant.max_length, "strategy": self.variant.strategy}  # fmt: skip
 
 
 @dataclass
@@ -228,6 +227,11 @@ def sweep_from_dict(d: Any, default_name: str, where: str = "sweep") -> Sweep:
 
 
 def load_sweep(spec: str | Path) -> Sweep:
+    return sweep_from_dict(*read_sweep_file(spec))
+
+
+def read_sweep_file(spec: str | Path) -> tuple[dict[str, Any], str, str]:
+    """A sweep file as its raw dict (not yet validated), its default name and how errors name it."""
     path = find_sweep_file(spec)
     try:
         text = path.read_bytes().decode("utf-8")
@@ -240,12 +244,13 @@ def load_sweep(spec: str | Path) -> Sweep:
         raise LmkEvalError(f"sweep config '{spec}' is not valid TOML: {exc}") from None
     except OSError as exc:
         raise LmkEvalError(f"cannot read sweep config '{spec}': {exc.strerror}") from None
-    return sweep_from_dict(data, path.stem, f"sweep config '{spec}'")
+    return data, path.stem, f"sweep config '{spec}'"
 
 
 def validate(sweep: Sweep) -> None:
     """Build every variant, name every model and check the baseline now, so a typo fails before
-    any work. Tasks are checked by ``plan``, which also runs before any model loads."""
+    any work. Tasks are checked by ``plan``, which also runs before any model loads. Changes
+    nothing: a sweep is what its file and flags say."""
     from . import models
 
     sweep.encode_options()
@@ -259,33 +264,42 @@ def validate(sweep: Sweep) -> None:
     if sweep.poolings:
         for model in sweep.models:
             models.resolve_model(model)
-    labels: list[str] = []
-    for grid in sweep.grids:
-        for _model, poolings in sweep.model_poolings():
-            for p in poolings:
-                for n in grid.max_length:
-                    for strategy in grid.strategy:
-                        v = make_variant(**{**p, "max_length": n, "strategy": strategy})
-                        labels.append(v.label())
-    labels = list(dict.fromkeys(labels))
-    if "baseline" not in sweep.model_fields_set and not any(
-        label.split("[")[0] == sweep.baseline for label in labels
-    ):
-        sweep.baseline = labels[0]  # the default (cls) is not in this sweep: its first pooling
-    sweep.baseline = resolve_baseline(sweep.baseline, set(labels))
+    resolve_baseline(sweep.baseline, sweep_variants(sweep))
 
 
-def resolve_baseline(baseline: str, labels: set[str]) -> str:
-    """The report column a baseline names: an exact label, or the one label of that pooling."""
-    if baseline in labels:
-        return baseline
-    matches = sorted(label for label in labels if label.split("[")[0] == baseline)
+def sweep_variants(sweep: Sweep) -> list[Variant]:
+    """Every variant of the sweep (each at its length and strategy), in the sweep's order."""
+    out = [
+        make_variant(**{**p, "max_length": n, "strategy": strategy})
+        for grid in sweep.grids
+        for _model, poolings in sweep.model_poolings()
+        for p in poolings
+        for n in grid.max_length
+        for strategy in grid.strategy
+    ]
+    return list(dict.fromkeys(out))
+
+
+def resolve_baseline(baseline: str | None, variants: Sequence[Variant]) -> str:
+    """The key (``Variant.key()``) of the variant a baseline names: its key or label exactly, or
+    the one variant of that pooling; by default cls, else the first variant."""
+    by_key = {v.key(): v for v in variants}  # in order, one per pooling variant
+    if not by_key:
+        raise LmkEvalError("the sweep has no pooling to compare against")
+    if baseline is None:
+        return next((k for k, v in by_key.items() if v.pooling == "cls"), next(iter(by_key)))
+    for key, v in by_key.items():
+        if baseline in (key, v.label()):
+            return key
+    matches = [k for k, v in by_key.items() if v.pooling == baseline]
     if len(matches) == 1:
         return matches[0]
     if matches:
-        raise LmkEvalError(f"baseline '{baseline}' is ambiguous: say which of {', '.join(matches)}")
+        shown = ", ".join(by_key[k].label() for k in matches)
+        raise LmkEvalError(f"baseline '{baseline}' is ambiguous: say which of {shown}")
     raise LmkEvalError(
-        f"baseline '{baseline}' is not a pooling of this sweep; choose one of: {', '.join(sorted(labels))}"
+        f"baseline '{baseline}' is not a pooling of this sweep; choose one of:"
+        f" {', '.join(sorted(v.label() for v in by_key.values()))}"
     )
 
 
@@ -294,6 +308,8 @@ def plan(sweep: Sweep) -> list[CellGroup]:
     per_grid = [task_registry.resolve_all(g.tasks) for g in sweep.grids]
     names = task_registry.disambiguate([r for refs in per_grid for r in refs])
     encoding = sweep.encode_options().identity()  # non-default choices only: old keys stay valid
+    checkpoints = {path: CheckpointRef(group=sweep.train.output, pooling=p, seed=seed)
+                   for path, (p, seed) in sweep.checkpoints().items()}  # fmt: skip
     groups: list[CellGroup] = []
     seen: set[str] = set()
     for model, poolings in sweep.model_poolings():
@@ -306,12 +322,13 @@ def plan(sweep: Sweep) -> list[CellGroup]:
                         for p in poolings
                     )
                     cells = []
+                    checkpoint = checkpoints.get(model)
                     for v in variants:
                         place = {"model": model, "task": ref.slot(), "variant": v.relevant_options()}
                         if encoding:
                             place["encoding"] = encoding
                         slot = json.dumps(place, sort_keys=True)
-                        cell = Cell(model, v, ref.name, slot)
+                        cell = Cell(model, v, ref.name, slot, checkpoint)
                         if cell.key() not in seen:
                             seen.add(cell.key())
                             cells.append(cell)

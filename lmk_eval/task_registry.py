@@ -122,6 +122,7 @@ class Bundled:
     main_score: str
     files: tuple[str, ...]  # under lmk_eval/data: what the loader reads (its content is the data's identity)
     construction: str  # how the loader builds the task from those files; change it when the code changes
+    curve: str | None = None  # the published curve (REFERENCE_CURVES) it is calibrated against
 
 
 _SCIFACT_FILES = ("scifact/corpus.jsonl.gz", "scifact/queries.jsonl.gz", "scifact/qrels/test.tsv")
@@ -150,7 +151,7 @@ BUNDLED: dict[str, Bundled] = {
                        _synthetic_loader("passkey", False), _LENGTH_SPLITS, "ndcg_at_1", _synth("passkey"), "full"),
     "needle": Bundled("long", "LongEmbed-style needle: 100 candidates per length share one public-domain book passage, 256..32768 tokens, 50 x 100",
                       _synthetic_loader("needle", False), _LENGTH_SPLITS, "ndcg_at_1", _synth("needle"),
-                      "full; shared haystack per length"),
+                      "full; shared haystack per length", curve="needle"),
     "needle-depth": Bundled("long", "needle at depth 0.0, 0.1, ..., 1.0 of 368-token documents (fit whole), 50 x 100",
                             _synthetic_loader("needle-depth", False), _DEPTH_SPLITS, "ndcg_at_1",
                             _synth("needle-depth"), "full"),
@@ -159,7 +160,8 @@ BUNDLED: dict[str, Bundled] = {
                              "subset(20 queries, 30 docs, seed 0) per length"),
     "needle-quick": Bundled("long", "needle, 256..4096 tokens, 20 queries x 30 docs/length",
                             _synthetic_loader("needle", True), _QUICK_SPLITS, "ndcg_at_1", _synth("needle"),
-                            "subset(20 queries, 30 docs, seed 0) per length; shared haystack per length"),
+                            "subset(20 queries, 30 docs, seed 0) per length; shared haystack per length",
+                            curve="needle"),
     "needle-depth-quick": Bundled("long", "needle at 11 depths of 368-token documents, 10 x 10 per depth",
                                   _synthetic_loader("needle-depth", True), _DEPTH_SPLITS, "ndcg_at_1",
                                   _synth("needle-depth"), "subset(10 queries, 10 docs, seed 0) per depth"),
@@ -175,6 +177,12 @@ REFERENCE_CURVES = {
         "scores": {256: 70, 512: 44, 1024: 24, 2048: 12, 4096: 4, 8192: 4, 16384: 0, 32768: 2},
     },
 }
+
+
+def reference_curve(task: str) -> dict | None:
+    """The published curve a bundled task (by its name in a run) is calibrated against, if any."""
+    bundled = BUNDLED.get(task)
+    return REFERENCE_CURVES.get(bundled.curve) if bundled and bundled.curve else None
 
 
 def _bundled_identity(name: str) -> Callable[[], dict]:

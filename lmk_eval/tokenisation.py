@@ -260,20 +260,23 @@ class Tokenisation:
 
     def _multi_cls(self, owner: int, lead: list[int], chunks: list[list[int]], max_length: int,
                    strategy: str) -> list[Window]:  # fmt: skip
-        """``[CLS] c1 [CLS] c2 ... [CLS] cn [SEP]``; every chunk [CLS] is a marker. With a prompt,
-        an unmarked ``[CLS] prompt`` leads."""
+        """``[CLS] c1 [CLS] c2 ... [CLS] cn`` closed by the tokenizer's own suffix ([SEP], </s>);
+        every chunk [CLS] is a marker. With a prompt, an unmarked ``[CLS] prompt`` leads. A
+        truncated input never ends with a chunk [CLS] that has no content after it."""
         units = [([self.cls_id] + c, [True] + [False] * len(c)) for c in chunks] or [
             ([self.cls_id], [True])
         ]
-        close, lead_marks = [self.landmark_id], [False] * len(lead)
-        if strategy == "truncate":
-            room = self._room(lead + close, max_length, 2)
-            ids = lead + [t for u in units for t in u[0]][:room] + close
-            marks = lead_marks + [m for u in units for m in u[1]][:room] + [False]
-            return [Window(owner, ids, marks, len(lead))]
+        close, lead_marks = list(self.suffix), [False] * len(lead)
         room = self._room(lead + close, max_length, 2)
+        if strategy == "truncate":
+            body = [t for u in units for t in u[0]][:room]
+            marks = [m for u in units for m in u[1]][:room]
+            while len(marks) > 1 and marks[-1]:  # a chunk [CLS] cut off from its chunk
+                body, marks = body[:-1], marks[:-1]
+            return [Window(owner, lead + body + close, lead_marks + marks + [False] * len(close),
+                           len(lead))]  # fmt: skip
         return [
-            Window(owner, lead + ids + close, lead_marks + marks + [False], len(lead))
+            Window(owner, lead + ids + close, lead_marks + marks + [False] * len(close), len(lead))
             for ids, marks in self._pack(units, room, self._split_cls_unit)
         ]
 

@@ -147,15 +147,29 @@ class Variant:
         return Variant(**opts)
 
     def tokenisation_key(self) -> tuple:
-        """Variants with equal keys see identical token sequences and share one forward pass."""
-        c = self.canonical()
-        if c.scheme == "plain":
-            return ("plain", c.max_length, c.strategy)
-        return (c.scheme, c.granularity, c.interval, c.intervals, c.seed, c.max_length, c.strategy)
+        """Variants with equal keys see identical token sequences and share one forward pass: the
+        tokenisation scheme, length, strategy and every option that changes the tokens (for
+        landmarks: granularity, interval(s), seed and placement), as the registry names them."""
+        opts = self.relevant_options()
+        token_options = tuple((k, _frozen(opts[k])) for k in self.spec.token_options if k in opts)
+        return (self.scheme, self.max_length, self.strategy, token_options)
+
+    def pooling_options(self) -> dict[str, Any]:
+        """What this variant is apart from the length and strategy it runs at (a report column)."""
+        return {k: v for k, v in self.relevant_options().items() if k not in ("max_length", "strategy")}
+
+    def key(self) -> str:
+        """The canonical name of ``pooling_options()``, e.g. ``lmk(granularity=fixed,interval=32)``:
+        what reports, scores.csv and the gate key a variant by (with length and strategy beside)."""
+        opts = self.pooling_options()
+        pooling = opts.pop("pooling")
+        shown = ",".join(f"{k}={_shown(v)}" for k, v in sorted(opts.items()))
+        return f"{pooling}({shown})" if shown else pooling
 
     def label(self) -> str:
-        """Short human name used as a report column, e.g. ``lmk[fixed/32]``."""
-        opts = self.relevant_options()
+        """Short human name used as a report column, e.g. ``lmk[fixed/32]``. Every option that
+        makes two variants differ shows, so two variants of one report never share a label."""
+        opts = self.pooling_options()
         extra = [
             str(v) if not isinstance(v, list) else "-".join(map(str, v))
             for k, v in opts.items()
@@ -165,6 +179,10 @@ class Variant:
             extra.append(f"seed{opts['seed']}")
         if "placement" in opts:
             extra.append(opts["placement"])
+        if opts.get("include_prompt") is False:
+            extra.append("no-prompt")
+        if opts.get("normalize") is False:
+            extra.append("unnormalised")
         return self.pooling + (f"[{'/'.join(extra)}]" if extra else "")
 
     def with_max_length(self, max_length: int) -> Variant:
@@ -174,6 +192,23 @@ class Variant:
         d = dataclasses.asdict(self)
         d["intervals"] = list(self.intervals)
         return d
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "-".join(map(str, value))
+    return str(value)
+
+
+def from_options(options: dict[str, Any]) -> Variant:
+    """The variant a stored ``relevant_options()`` dict describes."""
+    return make_variant(**options)
 
 
 def parse_intervals(value: str | list[int] | tuple[int, ...]) -> tuple[int, ...]:

@@ -24,6 +24,18 @@ def text_encoder():
 
 
 @pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """Tiny random ModernBERT, RoBERTa and Qwen2 directories, and each as a sentence-transformers
+    directory with prompts and its family's usual pooling."""
+    from tests.tiny_models import NATIVE, as_sentence_transformer, build_all
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    dirs = build_all(root)
+    st = {name: as_sentence_transformer(d, root / f"{name}-st", NATIVE[name]) for name, d in dirs.items()}
+    return dirs, st
+
+
+@pytest.fixture(scope="session")
 def tokenizer(text_encoder):
     return text_encoder.tokenisation.tokenizer
 

@@ -3,17 +3,54 @@
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from lmk_eval.cli import main
-from lmk_eval.variants import GRANULARITIES, POOLINGS
+
+SHIPPED = ["cls", "mean", "max", "lasttoken", "weightedmean", "mean_sqrt_len_tokens", "lmk",
+           "mean_every_k", "multi_cls", "layer_mean", "layer_max_cls", "latent_attention",
+           "multilayer_attention", "gem", "native"]  # fmt: skip
 
 
-def test_list_names_every_pooling_and_granularity(capsys):
+def test_list_names_every_shipped_pooling_and_how_windows_merge(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for name in [*POOLINGS, *GRANULARITIES, "truncate", "window"]:
-        assert f"  {name} " in out
+    for name in [*SHIPPED, "fixed", "sentence", "variable", "after", "before", "truncate", "window"]:
+        assert f"  {name} " in out, name
+    merges = out.split("under --strategy window:")[1]
+    assert "mean_every_k" in merges and "a window shorter than k adds nothing" in merges
+    assert all(f"  {name} " in merges for name in SHIPPED)
+
+
+def test_pooling_options_from_flags_apply_before_the_sweep_is_checked(tmp_path, capsys):
+    """The command the old code refused: its baseline was resolved before --interval applied."""
+    out = tmp_path / "out"
+    code = main(["run", "--pooling", "lmk,mean", "--interval", "64", "--tasks", "passkey-quick:test_256",
+                 "--output", str(out), "--report-dir", str(tmp_path / "reports"), "--no-progress"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    frame = pd.read_csv(out / "scores.csv")
+    assert set(frame["pooling"]) == {"lmk[fixed/64]", "mean"}
+    report = (tmp_path / "reports" / "out.md").read_text()
+    assert "(baseline for significance: `lmk[fixed/64]`)" in report  # no cls: the first pooling
+
+
+def test_flag_defaults_and_choices_are_the_schemas(capsys):
+    from lmk_eval.cli import build_parser
+    from lmk_eval.train import TrainConfig
+
+    parser = build_parser()
+    train = parser.parse_args(["train"])
+    assert all(getattr(train, f) is None for f in ("steps", "batch_size", "lr", "seeds", "output"))
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    cfg = TrainConfig()
+    assert f"(default {cfg.steps})" in text and f"(default {cfg.learning_rate})" in text
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--precision", "float16"])  # not a TrainConfig precision
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "--placement", "middle"])
 
 
 def test_tasks_lists_bundled_and_online(capsys):

@@ -6,14 +6,8 @@ import pytest
 import torch
 
 import lmk_eval
-from lmk_eval.encoding import (
-    SharedEmbeddings,
-    TextEncoder,
-    pad_windows,
-    token_budget_batches,
-)
+from lmk_eval.encoding import SharedEmbeddings, TextEncoder, token_budget_batches
 from lmk_eval.mteb_adapter import LmkEncoder, model_meta
-from lmk_eval.registry import PoolInputs, combine_windows, pool_batch
 from lmk_eval.tokenisation import Window
 from lmk_eval.variants import make_variant
 
@@ -95,38 +89,6 @@ def test_token_budget_batches_sort_by_length_and_respect_the_budget():
     for b in batches:
         assert len(b[0].ids) * len(b) <= 100
     assert [w.owner for b in batches for w in b] == [1, 3, 5, 2, 0, 4]
-
-
-def test_windowed_lmk_pools_all_landmarks_across_windows(text_encoder):
-    long_text = " ".join(TEXTS * 4)
-    window = make_variant("lmk", interval=8, max_length=64, strategy="window")
-    truncated = make_variant("lmk", interval=8, max_length=64)
-    out = text_encoder.encode([long_text], [window, truncated])
-    assert not np.allclose(out[window], out[truncated])
-    windows = text_encoder.tokenisation.windows([long_text], window)
-    assert len(windows) > 1  # the text really was split
-
-
-def test_identical_windows_run_once_and_match_window_by_window_encoding(text_encoder):
-    filler = "The grass is green. The sky is blue. The sun is yellow. Here we go. " * 12
-    texts = [filler + f"The pass key is {key}. Remember it. " + filler for key in (123, 98765)]
-    v = make_variant("lmk", interval=8, max_length=64, strategy="window", normalize=False)
-    windows = text_encoder.tokenisation.windows(texts, v)
-    before = (text_encoder.stats.windows, text_encoder.stats.reused_windows)
-    got = text_encoder.encode(texts, [v])[v]
-    ran = text_encoder.stats.windows - before[0]
-    assert text_encoder.stats.reused_windows - before[1] == len(windows) - ran > 0
-    model = text_encoder.model
-    for owner, text_vec in enumerate(got):  # reference: every window on its own, no sharing
-        vecs, weights = [], []
-        for w in (w for w in windows if w.owner == owner):
-            ids, mask, markers, _ = pad_windows([w])
-            with torch.inference_mode():
-                hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
-            vec, weight = pool_batch(v, PoolInputs(hidden, mask, markers, None))
-            vecs.append(vec[0])
-            weights.append(float(weight[0]))
-        np.testing.assert_allclose(text_vec, combine_windows(v, vecs, weights).numpy(), atol=1e-5)
 
 
 def test_variants_never_collide_in_mteb_cache(text_encoder):

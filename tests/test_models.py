@@ -15,19 +15,10 @@ from lmk_eval.models import inspect_model, packaged_model_path, resolve_model
 from lmk_eval.runner import run_sweep
 from lmk_eval.sweep import sweep_from_dict
 from lmk_eval.variants import make_variant
-from tests.tiny_models import PROMPTS, as_sentence_transformer, build_all
+from tests.tiny_models import NATIVE, PROMPTS, as_sentence_transformer
 
 TEXTS = ["The cat sat on the mat and looked at the birds outside.", "Rain falls mainly in Spain.",
          "A whale is not a fish, said the narrator, " * 12, "short"]  # fmt: skip
-NATIVE = {"modernbert": "mean", "roberta": "cls", "qwen2": "lasttoken"}
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny-models")
-    dirs = build_all(root)
-    st = {name: as_sentence_transformer(d, root / f"{name}-st", NATIVE[name]) for name, d in dirs.items()}
-    return dirs, st
 
 
 def cosine(a, b):

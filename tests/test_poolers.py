@@ -17,12 +17,6 @@ NEW = ["latent_attention", "multilayer_attention", "layer_max_cls", "gem"]
 TEXTS = ["What colour is the door?", "Landmark pooling for dense embeddings. " * 20, "short"]
 
 
-def test_list_names_the_new_poolings(capsys):
-    assert main(["list"]) == 0
-    out = capsys.readouterr().out
-    assert all(f"  {name} " in out for name in NEW)
-
-
 def test_gem_and_layer_max_cls_by_hand():
     hidden = torch.tensor([[[1.0, -2.0], [3.0, 4.0], [9.0, 9.0]]])
     mask = torch.tensor([[1, 1, 0]])

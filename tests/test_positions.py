@@ -87,7 +87,7 @@ def test_strategies_on_a_sweep_with_an_offset_model_and_the_report(tmp_path):
         assert (at_256[strategy] == at_256["window"]).all(), strategy
     text = write_report(out, tmp_path / "reports").read_text()
     assert "best strategy per document-length band" in text
-    assert "mean grouped @1024 vs window" in text  # strategies compared for the same pooling
+    assert "mean grouped@1024 vs window@1024" in text  # the same pooling, at the same length
     assert (tmp_path / "reports" / "run" / "length.png").stat().st_size > 10_000
 
 
@@ -170,5 +170,29 @@ def test_best_strategy_table_names_every_strategy_that_ties():
     frame = pd.DataFrame([{"model": "m", "task": "passkey", "split": f"test_{n}", "pooling": "mean",
                            "strategy": s, "max_length": 4096, "score": v}
                           for (s, n), v in scores.items()])  # fmt: skip
-    row = best_strategy_table(frame, ["mean"]).splitlines()[-1]
+    row = best_strategy_table(frame, ["mean"], {"mean": "mean"}).splitlines()[-1]
     assert row.split("|")[3:6] == [" all tied (90.0) ", " grouped = recurrent (80.0) ", " window (70.0) "]
+
+
+def _strategy_frame(rows):
+    return pd.DataFrame([{"model": "m", "seed": None, "task": "passkey", "context": "long",
+                          "max_length": n, "strategy": s, "pooling": "mean", "label": "mean",
+                          "split": "test_256", "score": sum(q.values()) / len(q), "metric": "ndcg_at_1",
+                          "per_query": q} for s, n, q in rows])  # fmt: skip
+
+
+def test_strategy_comparisons_pair_on_max_length_and_name_both():
+    from lmk_eval.report import compare_strategies, strategy_pivots
+
+    queries = [f"q{i}" for i in range(20)]
+    ones, zeros = dict.fromkeys(queries, 1.0), dict.fromkeys(queries, 0.0)
+    frame = _strategy_frame([("truncate", 256, zeros), ("truncate", 512, ones),
+                             ("window", 512, ones), ("window", 4096, zeros)])  # fmt: skip
+    found = {label: c for label, c in compare_strategies(frame, ["mean"], {"mean": "mean"})}
+    assert set(found) == {"passkey: mean window@512 vs truncate@512",
+                          "passkey: mean window@4096 vs truncate@512"}  # fmt: skip
+    assert found["passkey: mean window@512 vs truncate@512"].mean_diff == 0  # not vs truncate@256
+    assert found["passkey: mean window@4096 vs truncate@512"].mean_diff == -1
+    (panel,) = strategy_pivots(frame)
+    readings = set(panel.table.columns.get_level_values(1))
+    assert readings == {"truncate@256", "truncate@512", "window@512", "window@4096"}  # never averaged

@@ -209,6 +209,6 @@ def test_a_dtype_is_its_own_cell_beside_float32(tiny_beir, tmp_path):
     assert summary.computed == 1 and summary.set_aside == 0  # beside the fp32 cell, not over it
     assert len(list((out / "cells").iterdir())) == 2
     (record,) = RunStore(out).records()
-    assert record.identity["encoding"]["dtype"] == "bfloat16"
-    assert record.identity["slot"]["encoding"] == {"dtype": "bfloat16"}
+    assert record.identity.encoding["dtype"] == "bfloat16"
+    assert record.identity.slot["encoding"] == {"dtype": "bfloat16"}
     assert run_sweep(fp32, out, progress=False, log=quiet).computed == 0  # fp32 still reusable

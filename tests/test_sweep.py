@@ -192,7 +192,7 @@ def test_report_has_tables_significance_and_both_plots(finished_run, tmp_path):
 
 def _score_row(task, pooling, score, seed=None):
     return {"model": "m", "seed": seed, "task": task, "context": "long", "max_length": 512,
-            "strategy": "window", "pooling": pooling, "split": "test", "score": score,
+            "strategy": "window", "pooling": pooling, "label": pooling, "split": "test", "score": score,
             "metric": "ndcg_at_1", "per_query": {}}  # fmt: skip
 
 
@@ -203,7 +203,7 @@ def test_context_average_uses_only_rows_every_pooling_has():
 
     row = _score_row
     frame = pd.DataFrame([row("a", "cls", 0.2), row("a", "lmk", 0.4), row("b", "cls", 0.9)])
-    table = main_table(frame, ["cls", "lmk"], [])
+    table = main_table(frame, ["cls", "lmk"], [], {"cls": "cls", "lmk": "lmk"})
     average = next(line for line in table.splitlines() if "context average" in line)
     assert "1 of 2 rows" in average  # task b lacks lmk (an unfinished run)
     assert average.endswith("| 1 | 20.0 | **40.0** |")  # not cls's (0.2 + 0.9) / 2
@@ -220,16 +220,16 @@ def test_poolings_are_compared_over_the_seeds_they_all_have():
     kept, left_out = matched_seeds(frame)
     assert left_out == ["cls seed 1 (a)"]  # b shares no seed: nothing to match on, kept whole
     assert sorted(kept.loc[kept["task"] == "a", "seed"]) == [0, 0]
-    table = main_table(kept, ["cls", "lmk"], [])
+    table = main_table(kept, ["cls", "lmk"], [], {"cls": "cls", "lmk": "lmk"})
     assert "| a | ndcg_at_1 | 1 | 20.0 | **40.0** |" in table  # not cls's two-seed mean, 50.0
-    per_seed = seed_table(frame, ["cls", "lmk"]).splitlines()  # every seed, the left-out one too
+    per_seed = seed_table(frame, ["cls", "lmk"], {"cls": "cls", "lmk": "lmk"}).splitlines()  # every seed, the left-out one too
     assert per_seed[2:5] == [
         "| a | 0 | 20.0 | 40.0 |",
         "| a | 1 | 80.0 | – |",
         "| b | 1 | 50.0 | – |",
     ]
     unseeded = frame.assign(seed=None)
-    assert matched_seeds(unseeded)[0] is unseeded and seed_table(unseeded, ["cls"]) is None
+    assert matched_seeds(unseeded)[0] is unseeded and seed_table(unseeded, ["cls"], {"cls": "cls"}) is None
 
 
 def test_sweep_config_errors_are_one_line(tmp_path):
@@ -282,11 +282,17 @@ def test_shipped_sweeps_resolve_by_name_from_any_directory(tmp_path, monkeypatch
 
 
 def test_the_default_baseline_falls_back_to_the_sweeps_first_pooling():
+    from lmk_eval.sweep import resolve_baseline, sweep_variants
+
+    def baseline(sweep):
+        return resolve_baseline(sweep.baseline, sweep_variants(sweep))
+
     sweep = sweep_from_dict({"name": "x", "poolings": ["mean", "lmk"], "tasks": ["needle"]}, "x")
-    assert sweep.baseline == "mean"
+    assert sweep.baseline is None and baseline(sweep) == "mean"  # validation changed nothing
     explicit = sweep_from_dict({"name": "x", "poolings": ["mean", "lmk"], "tasks": ["needle"],
                                 "baseline": "lmk"}, "x")  # fmt: skip
-    assert explicit.baseline == "lmk[fixed/32]"  # a pooling name resolves to its one label
+    assert baseline(explicit) == "lmk(granularity=fixed,interval=32)"  # its one variant
+    assert explicit.baseline == "lmk"
     with pytest.raises(LmkEvalError, match="baseline 'cls' is not a pooling of this sweep"):
         sweep_from_dict({"name": "x", "poolings": ["mean"], "tasks": ["needle"], "baseline": "cls"}, "x")
 
@@ -303,3 +309,84 @@ def test_a_plain_wheel_carries_the_shipped_sweeps_and_data(tmp_path):
     assert shipped and shipped <= names
     assert "lmk_eval/data/synthetic/passkey.jsonl.xz" in names
     assert "lmk_eval/data/scifact/qrels/train.tsv" in names
+
+
+def _options_sweep(folder: Path, poolings: list, name: str):
+    return sweep_from_dict({"name": name, "poolings": poolings, "tasks": [str(folder)],
+                            "max_length": [64], "query_prompt": "query: "}, name)  # fmt: skip
+
+
+LMK_AFTER = {"pooling": "lmk", "interval": 8}
+LMK_BEFORE = {"pooling": "lmk", "interval": 8, "placement": "before"}
+NO_PROMPT = {"pooling": "mean", "include_prompt": False}
+
+
+@pytest.fixture(scope="module")
+def options_run(tiny_beir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("options")
+    together = root / "together"
+    run_sweep(_options_sweep(tiny_beir, [LMK_AFTER, LMK_BEFORE, "mean", NO_PROMPT], "together"),
+              together, progress=False, log=lambda m: None)  # fmt: skip
+    return together
+
+
+def _by_label(run: Path) -> dict:
+    return {r.cell.label: r for r in RunStore(run).records()}
+
+
+def test_two_placements_in_one_sweep_score_as_each_alone_and_differ(options_run, tiny_beir, tmp_path):
+    together = _by_label(options_run)
+    for pooling, label in ((LMK_AFTER, "lmk[fixed/8]"), (LMK_BEFORE, "lmk[fixed/8/before]")):
+        alone = tmp_path / label
+        run_sweep(_options_sweep(tiny_beir, [pooling], "alone"), alone, progress=False, log=lambda m: None)
+        (record,) = RunStore(alone).records()
+        assert record.scores == together[label].scores and record.per_query == together[label].per_query
+    assert together["lmk[fixed/8]"].scores != together["lmk[fixed/8/before]"].scores
+
+
+def test_prompt_inclusion_is_its_own_row_column_and_gate_key(options_run, tmp_path):
+    from lmk_eval.gate import main_scores
+
+    records = _by_label(options_run)  # (their embeddings differ: test_combinations)
+    assert records["mean"].key != records["mean[no-prompt]"].key
+    frame = pd.read_csv(options_run / "scores.csv")
+    assert sorted(frame[frame.main]["variant"]) == sorted([
+        "lmk(granularity=fixed,interval=8)", "lmk(granularity=fixed,interval=8,placement=before)",
+        "mean", "mean(include_prompt=false)"])  # fmt: skip
+    keys = main_scores(options_run)
+    assert len(keys) == 4 and any("|mean(include_prompt=false)|64|truncate|test" in k for k in keys)
+    text = write_report(options_run, tmp_path / "reports", baseline="mean(include_prompt=false)").read_text()
+    assert "| task | metric | splits | mean[no-prompt] | lmk[fixed/8] | lmk[fixed/8/before] | mean |" in text
+    assert text.count("vs mean[no-prompt]") == 3  # each other variant against the baseline
+
+
+def test_decimals_compare_distance_not_rounding(finished_run, tmp_path):
+    import shutil
+
+    out, _ = finished_run
+    copy = Path(shutil.copytree(out, tmp_path / "copy"))
+    cell = next(p for p in (copy / "cells").glob("*__mean__*/cell.json"))
+    doc = json.loads(cell.read_text())
+    split = next(iter(doc["scores"]))
+    doc["scores"][split][doc["main_score"]] = 0.12345 + 1e-12  # rounds to 0.1235
+    cell.write_text(json.dumps(doc))
+    baseline = tmp_path / "b.json"
+    write_baseline(copy, baseline)
+    ref = json.loads(baseline.read_text())
+    key = next(k for k, v in ref["scores"].items() if v == 0.12345 + 1e-12)
+    ref["scores"][key] = 0.12345 - 1e-12  # rounds to 0.1234, yet 2e-12 away
+    baseline.write_text(json.dumps(ref))
+    assert check(copy, baseline, 0.01, decimals=4)[0] == []
+    ref["scores"][key] = 0.12345 + 0.6e-4  # the same after rounding to 4 decimals? no: 6e-5 away
+    baseline.write_text(json.dumps(ref))
+    (failure,) = check(copy, baseline, 0.01, decimals=4)[0]
+    assert key in failure
+
+
+def test_a_baseline_keyed_by_labels_is_refused_with_the_fix(finished_run, tmp_path):
+    out, _ = finished_run
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"key": "model|task|pooling|max_length|strategy|split",
+                               "scores": {"default|t|cls|64|truncate|test": 0.5}}))  # fmt: skip
+    with pytest.raises(LmkEvalError, match="write it again with `lmk-eval baseline"):
+        check(out, old, 0.01)

@@ -145,3 +145,23 @@ def test_a_window_larger_than_the_model_becomes_model_sized_windows(tok):
     windows = tok.windows([" ".join([TEXT] * 40)], make_variant("mean", max_length=1024, strategy="window"))
     assert max(len(w.ids) for w in windows) == 512  # windows of the model's size ...
     assert sum(len(w.ids) - 2 for w in windows) == 1024  # ... over the first 1,024 text tokens
+
+
+def test_multi_cls_closes_with_the_tokenizers_suffix_whatever_the_landmark_token(tokenizer):
+    v = make_variant("multi_cls", interval=8, max_length=512)
+    default = Tokenisation(tokenizer, 512).windows([TEXT], v)
+    other = Tokenisation(tokenizer, 512, landmark_token="[MASK]").windows([TEXT], v)
+    assert default[0].ids == other[0].ids  # --landmark-token is lmk's, not multi_cls's
+    assert other[0].ids[-1] == tokenizer.sep_token_id
+    window = Tokenisation(tokenizer, 512, landmark_token="[MASK]").windows(
+        [TEXT * 4], make_variant("multi_cls", interval=8, max_length=40, strategy="window")
+    )
+    assert len(window) > 1 and all(w.ids[-1] == tokenizer.sep_token_id for w in window)
+
+
+@pytest.mark.parametrize("max_length", range(12, 40))
+def test_a_truncated_multi_cls_input_never_ends_with_an_empty_chunk(tok, max_length):
+    (w,) = tok.windows([TEXT], make_variant("multi_cls", interval=8, max_length=max_length))
+    assert len(w.ids) <= max_length and w.ids[-1] == tok.suffix[-1]
+    assert not w.markers[-2]  # the token before [SEP] is content, never a chunk [CLS]
+    assert sum(w.markers) >= 1

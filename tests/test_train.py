@@ -119,12 +119,11 @@ def test_controlled_sweep_trains_then_evaluates_each_checkpoint_with_its_pooling
     first_log = []
     summary = run_sweep(sweep, out, progress=False, log=first_log.append)
     assert summary.computed == 4  # 2 poolings x 2 seeds, each checkpoint with its own pooling only
-    pairs = {
-        (r.cell["model"].rsplit("/", 1)[-1].rsplit("-", 1)[0], r.cell["pooling"])
-        for r in RunStore(out).records()
-    }
-    assert pairs == {("mean-seed0", "mean"), ("mean-seed1", "mean"),
-                     ("lmk-seed0", "lmk[fixed/32]"), ("lmk-seed1", "lmk[fixed/32]")}  # fmt: skip
+    pairs = {(r.cell.checkpoint.pooling, r.cell.checkpoint.seed, r.cell.label)
+             for r in RunStore(out).records()}  # fmt: skip
+    assert pairs == {("mean", 0, "mean"), ("mean", 1, "mean"),
+                     ("lmk", 0, "lmk[fixed/32]"), ("lmk", 1, "lmk[fixed/32]")}  # fmt: skip
+    assert {r.cell.checkpoint.group for r in RunStore(out).records()} == {str(tmp_path / "ckpt")}
     store = RunStore(out)
     trained_in_order = [m.split(" on ")[0] for m in first_log if m.startswith("training ")]
     assert trained_in_order == ["training mean seed 0", "training lmk seed 0",

@@ -15,6 +15,7 @@ import torch
 
 SIZE = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
 PROMPTS = {"query": "query: ", "document": "passage: "}
+NATIVE = {"modernbert": "mean", "roberta": "cls", "qwen2": "lasttoken"}  # their ST directories' pooling
 
 
 def haystack_text(n_words: int = 60_000) -> list[str]:

@@ -1,0 +1,56 @@
+"""Stored cells are typed: variant, label and checkpoint are fields, older records are upgraded."""
+
+import json
+from pathlib import Path
+
+from lmk_eval.records import CellRecord, upgrade
+from lmk_eval.store import RunStore, read_record
+from lmk_eval.variants import make_variant
+
+ROOT = Path(__file__).resolve().parents[1]
+SCORES = {"test_256": {"ndcg_at_1": 0.5, "ndcg_at_10": 0.7}}
+
+
+def v2_record(model: str, identity: dict | None) -> dict:
+    """A cell as lmk-eval wrote it before typed records: the label and the path, nothing else."""
+    return {"cell": {"model": model, "task": "needle-quick", "pooling": "lmk[fixed/32]",
+                     "variant": {"pooling": "lmk", "granularity": "fixed", "interval": 32,
+                                 "max_length": 4096, "strategy": "window"},
+                     "max_length": 4096, "strategy": "window"},
+            **({"identity": identity} if identity else {}),
+            "task": "needle-quick", "context": "long", "main_score": "ndcg_at_1",
+            "scores": SCORES, "per_query": {"test_256": {"q1": 0.5}}}  # fmt: skip
+
+
+TRAINING = {"lmk-seed2-0a1b2c3d": {"pooling": "lmk", "seed": 2, "config": {"output": "ckpt/run"}}}
+
+
+def test_a_provenance_era_checkpoint_cell_takes_its_seed_from_its_training_identity():
+    identity = {"slot": {}, "model": {"kind": "checkpoint", "training": {"pooling": "lmk", "seed": 2}},
+                "data": {}, "encoding": {}, "scoring": {"lmk_eval_scoring": 2}}  # fmt: skip
+    record = CellRecord.model_validate(upgrade(v2_record("ckpt/run/lmk-seed2-0a1b2c3d", identity), TRAINING))
+    assert record.cell.checkpoint.model_dump() == {"group": "ckpt/run", "pooling": "lmk", "seed": 2}
+    assert record.variant == make_variant("lmk", interval=32, max_length=4096, strategy="window")
+    assert record.cell.label == "lmk[fixed/32]" and record.cell.splits == ["test_256"]
+
+
+def test_a_cell_without_provenance_takes_its_checkpoint_from_the_runs_training_record():
+    record = CellRecord.model_validate(upgrade(v2_record("elsewhere/lmk-seed2-0a1b2c3d", None), TRAINING))
+    assert (record.cell.row_model, record.cell.seed) == ("ckpt/run", 2)
+    plain = CellRecord.model_validate(upgrade(v2_record("path/to/my-model-seed3", None), TRAINING))
+    assert plain.cell.checkpoint is None and plain.cell.row_model == "path/to/my-model-seed3"
+
+
+def test_a_record_round_trips_through_its_json(tmp_path):
+    record = CellRecord.model_validate(upgrade(v2_record("m", None), {}))
+    path = tmp_path / "c" / "cell.json"
+    path.parent.mkdir()
+    path.write_text(record.model_dump_json())
+    again = read_record(path)
+    assert again.model_dump() == record.model_dump() and json.loads(path.read_text())["format"] == 3
+
+
+def test_the_shipped_pre_provenance_run_reads_with_its_seeds():
+    records = RunStore(ROOT / "results" / "controlled-minilm").records()
+    seeds = {(r.cell.row_model, r.cell.checkpoint.pooling, r.cell.seed) for r in records}
+    assert seeds == {("checkpoints/controlled-minilm", p, s) for p in ("cls", "mean", "lmk") for s in (0, 1, 2)}
