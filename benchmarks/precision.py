@@ -105,13 +105,10 @@ def run_suite(config: str | None, dtype: str, out: Path, flags: dict | None = No
     """Wall time and main scores of a sweep computed afresh at ``dtype``."""
     from lmk_eval.gate import main_scores
     from lmk_eval.runner import run_sweep
-    from lmk_eval.sweep import load_sweep, sweep_from_dict
+    from lmk_eval.sweep import read_sweep_file, sweep_from_dict
 
-    if config:
-        sweep = load_sweep(config)
-    else:
-        sweep = sweep_from_dict(flags, flags["name"])
-    sweep.dtype = dtype
+    data, name, where = read_sweep_file(config) if config else (flags, flags["name"], "flags")
+    sweep = sweep_from_dict({**data, "dtype": dtype}, name, where)  # validated once, dtype in
     started = time.perf_counter()
     run_sweep(sweep, out, progress=False, log=lambda m: None)
     return time.perf_counter() - started, main_scores(out)

@@ -40,7 +40,7 @@ class CheckpointRef(BaseModel):
 class CellInfo(BaseModel):
     """Which cell this is: model, task, splits, variant (its relevant options, canonical)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
     model: str  # as the sweep names it: "default", a path, a hub id, a checkpoint directory
     task: str
     splits: list[str]

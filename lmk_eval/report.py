@@ -41,6 +41,14 @@ class Panel:
     task: str  # the task it shows, whatever the label says (a published curve is looked up by it)
     table: pd.DataFrame
     xlabel: str | None = None  # when its x is not the plot's own (max_length instead of length)
+    construction: str | None = None  # how its cells' data was built, when they all say the same
+
+
+def _construction(group: pd.DataFrame) -> str | None:
+    if "construction" not in group:
+        return None
+    values = group["construction"].unique()
+    return values[0] if len(values) == 1 else None
 
 
 def main_frame(records: list[CellRecord], root: Path) -> pd.DataFrame:
@@ -51,7 +59,9 @@ def main_frame(records: list[CellRecord], root: Path) -> pd.DataFrame:
     for r in records:
         c, v = r.cell, r.variant
         for split, metrics in r.scores.items():
+            construction = r.identity.data.get("construction") if r.identity else None
             rows.append({"model": c.row_model, "seed": c.seed, "task": r.task, "context": r.context,
+                         "construction": construction,
                          "max_length": v.max_length, "strategy": v.strategy,
                          "pooling": v.key(), "label": v.label(), "split": split,
                          "score": metrics[r.main_score], "metric": r.main_score,
@@ -283,7 +293,8 @@ def split_pivots(frame: pd.DataFrame, pattern: re.Pattern, scale: float) -> list
         if not matched.empty:
             x = matched["split"].str.extract(pattern)[0].astype(float) * scale
             table = matched.assign(x=x).pivot_table(index="x", columns="pooling", values="score")
-            out.append(Panel(_row_label(key, vary), key[1], table.sort_index()))
+            out.append(Panel(_row_label(key, vary), key[1], table.sort_index(),
+                             construction=_construction(matched)))  # fmt: skip
     return out
 
 
@@ -316,7 +327,8 @@ def strategy_pivots(frame: pd.DataFrame) -> list[Panel]:
         table = matched.assign(x=x, reading=_reading(matched)).pivot_table(
             index="x", columns=["pooling", "reading"], values="score"
         )
-        out.append(Panel(f"{model}: {task}" if vary["model"] else task, task, table.sort_index()))
+        out.append(Panel(f"{model}: {task}" if vary["model"] else task, task, table.sort_index(),
+                         construction=_construction(matched)))  # fmt: skip
     return out
 
 
@@ -381,11 +393,12 @@ def compare_strategies(frame: pd.DataFrame, poolings: list[str], names: Names):
     return out
 
 
-def reference_for(task: str) -> dict | None:
-    """The published curve a bundled task (or its quick subset) is calibrated against."""
+def reference_for(panel: Panel) -> dict | None:
+    """The published curve a panel's bundled task is calibrated against, if its cells were
+    computed on that calibrated construction (cells that record none, or another, get none)."""
     from .task_registry import reference_curve
 
-    return reference_curve(task)
+    return reference_curve(panel.task, panel.construction)
 
 
 def split_tables(panels: list[Panel], poolings: list[str], column: str,
@@ -395,7 +408,7 @@ def split_tables(panels: list[Panel], poolings: list[str], column: str,
     out = []
     for panel in panels:
         table = panel.table
-        reference = reference_for(panel.task) if column == "length" else None
+        reference = reference_for(panel) if column == "length" else None
         rows = []
         for x, r in table.iterrows():
             best = r.max()
@@ -448,7 +461,7 @@ def plot(series: list[Panel], poolings: list[str], names: Names, path: Path, *, 
                         label=f"{names[pooling]} · {strategy}")  # fmt: skip
         for i, p in enumerate(x for x in poolings if x in table.columns and not isinstance(table.columns, pd.MultiIndex)):
             ax.plot(table.index, table[p] * 100, marker=markers[i % len(markers)], label=names[p])
-        reference = reference_for(panel.task) if log2 else None
+        reference = reference_for(panel) if log2 else None
         if reference:
             xs = [x for x in table.index if int(x) in reference["scores"]]
             ax.plot(xs, [reference["scores"][int(x)] for x in xs], color="grey", linestyle="--",

@@ -179,10 +179,13 @@ REFERENCE_CURVES = {
 }
 
 
-def reference_curve(task: str) -> dict | None:
-    """The published curve a bundled task (by its name in a run) is calibrated against, if any."""
+def reference_curve(task: str, construction: str | None) -> dict | None:
+    """The published curve a bundled task (by its name in a run) is calibrated against, for data
+    built as the task builds it now (``construction``, as its cells record it)."""
     bundled = BUNDLED.get(task)
-    return REFERENCE_CURVES.get(bundled.curve) if bundled and bundled.curve else None
+    if bundled is None or bundled.curve is None or construction != bundled.construction:
+        return None
+    return REFERENCE_CURVES[bundled.curve]
 
 
 def _bundled_identity(name: str) -> Callable[[], dict]:

@@ -54,3 +54,16 @@ def test_the_shipped_pre_provenance_run_reads_with_its_seeds():
     records = RunStore(ROOT / "results" / "controlled-minilm").records()
     seeds = {(r.cell.row_model, r.cell.checkpoint.pooling, r.cell.seed) for r in records}
     assert seeds == {("checkpoints/controlled-minilm", p, s) for p in ("cls", "mean", "lmk") for s in (0, 1, 2)}
+
+
+def test_a_published_curve_is_shown_only_beside_cells_of_its_calibrated_construction(tmp_path):
+    from lmk_eval.report import write_report
+    from lmk_eval.task_registry import BUNDLED, reference_curve
+
+    assert reference_curve("needle-quick", BUNDLED["needle-quick"].construction)["scores"][256] == 70
+    assert reference_curve("needle", "full") is None  # the construction before calibration
+    assert reference_curve("needle", None) is None  # cells that record none
+    assert reference_curve("passkey", BUNDLED["passkey"].construction) is None  # no curve
+    legacy = write_report(ROOT / "results" / "controlled-minilm", tmp_path).read_text()
+    calibrated = write_report(ROOT / "results" / "needle-calibration", tmp_path).read_text()
+    assert "published:" not in legacy and "| published: LongEmbed needle" in calibrated
