@@ -21,7 +21,6 @@ from typing import Any
 from . import models
 from .encoding import SharedEmbeddings, TextEncoder
 from .errors import LmkEvalError
-from .executors import EXECUTORS
 from .files import check_writable_dir
 from .hardware import default_device, resolve_dtype
 from .native import merge_prompts
@@ -264,11 +263,11 @@ def run_sweep(
     encoders: int | None = None,
 ) -> RunSummary:
     started = time.perf_counter()
+    from .executors import EXECUTORS, check_ray  # lazily: executors calls back into this module
+
     if executor not in EXECUTORS:
         raise LmkEvalError(f"executor {executor!r} is not one of {', '.join(EXECUTORS)}")
     if executor == "ray":
-        from .executors import check_ray
-
         check_ray(ray_address, encoders)
     elif ray_address or encoders or ray_cpus:
         raise LmkEvalError("--ray-address, --ray-cpus and --encoders need --executor ray")
