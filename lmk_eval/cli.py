@@ -368,7 +368,6 @@ def sweep_dict_from_args(args: argparse.Namespace) -> tuple[dict, str, str]:
         name = args.name or _flags_name(shaping["tasks"], shaping["poolings"])
         data = {"name": name, **{k: v for k, v in shaping.items() if v is not None}}
         where = "flags"
-    data = dict(data)
     options = {k: getattr(args, k) for k in POOLING_OPTIONS if getattr(args, k) is not None}
     if args.exclude_prompt:
         options["include_prompt"] = False

@@ -171,7 +171,7 @@ POOLINGS: dict[str, Pooling] = {
                 _token_weighted(pooling.mean_sqrt_len_tokens), combine="sqrt_len",
                 under_window="sum over all pooled tokens of all windows / sqrt(their number) (exact)"),
         Pooling("lmk", "mean of landmark ([SEP]/</s>/EOS) states inserted after every chunk; [CLS] not pooled",
-                _marked(lambda x, v: x.markers), (*_CHUNKING, "placement"), tokenisation="landmark",
+                _marked(lambda x, v: x.markers), TOKEN_OPTIONS, tokenisation="landmark",
                 under_window=_EXACT.format("landmark states") + "; windows are cut at landmarks"),
         Pooling("mean_every_k", "mean of every k-th token state, no special token inserted (control for lmk)",
                 _marked(lambda x, v: pooling.every_kth_mask(x.attention_mask, v.interval)),

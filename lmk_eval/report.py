@@ -58,8 +58,8 @@ def main_frame(records: list[CellRecord], root: Path) -> pd.DataFrame:
     rows = []
     for r in records:
         c, v = r.cell, r.variant
+        construction = r.identity.data.get("construction") if r.identity else None
         for split, metrics in r.scores.items():
-            construction = r.identity.data.get("construction") if r.identity else None
             rows.append({"model": c.row_model, "seed": c.seed, "task": r.task, "context": r.context,
                          "construction": construction,
                          "max_length": v.max_length, "strategy": v.strategy,
@@ -688,14 +688,15 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
         )
     check_writable_dir(reports_dir, "report folder")
     sweep = store.sweep() or {}
-    records, training = store.records(), store.training_records()  # read once
+    training = store.training_records()
+    records = store.records(training)  # read once
     every_seed = main_frame(records, store.root)
     names = display_names(every_seed)
     variants = {r.variant.key(): r.variant for r in records}
-    declared = [variants[k] for k in pooling_order(every_seed, None, sweep)]
-    baseline = resolve_baseline(baseline or sweep.get("baseline"), declared)
+    declared = pooling_order(every_seed, None, sweep)
+    baseline = resolve_baseline(baseline or sweep.get("baseline"), [variants[k] for k in declared])
     frame, unmatched = matched_seeds(every_seed)
-    poolings = pooling_order(every_seed, baseline, sweep)
+    poolings = sorted(declared, key=lambda p: p != baseline)  # stable: the baseline first
     name = run_dir.name
     assets = reports_dir / name
     comparisons = compare_rows(frame, poolings, baseline)

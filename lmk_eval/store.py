@@ -112,7 +112,7 @@ class RunStore:
             raise LmkEvalError(f"'{self.root / 'sweep.json'}' has a malformed cell list; run the sweep again")
         return cells
 
-    def records(self) -> list[CellRecord]:
+    def records(self, training: dict[str, dict[str, Any]] | None = None) -> list[CellRecord]:
         """The run's finished cells (its manifest's, or every stored one for older runs).
         A corrupt cell.json stops with one line naming it: `run` sets it aside and recomputes."""
         manifest = self.manifest()
@@ -121,7 +121,7 @@ class RunStore:
         else:
             paths = [self.cell_dir(c["key"]) / "cell.json" for c in manifest]
             paths = [p for p in paths if p.is_file()]
-        training = self.training_records()
+        training = self.training_records() if training is None else training
         out = []
         for path in paths:
             try:

@@ -151,7 +151,7 @@ class Variant:
         tokenisation scheme, length, strategy and every option that changes the tokens (for
         landmarks: granularity, interval(s), seed and placement), as the registry names them."""
         opts = self.relevant_options()
-        token_options = tuple((k, _frozen(opts[k])) for k in self.spec.token_options if k in opts)
+        token_options = tuple((k, getattr(self, k)) for k in self.spec.token_options if k in opts)
         return (self.scheme, self.max_length, self.strategy, token_options)
 
     def pooling_options(self) -> dict[str, Any]:
@@ -170,11 +170,7 @@ class Variant:
         """Short human name used as a report column, e.g. ``lmk[fixed/32]``. Every option that
         makes two variants differ shows, so two variants of one report never share a label."""
         opts = self.pooling_options()
-        extra = [
-            str(v) if not isinstance(v, list) else "-".join(map(str, v))
-            for k, v in opts.items()
-            if k in ("granularity", "interval", "intervals", "layers")
-        ]
+        extra = [_shown(v) for k, v in opts.items() if k in ("granularity", "interval", "intervals", "layers")]
         if "seed" in opts and opts["seed"] != 0:
             extra.append(f"seed{opts['seed']}")
         if "placement" in opts:
@@ -194,21 +190,12 @@ class Variant:
         return d
 
 
-def _frozen(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
-
-
 def _shown(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, (list, tuple)):
         return "-".join(map(str, value))
     return str(value)
-
-
-def from_options(options: dict[str, Any]) -> Variant:
-    """The variant a stored ``relevant_options()`` dict describes."""
-    return make_variant(**options)
 
 
 def parse_intervals(value: str | list[int] | tuple[int, ...]) -> tuple[int, ...]:
