@@ -12,11 +12,12 @@ from mteb.types import PromptType
 from pydantic import ValidationError
 
 from . import models
-from .encoding import SharedEmbeddings, TextEncoder
+from .encoding import TextEncoder
 from .errors import LmkEvalError, schema_error
 from .native import merge_prompts
 from .options import OPTION_KEYS, EncodeOptions
 from .positions import supports
+from .search import GroupSearch
 from .variants import Variant, make_variant
 
 
@@ -90,12 +91,12 @@ class LmkEncoder(AbsEncoder):
         self,
         text_encoder: TextEncoder,
         variant: Variant,
-        shared: SharedEmbeddings | None = None,
         meta: ModelMeta | None = None,
+        group: GroupSearch | None = None,
     ) -> None:
         self.text_encoder = text_encoder
         self.variant = variant
-        self.shared = shared or SharedEmbeddings(text_encoder, [variant])
+        self.group = group  # a sweep's cell group: one pass over the corpus for all its poolings
         self.model_prompts = prompts_of(text_encoder) or None
         self.mteb_model_meta = meta or model_meta(text_encoder, variant)
 
@@ -118,7 +119,10 @@ class LmkEncoder(AbsEncoder):
         prompt_type=None,
         **kwargs: Any,
     ) -> np.ndarray:
-        return self.shared.get(_texts(inputs), self.variant, self.prompt(task_metadata, prompt_type))
+        texts, prompt = _texts(inputs), self.prompt(task_metadata, prompt_type)
+        if self.group is not None:
+            return self.group.encode(self.variant, texts, prompt, prompt_type)
+        return self.text_encoder.encode(texts, [self.variant], prompt)[self.variant]
 
 
 def encoder(

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import models
-from .encoding import SharedEmbeddings, TextEncoder
+from .encoding import TextEncoder
 from .errors import LmkEvalError
 from .files import check_writable_dir
 from .hardware import default_device, resolve_dtype
@@ -195,22 +195,22 @@ def compute_group(group: CellGroup, missing: list[Cell], encoder: TextEncoder,
                   on_start: Callable[[Cell], None] | None = None) -> Iterator[CellPayload]:  # fmt: skip
     """Score the missing cells of one group with one encoder, sharing its forward passes."""
     from .mteb_adapter import LmkEncoder, model_meta
+    from .search import GroupSearch
 
     task = group.task.build()
     task.load_data()  # loaded once, kept across the group's variants
-    shared = SharedEmbeddings(encoder, [c.variant for c in missing])
-    try:
-        for cell in missing:
-            if on_start:
-                on_start(cell)
-            adapter = LmkEncoder(encoder, cell.variant, shared, model_meta(encoder, cell.variant))
-            cell_started = time.perf_counter()
-            task_result, per_query = evaluate_cell(task, adapter)
-            yield CellPayload(cell.key(), group.task.context, task_result.model_dump_json(indent=1),
-                              task.metadata.main_score, split_scores(task_result), per_query,
-                              time.perf_counter() - cell_started)  # fmt: skip
-    finally:
-        shared.clear()
+    adapters = {c.variant: LmkEncoder(encoder, c.variant, model_meta(encoder, c.variant)) for c in missing}
+    search = GroupSearch(encoder, adapters)
+    for a in adapters.values():
+        a.group = search
+    for cell in missing:
+        if on_start:
+            on_start(cell)
+        cell_started = time.perf_counter()
+        task_result, per_query = evaluate_cell(task, search.view(cell.variant))
+        yield CellPayload(cell.key(), group.task.context, task_result.model_dump_json(indent=1),
+                          task.metadata.main_score, split_scores(task_result), per_query,
+                          time.perf_counter() - cell_started)  # fmt: skip
 
 
 def make_encoder(sweep: Sweep, model: str, progress: bool = False, **extra: Any) -> TextEncoder:

@@ -1,0 +1,158 @@
+"""One pass over a corpus for every pooling of a cell group, in memory bounded by a chunk.
+
+mteb scores a retrieval task through a ``SearchProtocol`` (``index`` / ``search``). The group's
+first cell to search (the leader) runs mteb's own ``SearchEncoderWrapper`` with chunks sized by
+bytes; each chunk (and the queries) is encoded once for *every* pooling of the group, one forward
+pass per tokenisation. The leader's vectors go back to mteb; each sibling's are scored against the
+sibling's queries at once and folded into its top-k, exactly as mteb's heap would (per chunk
+``torch.topk`` of top_k + 1, then the top_k largest (score, document id) pairs overall). The
+siblings' cells then read their results instead of encoding anything. Peak memory is the model,
+one chunk of vectors and queries x poolings x top_k results, never documents x poolings x dim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from mteb.models.search_wrappers import SearchEncoderWrapper
+from mteb.types import PromptType
+
+from .encoding import TextEncoder
+from .variants import Variant
+
+CHUNK_BYTES = 64 * 2**20  # one corpus chunk's vectors, all poolings together (float32)
+
+
+def chunk_documents(n_variants: int, dim: int, budget: int = CHUNK_BYTES) -> int:
+    """Documents per corpus chunk so that poolings x chunk x dim x 4 bytes stays within budget."""
+    return max(1, budget // (max(1, n_variants) * max(1, dim) * 4))
+
+
+@dataclass
+class TopK:
+    """A sibling's running best documents per query: scores (Q, <=k) float32, ids (Q, <=k) str."""
+
+    k: int
+    scores: np.ndarray
+    ids: np.ndarray
+
+    @classmethod
+    def empty(cls, n_queries: int, k: int) -> TopK:
+        return cls(k, np.zeros((n_queries, 0), np.float32), np.zeros((n_queries, 0), object))
+
+    def add(self, chunk_scores: torch.Tensor, chunk_ids: Sequence[str]) -> None:
+        """Fold one chunk in: its top k + 1 per query (mteb's ``torch.topk`` call), then keep the
+        k largest (score, id) pairs, ties at the cut going to the larger id as in mteb's heap."""
+        values, index = torch.topk(chunk_scores, min(self.k + 1, chunk_scores.shape[1]), dim=1, largest=True)
+        ids = np.asarray(chunk_ids, dtype=object)[index.cpu().numpy()]
+        scores = np.concatenate([self.scores, values.cpu().numpy().astype(np.float32)], axis=1)
+        ids = np.concatenate([self.ids, ids], axis=1)
+        if scores.shape[1] <= self.k:
+            self.scores, self.ids = scores, ids
+            return
+        order = np.argsort(-scores, axis=1, kind="stable")
+        scores, ids = np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+        tied = np.nonzero(scores[:, self.k - 1] == scores[:, self.k])[0]
+        for q in tied:  # rare: equal scores across the cut; the heap keeps the larger ids
+            cut = scores[q, self.k - 1]
+            above = scores[q] > cut
+            at = sorted(ids[q][scores[q] == cut], reverse=True)[: self.k - int(above.sum())]
+            ids[q, : self.k] = np.concatenate([ids[q][above], np.asarray(at, dtype=object)])
+            scores[q, : self.k] = np.concatenate([scores[q][above], np.full(len(at), cut, np.float32)])
+        self.scores, self.ids = scores[:, : self.k], ids[:, : self.k]
+
+    def results(self, query_ids: Sequence[str]) -> dict[str, dict[str, float]]:
+        return {qid: dict(zip(self.ids[i].tolist(), self.scores[i].tolist(), strict=True))
+                for i, qid in enumerate(query_ids)}  # fmt: skip
+
+
+class GroupSearch:
+    """The shared state of one cell group's searches: who leads each (subset, split), the siblings'
+    query vectors while the leader's pass runs, and their top-k results until their cells ask."""
+
+    def __init__(self, encoder: TextEncoder, adapters: dict[Variant, Any], chunk_bytes: int = CHUNK_BYTES):
+        self.encoder = encoder
+        self.adapters = adapters  # variant -> its mteb encoder (prompts, similarity, metadata)
+        self.chunk_bytes = chunk_bytes
+        self._pass: _Pass | None = None
+        self._done: dict[tuple[str, str], dict[Variant, dict]] = {}
+
+    def view(self, variant: Variant) -> VariantSearch:
+        return VariantSearch(self, variant)
+
+    def encode(self, variant: Variant, texts: list[str], prompt: str, prompt_type) -> np.ndarray:
+        """A cell's encode call: inside its pass as leader, answered for every sibling at once."""
+        pass_ = self._pass
+        if pass_ is None or pass_.leader != variant:  # not inside a pass: this variant alone
+            return self.encoder.encode(texts, [variant], prompt)[variant]
+        vectors = self.encoder.encode(texts, list(self.adapters), prompt)
+        if prompt_type is not None and PromptType(prompt_type) is PromptType.query:
+            pass_.queries = {v: vectors[v] for v in pass_.siblings}
+            pass_.top = {v: TopK.empty(len(texts), pass_.top_k) for v in pass_.siblings}
+        else:
+            for v in pass_.siblings:
+                scores = torch.as_tensor(self.adapters[v].similarity(pass_.queries[v], vectors[v]))
+                pass_.top[v].add(scores, pass_.document_ids[pass_.offset : pass_.offset + len(texts)])
+            pass_.offset += len(texts)
+        return vectors[variant]
+
+    def search(self, variant: Variant, corpus, queries, *, task_metadata, hf_split: str, hf_subset: str,
+               top_k: int, encode_kwargs: dict, top_ranked=None, num_proc=None, **kwargs):  # fmt: skip
+        where = (hf_subset, hf_split)
+        ready = self._done.get(where, {})
+        if variant in ready and top_ranked is None:
+            return ready.pop(variant)
+        siblings = [v for v in self.adapters if v != variant] if top_ranked is None else []
+        dim = self.encoder.facts.config.hidden_size
+        wrapper = SearchEncoderWrapper(self.adapters[variant],
+                                       corpus_chunk_size=chunk_documents(len(siblings) + 1, dim, self.chunk_bytes))  # fmt: skip
+        wrapper.index(corpus, task_metadata=task_metadata, hf_split=hf_split, hf_subset=hf_subset,
+                      encode_kwargs=encode_kwargs, num_proc=num_proc)  # fmt: skip
+        self._pass = _Pass(variant, siblings, task_metadata, top_k, list(corpus["id"]) if siblings else [])
+        try:
+            results = wrapper.search(queries, task_metadata=task_metadata, hf_split=hf_split,
+                                     hf_subset=hf_subset, top_k=top_k, encode_kwargs=encode_kwargs,
+                                     top_ranked=top_ranked, num_proc=num_proc, **kwargs)  # fmt: skip
+            query_ids = list(queries["id"])
+            self._done.setdefault(where, {}).update(
+                {v: self._pass.top[v].results(query_ids) for v in siblings}
+            )
+        finally:
+            self._pass = None
+        return results
+
+
+@dataclass
+class _Pass:
+    leader: Variant
+    siblings: list[Variant]
+    task_metadata: Any
+    top_k: int
+    document_ids: list[str]
+    offset: int = 0
+    queries: dict | None = None
+    top: dict | None = None
+
+
+class VariantSearch:
+    """One cell's face to mteb (a ``SearchProtocol``): its variant's results from the group's pass."""
+
+    def __init__(self, group: GroupSearch, variant: Variant) -> None:
+        self.group, self.variant = group, variant
+        self.mteb_model_meta = group.adapters[variant].mteb_model_meta
+        self._corpus = None
+
+    def index(self, corpus, *, task_metadata, hf_split: str, hf_subset: str, encode_kwargs: dict,
+              num_proc: int | None = None, **kwargs: Any) -> None:  # fmt: skip
+        self._corpus = corpus
+
+    def search(self, queries, *, task_metadata, hf_split: str, hf_subset: str, top_k: int,
+               encode_kwargs: dict, top_ranked=None, num_proc: int | None = None, **kwargs: Any):  # fmt: skip
+        return self.group.search(self.variant, self._corpus, queries, task_metadata=task_metadata,
+                                 hf_split=hf_split, hf_subset=hf_subset, top_k=top_k,
+                                 encode_kwargs=encode_kwargs, top_ranked=top_ranked, num_proc=num_proc,
+                                 **kwargs)  # fmt: skip
