@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--code", type=Path, default=ROOT, help="checkout to measure (default: this one)")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
     parser.add_argument("--label", default="after", help="column name in the report (before / after)")
-    parser.add_argument("--json", type=Path, default=ROOT / "reports" / "memory.json")
+    parser.add_argument("--json", type=Path, default=ROOT / "reports" / "memory.json", help="measurements, kept between calls")
     parser.add_argument("--one", nargs=4, metavar=("MODEL", "CORPUS", "POOLINGS", "OUTPUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -99,16 +99,12 @@ def main() -> None:
                 found.setdefault(args.label, {})[f"{n}x{k}"] = result
                 print(f"{args.label}: {n:,} documents x {k} poolings: {result['peak_mb']:,.0f} MB peak RSS,"
                       f" {result['seconds']:.0f} s", flush=True)  # fmt: skip
-    found["cpu"] = cpu_name()
+    sys.path.insert(0, str(ROOT))
+    from lmk_eval.hardware import cpu_description
+
+    found["cpu"] = cpu_description()
     args.json.write_text(json.dumps(found, indent=1) + "\n")
     write_report(found, ROOT / "reports" / "memory.md")
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def write_report(found: dict, path: Path) -> None:
@@ -119,17 +115,19 @@ def write_report(found: dict, path: Path) -> None:
              "`.venv/bin/python benchmarks/memory.py` (`--code` an older checkout and `--label before` for the"
              " first column): each cell a fresh process running one sweep on a synthetic BEIR folder"
              " (N documents of 64 tokens, 100 queries) with a random 1-layer BERT of width 384 and"
-             f" MiniLM's tokenizer, truncated at 64 tokens; peak RSS of that process. CPU: {found.get('cpu')}, 2 cores.",
-             "", "| documents x poolings | " + " | ".join(f"{x} peak RSS (MB) | {x} seconds" for x in labels) + " |",
-             "|---|" + "---:|---:|" * len(labels)]  # fmt: skip
+             f" MiniLM's tokenizer, truncated at 64 tokens; peak RSS of that process (wall seconds are in reports/memory.json; other work shared the machine, so they are not a speed figure). CPU: {found.get('cpu')}.",
+             "", "| documents x poolings | " + " | ".join(f"{x}: peak RSS (MB)" for x in labels) + " |",
+             "|---|" + "---:|" * len(labels)]  # fmt: skip
     for key in keys:
         n, k = key.split("x")
         cells = []
         for x in labels:
             r = found[x].get(key)
-            cells += [f"{r['peak_mb']:,.0f}", f"{r['seconds']:.0f}"] if r else ["", ""]
+            cells.append(f"{r['peak_mb']:,.0f}" if r else "")
         lines.append(f"| {int(n):,} x {k} | " + " | ".join(cells) + " |")
-    lines += ["", "Derived (peak RSS):", ""]
+    lines += ["", "Chunks are sized by bytes (64 MB of vectors for all poolings together), so a one-pooling run"
+              " encodes six times as many documents per chunk as a six-pooling one and holds more tokenised"
+              " text at once: after the change, K = 1 can peak above K = 6.", "", "Derived (peak RSS):", ""]
     for x in labels:
         r = found[x]
         if "20000x6" in r and "80000x6" in r:

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lmk_eval.encoding import TextEncoder, pad_windows, token_budget_batches  # noqa: E402
-from lmk_eval.hardware import DTYPES, cpu_flags, default_device, resolve_dtype  # noqa: E402
+from lmk_eval.hardware import DTYPES, cpu_description, cpu_flags, default_device, resolve_dtype  # noqa: E402
 from lmk_eval.options import EncodeOptions  # noqa: E402
 from lmk_eval.variants import make_variant  # noqa: E402
 
@@ -124,7 +124,7 @@ def main() -> None:
     device = default_device()
     dtypes, parts = args.dtypes.split(","), set(args.parts.split(","))
     auto, why = resolve_dtype("auto", device)
-    name = torch.cuda.get_device_name() if device == "cuda" else _cpu_name()
+    name = torch.cuda.get_device_name() if device == "cuda" else cpu_description()
     cache = Path(args.output).with_suffix(".json")
     saved = json.loads(cache.read_text()) if cache.exists() and parts != {"throughput", "suite", "scifact"} else {}
     rows, suite, scifact = saved.get("rows", []), saved.get("suite", {}), saved.get("scifact", {})
@@ -161,13 +161,6 @@ def _per_task(scores: dict[str, float]) -> dict[str, float]:
     for key, value in sorted(scores.items()):
         groups.setdefault(key.rsplit("|", 1)[0], []).append(value)
     return {k: sum(v) / len(v) for k, v in groups.items()}
-
-
-def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip() + f", {torch.get_num_threads()} threads"
-    return "CPU"
 
 
 def write_report(path, device, name, auto, why, dtypes, rows, suite, scifact) -> None:

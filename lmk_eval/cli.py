@@ -63,7 +63,7 @@ def _shown(value) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from .executors import EXECUTORS
-    from .hardware import CPU_TOKEN_BUDGET, DTYPE_CHOICES
+    from .hardware import ACCELERATORS, CPU_TOKEN_BUDGET, DTYPE_CHOICES
     from .options import EncodeOptions
     from .sweep import GridSpec
     from .train import TrainConfig
@@ -226,6 +226,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead of one task per group: run groups in order here and split each corpus over"
         " N model replicas (Ray actors), for a few very large cells",
     )
+
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the plan (what `lmk-eval plan` prints) and stop before any work")  # fmt: skip
+    plan = sub.add_parser(
+        "plan", parents=[run], add_help=False, conflict_handler="resolve",
+        help="what a sweep will cost, before any forward pass (same arguments as run)",
+        description="Per cell group: documents, queries and tokens (counted for local data, from mteb's"
+        " statistics for hub tasks), forward passes shared between poolings, and estimated time and"
+        " peak memory here (a short measured forward) and on --on ACCELERATOR. Writes nothing.",
+    )  # fmt: skip
+    for p in (run, plan):
+        p.add_argument("--on", choices=sorted(ACCELERATORS), help="also estimate time on this accelerator")
+        p.add_argument("--no-measure", action="store_true",
+                       help="skip the short measured forward (no time estimate for this machine)")  # fmt: skip
 
     report = sub.add_parser("report", help="write reports/<run>.md and plots from a run directory")
     report.add_argument("run_dir", help=RUN_DIR_HELP)
@@ -396,6 +410,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_sweep
 
     sweep = sweep_from_args(args)
+    if args.dry_run:
+        return cmd_plan(args, sweep)
     output = Path(args.output or f"results/{sweep.name}")
     reports = Path(args.report_dir)
     if not args.no_report:
@@ -410,6 +426,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         path = write_report(output, reports, baseline=sweep.baseline)  # None: the sweep's default
         _info(f"report: {path}")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace, sweep=None) -> int:
+    from .costs import estimate, render
+    from .hardware import default_device, resolve_dtype
+    from .runner import preflight
+    from .sweep import plan
+
+    sweep = sweep or sweep_from_args(args)
+    groups = plan(sweep)
+    preflight(sweep, groups)
+    device = sweep.device or default_device()
+    dtype, _why = resolve_dtype(sweep.dtype, device)
+    print(f"plan of sweep '{sweep.name}':")
+    print(render(estimate(sweep, groups, on=args.on, measure=not args.no_measure), args.on, device, dtype))
     return 0
 
 
@@ -490,7 +522,7 @@ def _info(message: str) -> None:
 
 COMMANDS = {"list": cmd_list, "tasks": cmd_tasks, "run": cmd_run, "report": cmd_report,
             "baseline": cmd_baseline, "check": cmd_check, "generate": cmd_generate,
-            "train": cmd_train}  # fmt: skip
+            "train": cmd_train, "plan": cmd_plan}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,17 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def cpu_description() -> str:
+    """The CPU model, threads and bf16 features, to name beside every measured figure."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "CPU")
+    bf16 = sorted(f for f in cpu_flags() if "bf16" in f or "amx" in f)
+    return f"{name}, {torch.get_num_threads()} threads, bf16 features: {', '.join(bf16) or 'none'}"
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -104,3 +115,10 @@ def default_token_budget(device: str, config, dtype: str, length: int) -> tuple[
     per = bytes_per_token(config, dtype, length)
     budget = token_budget_for(free, per)
     return budget, f"half of {free / 2**30:.1f} GiB free on {device} at ~{per / 1024:.0f} KiB per token"
+
+
+ACCELERATORS = {  # `lmk-eval plan --on`: dense bf16 peak FLOP/s (vendor datasheets, without sparsity) and memory
+    "h100": ("NVIDIA H100 SXM", 989e12, 80), "h200": ("NVIDIA H200", 989e12, 141),
+    "a100": ("NVIDIA A100 SXM", 312e12, 80), "l4": ("NVIDIA L4", 121e12, 24),
+    "a10g": ("NVIDIA A10G", 125e12, 24),
+}  # fmt: skip

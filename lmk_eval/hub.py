@@ -11,6 +11,7 @@ from functools import lru_cache
 from .errors import LmkEvalError
 
 TIMEOUT_S = 10.0  # one API call; a dead endpoint fails in this long, not in a library's retries
+LOCAL = "a model directory, a BEIR folder, or a bundled task: `lmk-eval tasks`"
 log = logging.getLogger("lmk_eval")
 
 
@@ -71,7 +72,7 @@ def commit(repo_id: str, repo_type: str = "model", revision: str | None = None, 
         if found is None:
             raise LmkEvalError(
                 f"HF_HUB_OFFLINE is set and {shown} is not in the Hugging Face cache; run once with"
-                " the hub reachable (or unset HF_HUB_OFFLINE), or use local files instead"
+                f" the hub reachable (or unset HF_HUB_OFFLINE), or use local files instead ({LOCAL})"
             )
         return found
     api = HfApi()
@@ -80,7 +81,7 @@ def commit(repo_id: str, repo_type: str = "model", revision: str | None = None, 
         return str(info(repo_id, revision=revision, timeout=TIMEOUT_S).sha)
     except Exception as exc:  # noqa: BLE001 - unreachable, unknown repo or revision, auth: one line
         raise LmkEvalError(
-            f"cannot resolve {shown} to a commit: {_reason(exc)}; offline, use a local model directory or task folder (`lmk-eval tasks` lists the bundled ones)"
+            f"cannot resolve {shown} to a commit: {_reason(exc)}; offline, use local files instead ({LOCAL})"
         ) from None
 
 

@@ -74,7 +74,7 @@ def test_tasks_lists_bundled_and_online(capsys):
         ),
         (
             ["--tasks", "SciFact"],
-            "hub is unreachable, so mteb task(s) SciFact cannot be downloaded",
+            "HF_HUB_OFFLINE is set and hub dataset 'mteb/scifact' at revision d56462d0e63a25450459c4f213e49ffdb866f7f9 (mteb task SciFact) is not in the Hugging Face cache",
         ),
     ],
 )

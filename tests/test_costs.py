@@ -1,0 +1,37 @@
+"""`lmk-eval plan`: what a sweep will encode, counted before any forward pass."""
+
+from __future__ import annotations
+
+from lmk_eval.cli import main
+from lmk_eval.costs import estimate, flops_per_token
+from lmk_eval.runner import compute_group, make_encoder
+from lmk_eval.sweep import Sweep, plan
+
+
+def test_plan_counts_exactly_the_tokens_the_run_encodes(tiny_beir):
+    sweep = Sweep.model_validate({"name": "t", "poolings": [{"pooling": p} for p in ("cls", "mean", "lmk")],
+                                  "grid": [{"tasks": [str(tiny_beir)], "max_length": [64]}]})  # fmt: skip
+    groups = plan(sweep)
+    (cost,) = estimate(sweep, groups, measure=False)
+    encoder = make_encoder(sweep, "default")
+    list(compute_group(groups[0], groups[0].cells, encoder))
+    assert cost.tokens == encoder.stats.real_tokens  # what the run put through the model
+    assert (cost.documents, cost.queries, cost.cells, cost.tokenisations) == (20, 8, 3, 2)  # lmk has its own
+    assert cost.unshared > cost.tokens and cost.counted == "counted"
+
+
+def test_flops_per_token_of_bert_base_are_twice_its_85m_layer_weights():
+    from transformers import BertConfig
+
+    assert flops_per_token(BertConfig(), 0) == 2 * 84_934_656
+    assert flops_per_token(BertConfig(), 512) > flops_per_token(BertConfig(), 0)
+
+
+def test_plan_of_a_hub_task_uses_mteb_statistics_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "never"
+    code = main(["run", "--dry-run", "--tasks", "SciFact", "--pooling", "cls", "--max-length", "128",
+                 "--no-measure", "--on", "h100", "--output", str(out)])  # fmt: skip
+    printed = capsys.readouterr().out
+    row = next(line for line in printed.splitlines() if "| SciFact |" in line)
+    assert code == 0 and "| 5,183 | 300 |" in row and "estimated" in row
+    assert not out.exists()
