@@ -38,9 +38,12 @@ def local_scores(tiny_beir, tmp_path_factory) -> str:
     return (out / "scores.csv").read_text()
 
 
-def test_ray_executor_gives_the_local_executors_scores(local_scores, tiny_beir, tmp_path):
+@pytest.mark.parametrize("how", [[], ["--encoders", "2"]], ids=["groups as tasks", "corpus over two replicas"])
+def test_ray_executor_gives_the_local_executors_scores(how, local_scores, tiny_beir, tmp_path):
+    """Either way of running on Ray (the replicas embed each chunk's texts, the driver keeps each
+    pooling's top-k) stores exactly the local executor's scores."""
     out = tmp_path / "run"
-    proc = cli(quick_args(tiny_beir, out, "--executor", "ray", "--ray-cpus", "2"))
+    proc = cli(quick_args(tiny_beir, out, "--executor", "ray", "--ray-cpus", "2", *how))
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
     assert "ray: 1 node(s)" in err and "'num_cpus': 1" in err
