@@ -46,7 +46,7 @@ class GroupCost:
 
 def _local_texts(group: CellGroup) -> tuple[list[str], list[str]]:
     task = group.task.build()
-    splits = task._load_splits() if hasattr(task, "_load_splits") else {}  # noqa: SLF001 - our own task class
+    splits = task._load_splits()  # noqa: SLF001 - our own local task class, as it loads its data
     docs, queries = [], []
     for name in group.task.splits:
         s = splits[name]
@@ -108,15 +108,15 @@ def _measured_tokens_per_s(encoder, max_length: int) -> float:
     return (encoder.stats.real_tokens - before) / (time.perf_counter() - started)
 
 
-def estimate(sweep: Sweep, groups: list[CellGroup], on: str | None = None, measure: bool = True,
-             log=print) -> list[GroupCost]:  # fmt: skip
+def estimate(sweep: Sweep, groups: list[CellGroup], on: str | None = None,
+             measure: bool = True) -> list[GroupCost]:  # fmt: skip
     """Every group's cost; nothing is written, no corpus is encoded."""
     from . import models
     from .encoding import TextEncoder
 
     if on is not None and on not in ACCELERATORS:
         raise LmkEvalError(f"--on {on!r} is not one of {', '.join(ACCELERATORS)}")
-    out, speeds = [], {}
+    out, speeds, encoders = [], {}, {}  # a model loads once, whatever the lengths it is measured at
     for g in groups:
         facts = models.inspect_model(models.resolve_model(g.model), sweep.encode_options())
         concrete = [facts.concrete(c.variant) for c in g.cells]
@@ -139,15 +139,16 @@ def estimate(sweep: Sweep, groups: list[CellGroup], on: str | None = None, measu
             key = (g.model, min(v.max_length, facts.tokenisation.max_positions))
             if key not in speeds:
                 try:
-                    enc = TextEncoder(g.model, options=sweep.encode_options(), device=sweep.device)
-                    speeds[key] = _measured_tokens_per_s(enc, key[1])
+                    if g.model not in encoders:
+                        encoders[g.model] = TextEncoder(g.model, options=sweep.encode_options(), device=sweep.device)
+                    speeds[key] = _measured_tokens_per_s(encoders[g.model], key[1])
                 except LmkEvalError as exc:
                     speeds[key] = None
                     cost.notes.append(f"not measured here: {exc}")
             if speeds[key]:
                 cost.seconds_here = cost.tokens / speeds[key]
         if on is not None:
-            _name, peak, _memory = ACCELERATORS[on]
+            _name, peak = ACCELERATORS[on]
             length = min(v.max_length, facts.tokenisation.max_positions)
             cost.seconds_on = cost.tokens * flops_per_token(config, length) / (peak * UTILISATION)
         params = flops_per_token(config, 0) / 2 + config.vocab_size * config.hidden_size

@@ -117,8 +117,7 @@ def default_token_budget(device: str, config, dtype: str, length: int) -> tuple[
     return budget, f"half of {free / 2**30:.1f} GiB free on {device} at ~{per / 1024:.0f} KiB per token"
 
 
-ACCELERATORS = {  # `lmk-eval plan --on`: dense bf16 peak FLOP/s (vendor datasheets, without sparsity) and memory
-    "h100": ("NVIDIA H100 SXM", 989e12, 80), "h200": ("NVIDIA H200", 989e12, 141),
-    "a100": ("NVIDIA A100 SXM", 312e12, 80), "l4": ("NVIDIA L4", 121e12, 24),
-    "a10g": ("NVIDIA A10G", 125e12, 24),
+ACCELERATORS = {  # `lmk-eval plan --on`: name and dense bf16 peak FLOP/s (vendor datasheets, no sparsity)
+    "h100": ("NVIDIA H100 SXM", 989e12), "h200": ("NVIDIA H200", 989e12),
+    "a100": ("NVIDIA A100 SXM", 312e12), "l4": ("NVIDIA L4", 121e12), "a10g": ("NVIDIA A10G", 125e12),
 }  # fmt: skip

@@ -50,13 +50,11 @@ def _cached_commit(repo_id: str, repo_type: str, revision: str | None) -> str | 
         return None
     if not cached:
         return None
-    revisions = {r.commit_hash: r for r in cached[0].revisions}
+    commits = [r.commit_hash for r in cached[0].revisions]
     refs = {ref: r.commit_hash for r in cached[0].revisions for ref in r.refs}
     if revision is None:
-        found = refs.get("main") or (next(iter(revisions)) if len(revisions) == 1 else None)
-    else:
-        found = refs.get(revision) or (revision if revision in revisions else None)
-    return found
+        return refs.get("main") or (commits[0] if len(commits) == 1 else None)
+    return refs.get(revision) or (revision if revision in commits else None)
 
 
 @lru_cache(maxsize=64)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from mteb.models.abs_encoder import AbsEncoder
@@ -17,8 +17,10 @@ from .errors import LmkEvalError, schema_error
 from .native import merge_prompts
 from .options import OPTION_KEYS, EncodeOptions
 from .positions import supports
-from .search import GroupSearch
 from .variants import Variant, make_variant
+
+if TYPE_CHECKING:  # the group builds its adapters: a type only, no import circle
+    from .search import GroupSearch
 
 
 def _texts(inputs: Iterable) -> list[str]:
@@ -120,8 +122,8 @@ class LmkEncoder(AbsEncoder):
         **kwargs: Any,
     ) -> np.ndarray:
         texts, prompt = _texts(inputs), self.prompt(task_metadata, prompt_type)
-        if self.group is not None:
-            return self.group.encode(self.variant, texts, prompt, prompt_type)
+        if self.group is not None and self.group.leading(self.variant):
+            return self.group.encode(texts, prompt, prompt_type)
         return self.text_encoder.encode(texts, [self.variant], prompt)[self.variant]
 
 

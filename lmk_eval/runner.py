@@ -194,15 +194,11 @@ class CellPayload:
 def compute_group(group: CellGroup, missing: list[Cell], encoder: TextEncoder,
                   on_start: Callable[[Cell], None] | None = None) -> Iterator[CellPayload]:  # fmt: skip
     """Score the missing cells of one group with one encoder, sharing its forward passes."""
-    from .mteb_adapter import LmkEncoder, model_meta
     from .search import GroupSearch
 
     task = group.task.build()
     task.load_data()  # loaded once, kept across the group's variants
-    adapters = {c.variant: LmkEncoder(encoder, c.variant, model_meta(encoder, c.variant)) for c in missing}
-    search = GroupSearch(encoder, adapters)
-    for a in adapters.values():
-        a.group = search
+    search = GroupSearch(encoder, [c.variant for c in missing])
     for cell in missing:
         if on_start:
             on_start(cell)

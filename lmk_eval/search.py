@@ -22,6 +22,7 @@ from mteb.models.search_wrappers import SearchEncoderWrapper
 from mteb.types import PromptType
 
 from .encoding import TextEncoder
+from .mteb_adapter import LmkEncoder, model_meta
 from .variants import Variant
 
 CHUNK_BYTES = 64 * 2**20  # one corpus chunk's vectors, all poolings together (float32)
@@ -74,22 +75,26 @@ class GroupSearch:
     """The shared state of one cell group's searches: who leads each (subset, split), the siblings'
     query vectors while the leader's pass runs, and their top-k results until their cells ask."""
 
-    def __init__(self, encoder: TextEncoder, adapters: dict[Variant, Any], chunk_bytes: int = CHUNK_BYTES):
+    def __init__(self, encoder: TextEncoder, variants: Sequence[Variant], chunk_bytes: int = CHUNK_BYTES):
         self.encoder = encoder
-        self.adapters = adapters  # variant -> its mteb encoder (prompts, similarity, metadata)
         self.chunk_bytes = chunk_bytes
+        # variant -> its mteb encoder (prompts, similarity, metadata), answering through this group
+        self.adapters = {v: LmkEncoder(encoder, v, model_meta(encoder, v), group=self)
+                         for v in dict.fromkeys(variants)}  # fmt: skip
         self._pass: _Pass | None = None
         self._done: dict[tuple[str, str], dict[Variant, dict]] = {}
 
     def view(self, variant: Variant) -> VariantSearch:
         return VariantSearch(self, variant)
 
-    def encode(self, variant: Variant, texts: list[str], prompt: str, prompt_type) -> np.ndarray:
-        """A cell's encode call: inside its pass as leader, answered for every sibling at once."""
+    def leading(self, variant: Variant) -> bool:
+        """Whether ``variant``'s search is the pass running now (its encode calls serve everyone)."""
+        return self._pass is not None and self._pass.leader == variant
+
+    def encode(self, texts: list[str], prompt: str, prompt_type) -> np.ndarray:
+        """The leader's encode call, answered for every sibling at once."""
         pass_ = self._pass
-        if pass_ is None or pass_.leader != variant:  # not inside a pass: this variant alone
-            return self.encoder.encode(texts, [variant], prompt)[variant]
-        vectors = self.encoder.encode(texts, list(self.adapters), prompt)
+        vectors = self.encoder.encode(texts, [pass_.leader, *pass_.siblings], prompt)
         if prompt_type is not None and PromptType(prompt_type) is PromptType.query:
             pass_.queries = {v: vectors[v] for v in pass_.siblings}
             pass_.top = {v: TopK.empty(len(texts), pass_.top_k) for v in pass_.siblings}
@@ -98,7 +103,7 @@ class GroupSearch:
                 scores = torch.as_tensor(self.adapters[v].similarity(pass_.queries[v], vectors[v]))
                 pass_.top[v].add(scores, pass_.document_ids[pass_.offset : pass_.offset + len(texts)])
             pass_.offset += len(texts)
-        return vectors[variant]
+        return vectors[pass_.leader]
 
     def search(self, variant: Variant, corpus, queries, *, task_metadata, hf_split: str, hf_subset: str,
                top_k: int, encode_kwargs: dict, top_ranked=None, num_proc=None, **kwargs):  # fmt: skip
@@ -112,7 +117,7 @@ class GroupSearch:
                                        corpus_chunk_size=chunk_documents(len(siblings) + 1, dim, self.chunk_bytes))  # fmt: skip
         wrapper.index(corpus, task_metadata=task_metadata, hf_split=hf_split, hf_subset=hf_subset,
                       encode_kwargs=encode_kwargs, num_proc=num_proc)  # fmt: skip
-        self._pass = _Pass(variant, siblings, task_metadata, top_k, list(corpus["id"]) if siblings else [])
+        self._pass = _Pass(variant, siblings, top_k, list(corpus["id"]) if siblings else [])
         try:
             results = wrapper.search(queries, task_metadata=task_metadata, hf_split=hf_split,
                                      hf_subset=hf_subset, top_k=top_k, encode_kwargs=encode_kwargs,
@@ -130,7 +135,6 @@ class GroupSearch:
 class _Pass:
     leader: Variant
     siblings: list[Variant]
-    task_metadata: Any
     top_k: int
     document_ids: list[str]
     offset: int = 0

@@ -56,12 +56,9 @@ def test_one_pass_gives_each_poolings_own_mteb_results(text_encoder, tiny_beir):
     task = _folder(str(tiny_beir), "test").build()
     task.load_data()
     vs = [make_variant(p, max_length=128) for p in ("cls", "mean", "max", "mean_every_k", "lmk", "multi_cls")]
-    adapters = {v: LmkEncoder(text_encoder, v, model_meta(text_encoder, v)) for v in vs}
     dim = text_encoder.facts.config.hidden_size
     budget = 6 * dim * 4 * 3  # three documents a chunk
-    group = GroupSearch(text_encoder, adapters, chunk_bytes=budget)
-    for a in adapters.values():
-        a.group = group
+    group = GroupSearch(text_encoder, vs, chunk_bytes=budget)
     passes = text_encoder.stats.forward_passes
     together = {v: evaluate_cell(task, group.view(v)) for v in vs}
     one_pass = text_encoder.stats.forward_passes - passes
