@@ -30,7 +30,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lmk_eval.encoding import TextEncoder, pad_windows, token_budget_batches  # noqa: E402
-from lmk_eval.hardware import DTYPES, cpu_description, cpu_flags, default_device, resolve_dtype  # noqa: E402
+from lmk_eval.hardware import (  # noqa: E402
+    DTYPES,
+    cpu_description,
+    cpu_flags,
+    default_device,
+    flops_per_token,
+    resolve_dtype,
+)
 from lmk_eval.options import EncodeOptions  # noqa: E402
 from lmk_eval.variants import make_variant  # noqa: E402
 
@@ -56,11 +63,6 @@ def matmul_peak(dtype: torch.dtype, device: str) -> float:
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-
-
-def flops_per_token(config, length: int) -> float:
-    h, i, n = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    return n * (8 * h * h + 4 * h * i + 4 * length * h)
 
 
 def haystack_texts(n: int, words: int) -> list[str]:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from .errors import LmkEvalError
-from .hardware import ACCELERATORS
+from .hardware import ACCELERATORS, flops_per_token
 from .search import CHUNK_BYTES
 from .sweep import CellGroup, Sweep
 
@@ -83,16 +83,6 @@ def _count(stats: dict, key: str, text_stats: dict) -> int:
         return int(stats[key])
     average = text_stats.get("average_text_length") or 0
     return round(text_stats.get("total_text_length", 0) / average) if average else 0
-
-
-def flops_per_token(config, length: int) -> float:
-    """Forward FLOPs per token: 2 x the layers' weights (attention 4h^2, MLP 2hi, 3hi when gated)
-    plus attention over ``length`` positions (4 x length x h per layer)."""
-    h, layers = config.hidden_size, config.num_hidden_layers
-    inner = getattr(config, "intermediate_size", 4 * h)
-    gated = getattr(config, "model_type", "") in {"modernbert", "qwen2", "llama", "mistral", "qwen3"}
-    weights = layers * (4 * h * h + (3 if gated else 2) * h * inner)
-    return 2 * weights + 4 * layers * length * h
 
 
 def _measured_tokens_per_s(encoder, max_length: int) -> float:

@@ -5,6 +5,11 @@ window through the model once (identical windows, such as the repeated filler of
 haystacks, are computed once and shared), and applies every requested pooling to the same hidden
 states. Windows of one text are combined as they stream past, so memory holds one batch of states
 at a time.
+
+The host side is built to keep a fast device busy: the Rust tokenizer's batch API, one array
+operation per padded batch, texts read in one window written as one normalised block, and the
+next slice of texts tokenised and padded on a background thread while the device computes this
+one. ``benchmarks/throughput.py`` measures its ceiling with the forward replaced by zeros.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -48,23 +55,46 @@ class EncodeStats:
         return 1 - self.real_tokens / self.padded_tokens if self.padded_tokens else 0.0
 
 
+@dataclass
+class PreparedBatch:
+    """One padded batch of distinct windows, and where each row's pooled vector goes."""
+
+    route: str  # "trained" or "extended" (the rope-scaled copy, for inputs past the positions)
+    rows: int
+    tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # pad_windows' four
+    single_rows: torch.Tensor  # rows whose window is a whole text (one entry per such text)
+    single_owners: np.ndarray  # ... and those texts, by index in the slice
+    merged: list[tuple[int, int]]  # (row, text) for texts read in several windows
+
+
+@dataclass
+class Prepared:
+    """One slice of texts (starting at ``lo``), tokenised and batched."""
+
+    lo: int
+    batches: list[PreparedBatch]
+    reused: int  # windows served by an identical window's forward pass
+    multi_window: dict[int, int]  # text -> its number of windows, for texts read in several
+
+
 def pad_windows(
     windows: Sequence[Window],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded (input_ids, attention_mask, marker_mask, prompt_mask) tensors for one batch.
-    Right padding keeps a causal model's real tokens at positions 0..n-1, as if unpadded."""
-    width = max(len(w.ids) for w in windows)
-    ids = torch.zeros((len(windows), width), dtype=torch.long)
-    mask = torch.zeros((len(windows), width), dtype=torch.long)
-    markers = torch.zeros((len(windows), width), dtype=torch.bool)
-    prompt = torch.zeros((len(windows), width), dtype=torch.bool)
-    for row, w in enumerate(windows):
-        n = len(w.ids)
-        ids[row, :n] = torch.tensor(w.ids)
-        mask[row, :n] = 1
-        markers[row, :n] = torch.tensor(w.markers)
-        prompt[row, : w.prompt] = True
-    return ids, mask, markers, prompt
+    """Right-padded (input_ids, attention_mask, marker_mask, prompt_mask) tensors for one batch,
+    each built in one array operation. Right padding keeps a causal model's real tokens at
+    positions 0..n-1, as if unpadded."""
+    n = len(windows)
+    lengths = np.fromiter((len(w.ids) for w in windows), dtype=np.int64, count=n)
+    total = int(lengths.sum())
+    columns = np.arange(int(lengths.max()))
+    real = columns < lengths[:, None]  # row-major order of the real slots = the windows' order
+    ids = np.zeros(real.shape, dtype=np.int64)
+    ids[real] = np.fromiter(chain.from_iterable(w.ids for w in windows), dtype=np.int64, count=total)
+    markers = np.zeros(real.shape, dtype=bool)
+    markers[real] = np.fromiter(chain.from_iterable(w.markers for w in windows), dtype=bool, count=total)
+    prompt = columns < np.fromiter((w.prompt for w in windows), dtype=np.int64, count=n)[:, None]
+    return (torch.from_numpy(ids), torch.from_numpy(real.astype(np.int64)), torch.from_numpy(markers),
+            torch.from_numpy(prompt))  # fmt: skip
 
 
 def token_budget_batches(
@@ -206,65 +236,101 @@ class TextEncoder:
     def _encode_group(
         self, texts: Sequence[str], group: list[Variant], prompt: str
     ) -> dict[Variant, np.ndarray]:
-        _, model, tokenisation = self._load()
-        dim = model.config.hidden_size
-        result = {v: np.zeros((len(texts), dim), dtype=np.float32) for v in group}
+        _, model, _ = self._load()
+        result = {v: np.zeros((len(texts), model.config.hidden_size), dtype=np.float32) for v in group}
         need_layers = any(v.spec.needs_layers for v in group)
+        self.token_budget  # noqa: B018 - sized here, not first on the preparing thread
         bar = self._bar(len(texts), group)
-        for lo, hi in text_slices(texts, self.slice_tokens):
-            windows = tokenisation.windows(texts[lo:hi], group[0], prompt)
-            distinct, users = unique_windows(windows)
-            self.stats.reused_windows += len(windows) - len(distinct)
-            per_text: dict[Variant, dict[int, list[WindowPart]]] = {v: defaultdict(list) for v in group}
-            remaining = defaultdict(int)
-            for w in windows:
-                remaining[w.owner] += 1
-            batches = [(m, b) for m, part in self._routes(model, distinct, group[0])
-                       for b in token_budget_batches(part, self.token_budget)]  # fmt: skip
-            for run_model, batch in batches:
+        for prepared in self._prepared_slices(texts, group, prompt):
+            self.stats.reused_windows += prepared.reused
+            pending: dict[Variant, dict[int, list[WindowPart]]] = {v: defaultdict(list) for v in group}
+            remaining = dict(prepared.multi_window)
+            for batch in prepared.batches:
+                run_model = model if batch.route == "trained" else self._extended(group[0].strategy, group[0].max_length)
                 pooled = self._forward_and_pool(run_model, batch, group, need_layers)
+                done = len(batch.single_owners)
                 for v, parts in pooled.items():
-                    for row, u in enumerate(batch):
-                        part = parts.row(row)
-                        for w in users[id(u)]:
-                            per_text[v][w.owner].append(part)
-                for w in (w for u in batch for w in users[id(u)]):
-                    remaining[w.owner] -= 1
-                    if remaining[w.owner] == 0:
+                    if done:  # texts read in one window: their vector is that window's, as it is
+                        vectors = parts.vector[batch.single_rows]
+                        if v.normalize:
+                            vectors = pooling.normalize(vectors)
+                        result[v][prepared.lo + batch.single_owners] = vectors.float().cpu().numpy()
+                    if batch.merged:
+                        host = parts.cpu()
+                        for row, owner in batch.merged:
+                            pending[v][owner].append(host.row(row))
+                for _row, owner in batch.merged:
+                    remaining[owner] -= 1
+                    if remaining[owner] == 0:  # its last window has passed: merge, once per text
                         for v in group:
-                            vec = merge_windows(v, per_text[v].pop(w.owner))
+                            vec = merge_windows(v, pending[v].pop(owner))
                             if v.normalize:
                                 vec = pooling.normalize(vec)
-                            result[v][lo + w.owner] = vec.numpy()
-                        bar.update(1)
+                            result[v][prepared.lo + owner] = vec.numpy()
+                        done += 1
+                bar.update(done)
         bar.close()
         return result
 
-    def _forward_and_pool(self, model, batch: list[Window], group, need_layers: bool):
-        ids, mask, markers, prompt = pad_windows(batch)
+    def _prepared_slices(self, texts: Sequence[str], group: list[Variant], prompt: str) -> Iterator[Prepared]:
+        """The slices of ``texts`` made ready for the model, the next one prepared on a background
+        thread while the device computes this one (the Rust tokenizer and numpy release the GIL)."""
+        slices = list(text_slices(texts, self.slice_tokens))
+        if len(slices) < 2:
+            yield from (self._prepare(texts, lo, hi, group, prompt) for lo, hi in slices)
+            return
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmk-eval-prepare")
+        try:
+            ahead = pool.submit(self._prepare, texts, *slices[0], group, prompt)
+            for lo, hi in slices[1:]:
+                current = ahead.result()
+                ahead = pool.submit(self._prepare, texts, lo, hi, group, prompt)
+                yield current
+            yield ahead.result()
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C: drop what was not started
+
+    def _prepare(self, texts: Sequence[str], lo: int, hi: int, group: list[Variant], prompt: str) -> Prepared:
+        """Tokenise one slice, share identical windows, cut token-budget batches and pad each one
+        (pinned on CUDA, so the copy to the device overlaps the compute)."""
+        windows = self.tokenisation.windows(texts[lo:hi], group[0], prompt)
+        distinct, users = unique_windows(windows)
+        per_owner = np.bincount(np.fromiter((w.owner for w in windows), dtype=np.int64, count=len(windows)),
+                                minlength=hi - lo)  # fmt: skip
+        pin = self.device.startswith("cuda")
+        batches = []
+        for route, part in self._routes(distinct, group[0]):
+            for rows in token_budget_batches(part, self.token_budget):
+                tensors = pad_windows(rows)
+                if pin:
+                    tensors = tuple(t.pin_memory() for t in tensors)
+                single, merged = [], []
+                for row, u in enumerate(rows):
+                    for w in users[id(u)]:
+                        (single if per_owner[w.owner] == 1 else merged).append((row, w.owner))
+                single_rows = torch.tensor([r for r, _ in single], dtype=torch.long)
+                single_owners = np.array([o for _, o in single], dtype=np.int64)
+                batches.append(PreparedBatch(route, len(rows), tensors, single_rows, single_owners, merged))
+        multi = {int(o): int(n) for o, n in enumerate(per_owner) if n > 1}
+        return Prepared(lo, batches, len(windows) - len(distinct), multi)
+
+    def _forward_and_pool(self, model, batch: PreparedBatch, group, need_layers: bool):
+        ids, mask, markers, prompt = (t.to(self.device, non_blocking=True) for t in batch.tensors)
         width = ids.shape[1]
         started = time.perf_counter()
         strategy = group[0].strategy  # a group shares its tokenisation, strategy included
         with torch.inference_mode(), self._positions(model, mask, strategy) as extra:
-            outputs = model(
-                input_ids=ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                output_hidden_states=need_layers,
-                **extra,
-            )
+            outputs = model(input_ids=ids, attention_mask=mask, output_hidden_states=need_layers, **extra)
             hidden = outputs.last_hidden_state.float()  # pooling always runs in float32
-            mask_d, markers_d = mask.to(self.device), markers.to(self.device)
             layers = tuple(h.float() for h in outputs.hidden_states) if need_layers else None
-            inputs = PoolInputs(hidden, mask_d, markers_d, layers, prompt.to(self.device))
-            pooled = {}
-            for v in group:
-                pooled[v] = registry.pool_batch(v, inputs._replace(pooler=self.pooler(v))).cpu()
+            inputs = PoolInputs(hidden, mask, markers, layers, prompt, shared={})
+            pooled = {v: registry.pool_batch(v, inputs._replace(pooler=self.pooler(v))) for v in group}
         s = self.stats
         s.forward_seconds += time.perf_counter() - started
         s.forward_passes += 1
-        s.windows += len(batch)
-        s.real_tokens += int(mask.sum())
-        s.padded_tokens += width * len(batch)
+        s.windows += batch.rows
+        s.real_tokens += int(batch.tensors[1].sum())
+        s.padded_tokens += width * batch.rows
         return pooled
 
     def pooler(self, variant: Variant) -> torch.nn.Module | None:
@@ -289,17 +355,15 @@ class TextEncoder:
             self._poolers[variant.pooling] = module.to(self.device).eval()
         return self._poolers[variant.pooling]
 
-    def _routes(self, model, windows: list[Window], variant: Variant):
-        """(model, windows) pairs: under a rotary strategy, inputs longer than the model's positions
-        go to a copy built with the scaled rope config; everything else to the model as trained."""
+    def _routes(self, windows: list[Window], variant: Variant) -> list[tuple[str, list[Window]]]:
+        """(route, windows) pairs: under a rotary strategy, inputs longer than the model's
+        positions go to the "extended" copy built with the scaled rope config; everything else to
+        the model as "trained"."""
         if variant.strategy not in positions.ROPE:
-            return [(model, windows)]
+            return [("trained", windows)]
         long = [w for w in windows if len(w.ids) > self.max_positions]
         short = [w for w in windows if len(w.ids) <= self.max_positions]
-        routes = [(model, short)] if short else []
-        if long:
-            routes.append((self._extended(variant.strategy, variant.max_length), long))
-        return routes
+        return [(r, ws) for r, ws in (("trained", short), ("extended", long)) if ws]
 
     def _extended(self, strategy: str, length: int):
         key = (strategy, length)

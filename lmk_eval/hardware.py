@@ -117,6 +117,16 @@ def default_token_budget(device: str, config, dtype: str, length: int) -> tuple[
     return budget, f"half of {free / 2**30:.1f} GiB free on {device} at ~{per / 1024:.0f} KiB per token"
 
 
+def flops_per_token(config, length: int) -> float:
+    """Forward FLOPs per token: 2 x the layers' weights (attention 4h^2, MLP 2hi, 3hi when gated)
+    plus attention over ``length`` positions (4 x length x h per layer)."""
+    h, layers = config.hidden_size, config.num_hidden_layers
+    inner = getattr(config, "intermediate_size", 4 * h)
+    gated = getattr(config, "model_type", "") in {"modernbert", "qwen2", "llama", "mistral", "qwen3"}
+    weights = layers * (4 * h * h + (3 if gated else 2) * h * inner)
+    return 2 * weights + 4 * layers * length * h
+
+
 ACCELERATORS = {  # `lmk-eval plan --on`: name and dense bf16 peak FLOP/s (vendor datasheets, no sparsity)
     "h100": ("NVIDIA H100 SXM", 989e12), "h200": ("NVIDIA H200", 989e12),
     "a100": ("NVIDIA A100 SXM", 312e12), "l4": ("NVIDIA L4", 121e12), "a10g": ("NVIDIA A10G", 125e12),

@@ -64,8 +64,10 @@ def weightedmean(hidden: Tensor, attention_mask: Tensor, pooled: Tensor | None =
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
 
-def marked_mean(hidden: Tensor, attention_mask: Tensor, marker_mask: Tensor) -> Tensor:
-    """Mean over marked real positions; rows without any marker fall back to ``mean``.
+def marked_mean(hidden: Tensor, attention_mask: Tensor, marker_mask: Tensor,
+                fallback: Tensor | None = None) -> Tensor:  # fmt: skip
+    """Mean over marked real positions; rows without any marker fall back to ``mean`` (pass it as
+    ``fallback`` when it is already computed).
 
     This is LMK pooling (markers = landmark separators, the leading [CLS] unmarked) and
     multi-CLS pooling (markers = the [CLS] in front of every chunk).
@@ -73,7 +75,8 @@ def marked_mean(hidden: Tensor, attention_mask: Tensor, marker_mask: Tensor) -> 
     marks = (marker_mask.bool() & attention_mask.bool()).to(hidden.dtype).unsqueeze(-1)
     count = marks.sum(dim=1)
     pooled = (hidden * marks).sum(dim=1) / count.clamp(min=1e-9)
-    fallback = mean(hidden, attention_mask)
+    if fallback is None:
+        fallback = mean(hidden, attention_mask)
     return torch.where(count > 0, pooled, fallback)
 
 

@@ -32,6 +32,17 @@ class PoolInputs(NamedTuple):
     layers: tuple[Tensor, ...] | None  # every layer's states, when the pooling asked for them
     prompt_mask: Tensor | None = None  # (batch, seq) bool, the special tokens + prompt in front
     pooler: torch.nn.Module | None = None  # the pooling's own weights (lmk_eval.poolers), if any
+    shared: dict | None = None  # results several poolings of this batch need, computed once
+
+    def mean(self, v: Variant) -> Tensor:
+        """The all-token mean over ``pooled(v)``: mean pooling, and every marked pooling's
+        fallback, read it from one computation per batch."""
+        key = ("mean", v.include_prompt or self.prompt_mask is None)
+        if self.shared is None:
+            return pooling.mean(self.hidden, self.pooled(v))
+        if key not in self.shared:
+            self.shared[key] = pooling.mean(self.hidden, self.pooled(v))
+        return self.shared[key]
 
     def pooled(self, v: Variant) -> Tensor:
         """Positions a pooling may average over: real tokens, less the prompt's when the variant
@@ -109,6 +120,10 @@ def _token_weighted(fn: Callable[[Tensor, Tensor], Tensor]) -> PoolFn:
     return pool
 
 
+def _mean(x: PoolInputs, v: Variant) -> WindowPart:
+    return WindowPart(x.mean(v), _count(x.pooled(v), x.hidden))
+
+
 def _weightedmean(x: PoolInputs, v: Variant) -> WindowPart:
     mask = x.pooled(v)
     return WindowPart(pooling.weightedmean(x.hidden, x.attention_mask, mask), _count(mask, x.hidden))
@@ -121,9 +136,9 @@ def _marked(marks: Callable[[PoolInputs, Variant], Tensor]) -> PoolFn:
     def pool(x: PoolInputs, v: Variant) -> WindowPart:
         mask = x.pooled(v)
         marked = marks(x, v) & mask.bool()
-        vec = pooling.marked_mean(x.hidden, mask, marked)
-        return WindowPart(vec, _count(marked, x.hidden), pooling.mean(x.hidden, mask),
-                          _count(mask, x.hidden))  # fmt: skip
+        everything = x.mean(v)
+        vec = pooling.marked_mean(x.hidden, mask, marked, fallback=everything)
+        return WindowPart(vec, _count(marked, x.hidden), everything, _count(mask, x.hidden))
 
     return pool
 
@@ -159,7 +174,7 @@ POOLINGS: dict[str, Pooling] = {
         Pooling("cls", "hidden state of the leading [CLS] token", _token_weighted(pooling.cls),
                 under_window="each window's [CLS] state, mean over windows weighted by each window's pooled token count"),
         Pooling("mean", "mean of all real token states (sentence-transformers' default)",
-                _token_weighted(pooling.mean), under_window=_EXACT.format("pooled tokens")),
+                _mean, under_window=_EXACT.format("pooled tokens")),
         Pooling("max", "element-wise max over real token states", _token_weighted(pooling.max),
                 combine="max", under_window="element-wise max over all pooled tokens of all windows (exact)"),
         Pooling("lasttoken", "hidden state of the last real token",
