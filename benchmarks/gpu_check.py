@@ -41,6 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.timing import forward_tokens_per_s, matmul_peak  # noqa: E402
 from lmk_eval.encoding import TextEncoder, pad_windows, token_budget_batches  # noqa: E402
 from lmk_eval.hardware import bytes_per_token, cpu_description, flops_per_token  # noqa: E402
 from lmk_eval.options import EncodeOptions  # noqa: E402
@@ -105,25 +106,6 @@ def texts_of(tokens: int, count: int) -> list[str]:
     return [" ".join(words[(i * 997) % (len(words) - n) :][:n]) for i in range(count)]
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def matmul_peak(device: str, n: int) -> float:
-    """FLOP/s of the best of a few bf16 n x n matmuls."""
-    a = torch.randn(n, n, device=device).to(torch.bfloat16)
-    b = torch.randn(n, n, device=device).to(torch.bfloat16)
-    best = 0.0
-    for _ in range(4):
-        sync(device)
-        started = time.perf_counter()
-        a @ b
-        sync(device)
-        best = max(best, 2 * n**3 / (time.perf_counter() - started))
-    return best
-
-
 def variant_for(model_name: str, pooling: str, length: int):
     strategy = "window" if model_name == "minilm" and length > 512 else "truncate"
     return make_variant(pooling, max_length=length, strategy=strategy)
@@ -134,19 +116,8 @@ def speed(encoder: TextEncoder, texts: list[str], variant) -> dict:
     device = encoder.device
     windows = encoder.tokenisation.windows(texts, variant)
     batches = [pad_windows(b)[:2] for b in token_budget_batches(windows, encoder.token_budget)]
-    model = encoder.model
-
-    def raw() -> float:
-        sync(device)
-        started = time.perf_counter()
-        with torch.inference_mode():
-            for ids, mask in batches:
-                model(input_ids=ids.to(device), attention_mask=mask.to(device))
-        sync(device)
-        return time.perf_counter() - started
-
     encoder.encode(texts[:2], [variant])  # warm-up: kernels, allocator
-    raw_s = min(raw() for _ in range(2))
+    raw = max(forward_tokens_per_s(encoder.model, batches, device) for _ in range(2))
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(device)
     before = encoder.stats.real_tokens
@@ -158,7 +129,7 @@ def speed(encoder: TextEncoder, texts: list[str], variant) -> dict:
         peak = torch.cuda.max_memory_allocated(device)
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"tokens": tokens, "raw_tok_s": tokens / raw_s, "harness_tok_s": tokens / harness_s, "peak_bytes": peak}
+    return {"tokens": tokens, "raw_tok_s": raw, "harness_tok_s": tokens / harness_s, "peak_bytes": peak}
 
 
 def agreement(encoders: dict[str, TextEncoder], texts: list[str], model_name: str, length: int) -> dict:
@@ -180,7 +151,8 @@ def run(device: str, tiny: bool, tokens_per_case: int) -> dict:
              "torch": torch.__version__, "tiny": tiny, "lengths": lengths}  # fmt: skip
     if device.startswith("cuda"):
         facts["free_bytes"], facts["total_bytes"] = torch.cuda.mem_get_info(torch.device(device))
-    facts["bf16_peak"] = matmul_peak(device, 1024 if tiny or not device.startswith("cuda") else 8192)
+    size = 1024 if tiny or not device.startswith("cuda") else 8192
+    facts["bf16_peak"] = matmul_peak(torch.bfloat16, device, sizes=(size,))
     rows, cosines = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, folder in build_models(Path(tmp), tiny).items():

@@ -29,6 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.timing import forward_tokens_per_s, matmul_peak  # noqa: E402
 from lmk_eval.encoding import TextEncoder, pad_windows, token_budget_batches  # noqa: E402
 from lmk_eval.hardware import (  # noqa: E402
     DTYPES,
@@ -44,27 +45,6 @@ from lmk_eval.variants import make_variant  # noqa: E402
 SCIFACT_REFERENCE = 0.6451
 
 
-def matmul_peak(dtype: torch.dtype, device: str) -> float:
-    """GFLOP/s of the best of several square matmuls (what the hardware does at its best)."""
-    best = 0.0
-    for n in (2048, 4096):
-        a = torch.randn(n, n, dtype=torch.float32, device=device).to(dtype)
-        b = torch.randn(n, n, dtype=torch.float32, device=device).to(dtype)
-        a @ b  # warm up kernels and caches
-        for _ in range(3):
-            _sync(device)
-            started = time.perf_counter()
-            a @ b
-            _sync(device)
-            best = max(best, 2 * n**3 / (time.perf_counter() - started) / 1e9)
-    return best
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def haystack_texts(n: int, words: int) -> list[str]:
     from lmk_eval.synthetic import haystack_words
 
@@ -78,17 +58,10 @@ def throughput(encoder: TextEncoder, texts: list[str], length: int, repeats: int
     variant = make_variant("mean", max_length=length)
     windows = encoder.tokenisation.windows(texts, variant)
     batches = [pad_windows(b)[:2] for b in token_budget_batches(windows, encoder.token_budget)]
-    model = encoder.model
     real = sum(int(m.sum()) for _, m in batches)
 
     def raw_pass() -> float:
-        _sync(encoder.device)
-        started = time.perf_counter()
-        with torch.inference_mode():
-            for ids, mask in batches:
-                model(input_ids=ids.to(encoder.device), attention_mask=mask.to(encoder.device))
-        _sync(encoder.device)
-        return real / (time.perf_counter() - started)
+        return forward_tokens_per_s(encoder.model, batches, encoder.device)
 
     def harness_pass() -> float:
         started = time.perf_counter()
@@ -135,7 +108,7 @@ def main() -> None:
     texts = haystack_texts(96, 420)  # ~560 tokens each: every input fills 512 positions
     for dtype in dtypes:
         if "throughput" in parts:
-            peak = matmul_peak(DTYPES[dtype], device)
+            peak = matmul_peak(DTYPES[dtype], device) / 1e9  # GFLOP/s
             encoder = TextEncoder(None, options=EncodeOptions(dtype=dtype)).load()
             config = encoder.model.config
             for length in (512, 256):

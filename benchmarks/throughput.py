@@ -37,6 +37,7 @@ from transformers.modeling_outputs import BaseModelOutput
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.timing import forward_tokens_per_s  # noqa: E402
 from lmk_eval.encoding import TextEncoder, pad_windows, token_budget_batches  # noqa: E402
 from lmk_eval.hardware import cpu_description, resolve_dtype  # noqa: E402
 from lmk_eval.options import EncodeOptions  # noqa: E402
@@ -57,7 +58,7 @@ def scifact_docs(n: int) -> list[str]:
 
 def raw_forward_tokens_per_s(encoder: TextEncoder, texts: list[str], max_length: int) -> float:
     """AutoModel forward alone on the harness's own batches: the ceiling for the harness."""
-    return _raw_pass(encoder.model, _batches(encoder, texts, max_length))
+    return forward_tokens_per_s(encoder.model, _batches(encoder, texts, max_length))
 
 
 def harness_tokens_per_s(
@@ -96,15 +97,6 @@ def _batches(encoder: TextEncoder, texts: list[str], length: int) -> list[tuple[
     return [pad_windows(b)[:2] for b in token_budget_batches(windows, encoder.token_budget)]
 
 
-def _raw_pass(model, batches) -> float:
-    real = sum(int(m.sum()) for _, m in batches)
-    started = time.perf_counter()
-    with torch.inference_mode():
-        for ids, mask in batches:
-            model(input_ids=ids, attention_mask=mask)
-    return real / (time.perf_counter() - started)
-
-
 def raw_and_harness(encoder: TextEncoder, texts: list[str], length: int, pairs: int) -> tuple[float, float, list[float], float]:
     """Raw forward and harness (mean pooling) on the same inputs, run as ``pairs`` back-to-back
     pairs after a warm-up: (best raw tok/s, best harness tok/s, each pair's harness/raw ratio, the
@@ -113,11 +105,11 @@ def raw_and_harness(encoder: TextEncoder, texts: list[str], length: int, pairs: 
     ratios is the figure to read; the forward's share, timed inside the same runs, is immune to
     the drift: 1 - share is what the host side costs."""
     batches = _batches(encoder, texts, length)
-    _raw_pass(encoder.model, batches)
+    forward_tokens_per_s(encoder.model, batches)
     raws, harnesses = [], []
     forward_before, encode_before = encoder.stats.forward_seconds, encoder.stats.encode_seconds
     for _ in range(pairs):
-        raws.append(_raw_pass(encoder.model, batches))
+        raws.append(forward_tokens_per_s(encoder.model, batches))
         harnesses.append(harness_tokens_per_s(encoder, texts, ["mean"], length)[0])
     share = (encoder.stats.forward_seconds - forward_before) / (encoder.stats.encode_seconds - encode_before)
     return max(raws), max(harnesses), [h / r for h, r in zip(harnesses, raws, strict=True)], share
@@ -136,13 +128,13 @@ def forward_options(texts: list[str], dtype: str, length: int) -> list[tuple[str
     for attn in ("eager", "sdpa"):
         encoder = TextEncoder(None, options=EncodeOptions(dtype=dtype, attn_implementation=attn)).load()
         batches = _batches(encoder, texts, length)
-        _raw_pass(encoder.model, batches)
-        rates[attn] = max(_raw_pass(encoder.model, batches) for _ in range(2))
+        forward_tokens_per_s(encoder.model, batches)
+        rates[attn] = max(forward_tokens_per_s(encoder.model, batches) for _ in range(2))
     compiled = torch.compile(encoder.model, dynamic=True)
     started = time.perf_counter()
-    first = _raw_pass(compiled, batches)
+    first = forward_tokens_per_s(compiled, batches)
     first_s = time.perf_counter() - started
-    rates["compiled"] = max(_raw_pass(compiled, batches) for _ in range(2))
+    rates["compiled"] = max(forward_tokens_per_s(compiled, batches) for _ in range(2))
     tokens = sum(int(m.sum()) for _, m in batches)
     pays_after = first_s - tokens / rates["sdpa"]  # compile's cost, in seconds of SDPA forward
     gain = 1 / rates["sdpa"] - 1 / rates["compiled"]  # seconds saved per token once compiled

@@ -239,9 +239,9 @@ class TextEncoder:
         _, model, _ = self._load()
         result = {v: np.zeros((len(texts), model.config.hidden_size), dtype=np.float32) for v in group}
         need_layers = any(v.spec.needs_layers for v in group)
-        self.token_budget  # noqa: B018 - sized here, not first on the preparing thread
+        budget = self.token_budget  # sized here, never first on the preparing thread
         bar = self._bar(len(texts), group)
-        for prepared in self._prepared_slices(texts, group, prompt):
+        for prepared in self._prepared_slices(texts, group, prompt, budget):
             self.stats.reused_windows += prepared.reused
             pending: dict[Variant, dict[int, list[WindowPart]]] = {v: defaultdict(list) for v in group}
             remaining = dict(prepared.multi_window)
@@ -272,25 +272,27 @@ class TextEncoder:
         bar.close()
         return result
 
-    def _prepared_slices(self, texts: Sequence[str], group: list[Variant], prompt: str) -> Iterator[Prepared]:
+    def _prepared_slices(self, texts: Sequence[str], group: list[Variant], prompt: str,
+                         budget: int) -> Iterator[Prepared]:  # fmt: skip
         """The slices of ``texts`` made ready for the model, the next one prepared on a background
         thread while the device computes this one (the Rust tokenizer and numpy release the GIL)."""
         slices = list(text_slices(texts, self.slice_tokens))
         if len(slices) < 2:
-            yield from (self._prepare(texts, lo, hi, group, prompt) for lo, hi in slices)
+            yield from (self._prepare(texts, lo, hi, group, prompt, budget) for lo, hi in slices)
             return
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmk-eval-prepare")
         try:
-            ahead = pool.submit(self._prepare, texts, *slices[0], group, prompt)
+            ahead = pool.submit(self._prepare, texts, *slices[0], group, prompt, budget)
             for lo, hi in slices[1:]:
                 current = ahead.result()
-                ahead = pool.submit(self._prepare, texts, lo, hi, group, prompt)
+                ahead = pool.submit(self._prepare, texts, lo, hi, group, prompt, budget)
                 yield current
             yield ahead.result()
         finally:
             pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C: drop what was not started
 
-    def _prepare(self, texts: Sequence[str], lo: int, hi: int, group: list[Variant], prompt: str) -> Prepared:
+    def _prepare(self, texts: Sequence[str], lo: int, hi: int, group: list[Variant], prompt: str,
+                 budget: int) -> Prepared:  # fmt: skip
         """Tokenise one slice, share identical windows, cut token-budget batches and pad each one
         (pinned on CUDA, so the copy to the device overlaps the compute)."""
         windows = self.tokenisation.windows(texts[lo:hi], group[0], prompt)
@@ -300,7 +302,7 @@ class TextEncoder:
         pin = self.device.startswith("cuda")
         batches = []
         for route, part in self._routes(distinct, group[0]):
-            for rows in token_budget_batches(part, self.token_budget):
+            for rows in token_budget_batches(part, budget):
                 tensors = pad_windows(rows)
                 if pin:
                     tensors = tuple(t.pin_memory() for t in tensors)

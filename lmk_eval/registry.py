@@ -37,12 +37,11 @@ class PoolInputs(NamedTuple):
     def mean(self, v: Variant) -> Tensor:
         """The all-token mean over ``pooled(v)``: mean pooling, and every marked pooling's
         fallback, read it from one computation per batch."""
+        shared = {} if self.shared is None else self.shared
         key = ("mean", v.include_prompt or self.prompt_mask is None)
-        if self.shared is None:
-            return pooling.mean(self.hidden, self.pooled(v))
-        if key not in self.shared:
-            self.shared[key] = pooling.mean(self.hidden, self.pooled(v))
-        return self.shared[key]
+        if key not in shared:
+            shared[key] = pooling.mean(self.hidden, self.pooled(v))
+        return shared[key]
 
     def pooled(self, v: Variant) -> Tensor:
         """Positions a pooling may average over: real tokens, less the prompt's when the variant
