@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .errors import LmkEvalError
-from .variants import GRANULARITIES, PLACEMENTS, POOLINGS, STRATEGIES, Variant
+from .variants import ATTENTION_SCALES, GRANULARITIES, PLACEMENTS, POOLINGS, STRATEGIES, Variant
 
 DEFAULT_CONFIG = "quick"
 FLAG_POOLINGS = ["cls", "mean", "lmk"]  # --pooling's default for a sweep built from flags
@@ -121,6 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
         + ", ".join(STRATEGIES)
         + " (see `lmk-eval list`)",
     )
+    run.add_argument(
+        "--attention-scale", type=_csv,
+        help="comma-separated attention scales for inputs longer than the model's positions: none, logn,"
+        " temperature:T (default: logn under grouped, recurrent, interpolate, rope-* and self-extend, as"
+        " LongEmbed runs them; none under truncate and window, where every input fits)",
+    )
+    run.add_argument("--se-group", type=int,
+                     help="self-extend group size g (default: LongEmbed's Table 6 for the extension ratio: 3 / 5 / 9 up to 2x / 4x / 8x)")  # fmt: skip
+    run.add_argument("--se-window", type=int,
+                     help="self-extend neighbour window w in tokens (default: Table 6, P/2 / P/4 / P/8 up to 2x / 4x / 8x)")  # fmt: skip
     run.add_argument(
         "--granularity", choices=list(GRANULARITIES),
         help=f"landmark chunking (default {variant_default('granularity')})",
@@ -321,6 +331,7 @@ def cmd_list() -> int:
     for title, table in (("poolings", POOLINGS), ("granularities (lmk, multi_cls)", GRANULARITIES),
                          ("landmark placements (lmk)", PLACEMENTS),
                          ("context strategies", STRATEGIES),
+                         ("attention scales (--attention-scale)", ATTENTION_SCALES),
                          ("under --strategy window: how a text's windows become one vector", merges)):  # fmt: skip
         print(f"{title}:")
         for name, text in table.items():
@@ -362,15 +373,16 @@ def sweep_dict_from_args(args: argparse.Namespace) -> tuple[dict, str, str]:
     shipped quick sweep) with every flag merged in, its default name and how errors name it."""
     from .sweep import pooling_tables, read_sweep_file
 
-    for flag in ("pooling", "tasks", "max_length", "strategy"):
+    for flag in ("pooling", "tasks", "max_length", "strategy", "attention_scale"):
         if getattr(args, flag) == []:
             raise LmkEvalError(f"--{flag.replace('_', '-')} lists nothing; give at least one value")
     shaping = {"poolings": args.pooling, "tasks": args.tasks, "max_length": args.max_length,
-               "strategy": args.strategy}  # fmt: skip
-    if args.config and any(shaping[k] is not None for k in ("tasks", "max_length", "strategy")):
+               "strategy": args.strategy, "attention_scale": args.attention_scale,
+               "se_group": args.se_group, "se_window": args.se_window}  # fmt: skip
+    if args.config and any(v is not None for k, v in shaping.items() if k != "poolings"):
         raise LmkEvalError(
-            "--tasks, --max-length and --strategy build a sweep from flags; with --config, change"
-            " its [[grid]] blocks (a copy of the file) instead"
+            "--tasks, --max-length, --strategy, --attention-scale and --se-* build a sweep from flags;"
+            " with --config, change its [[grid]] blocks (a copy of the file) instead"
         )
     if args.config or (all(v is None for v in shaping.values()) and args.model is None):
         data, name, where = read_sweep_file(args.config or DEFAULT_CONFIG)

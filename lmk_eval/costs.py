@@ -121,7 +121,7 @@ def estimate(sweep: Sweep, groups: list[CellGroup], on: str | None = None,
             docs, queries, counted = len(doc_texts), len(query_texts), "counted"
             per_key = {k: sum(len(w.ids) for w in facts.tokenisation.windows(doc_texts + query_texts, c))
                        for k, c in by_key.items()}  # fmt: skip
-        cost = GroupCost(g.model, g.task.name, v.max_length, v.strategy, len(g.cells), len(by_key), docs,
+        cost = GroupCost(g.model, g.task.name, v.max_length, v.reading(), len(g.cells), len(by_key), docs,
                          queries, sum(per_key.values()), counted,
                          unshared=sum(per_key[c.tokenisation_key()] for c in concrete))  # fmt: skip
         config = facts.config

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import hardware, models, poolers, pooling, positions, registry
+from . import attention, hardware, models, poolers, pooling, positions, registry
 from .options import DEFAULT_OPTIONS, EncodeOptions
 from .registry import PoolInputs, WindowPart, merge_windows
 from .tokenisation import Tokenisation, Window
@@ -246,8 +246,7 @@ class TextEncoder:
             pending: dict[Variant, dict[int, list[WindowPart]]] = {v: defaultdict(list) for v in group}
             remaining = dict(prepared.multi_window)
             for batch in prepared.batches:
-                run_model = model if batch.route == "trained" else self._extended(group[0].strategy, group[0].max_length)
-                pooled = self._forward_and_pool(run_model, batch, group, need_layers)
+                pooled = self._forward_and_pool(self._route_model(batch.route, group[0]), batch, group, need_layers)
                 done = len(batch.single_owners)
                 for v, parts in pooled.items():
                     if done:  # texts read in one window: their vector is that window's, as it is
@@ -321,7 +320,8 @@ class TextEncoder:
         width = ids.shape[1]
         started = time.perf_counter()
         strategy = group[0].strategy  # a group shares its tokenisation, strategy included
-        with torch.inference_mode(), self._positions(model, mask, strategy) as extra:
+        with torch.inference_mode(), self._positions(model, mask, strategy) as extra, \
+                self._attention(model, mask, group[0], batch.route):  # fmt: skip
             outputs = model(input_ids=ids, attention_mask=mask, output_hidden_states=need_layers, **extra)
             hidden = outputs.last_hidden_state.float()  # pooling always runs in float32
             layers = tuple(h.float() for h in outputs.hidden_states) if need_layers else None
@@ -358,14 +358,34 @@ class TextEncoder:
         return self._poolers[variant.pooling]
 
     def _routes(self, windows: list[Window], variant: Variant) -> list[tuple[str, list[Window]]]:
-        """(route, windows) pairs: under a rotary strategy, inputs longer than the model's
-        positions go to the "extended" copy built with the scaled rope config; everything else to
-        the model as "trained"."""
-        if variant.strategy not in positions.ROPE:
+        """(route, windows) pairs: inputs longer than the model's positions go "extended" (to the
+        copy built with the scaled rope config under a rotary strategy, and through the attention
+        plan where the variant scales or self-extends attention); everything else, and every input
+        of a variant that needs neither, to the model as "trained"."""
+        if variant.strategy not in positions.ROPE and not _attention_plan(variant):
             return [("trained", windows)]
         long = [w for w in windows if len(w.ids) > self.max_positions]
         short = [w for w in windows if len(w.ids) <= self.max_positions]
         return [(r, ws) for r, ws in (("trained", short), ("extended", long)) if ws]
+
+    def _route_model(self, route: str, variant: Variant):
+        if route == "extended" and variant.strategy in positions.ROPE:
+            return self._extended(variant.strategy, variant.max_length)
+        return self.model
+
+    def _attention(self, model, mask: torch.Tensor, variant: Variant, route: str):
+        """The attention plan of one batch of long inputs (log-n or temperature scaling per row,
+        SelfExtend); nothing for inputs that fit."""
+        if route != "extended" or not _attention_plan(variant):
+            return contextlib.nullcontext()
+        scale = None
+        if variant.scale != "none":
+            scale = attention.scale_factors(mask.sum(dim=1), self.max_positions, variant.scale).to(mask.device)
+        extend = None
+        if variant.strategy == "self-extend":
+            group, window = variant.self_extend_options(self.max_positions)
+            extend = attention.SelfExtend(group, window, attention.rotary_frequencies(model))
+        return attention.planned(model, attention.Plan(mask, scale, extend))
 
     def _extended(self, strategy: str, length: int):
         key = (strategy, length)
@@ -388,3 +408,8 @@ class TextEncoder:
         return tqdm(
             total=total, desc=f"encode {names}", unit="text", disable=not self.progress, leave=False
         )
+
+
+def _attention_plan(variant: Variant) -> bool:
+    """Whether the variant changes the attention of inputs longer than the positions."""
+    return variant.scale != "none" or variant.strategy == "self-extend"

@@ -12,7 +12,7 @@ from .errors import LmkEvalError, schema_error
 from .files import atomic_write_text, check_writable_file
 from .store import RunStore
 
-KEY = "model|task|variant|max_length|strategy|split"  # variant: Variant.key(), never a label
+KEY = "model|task|variant|max_length|strategy|split"  # variant: Variant.key(), never a label; strategy: Variant.reading()
 
 
 class BaselineFile(BaseModel):
@@ -35,7 +35,7 @@ def main_scores(run_dir: Path) -> dict[str, float]:
         v = r.variant
         for split, metrics in r.scores.items():
             key = "|".join(str(x) for x in (r.cell.model, r.task, v.key(), v.max_length,
-                                            v.strategy, split))  # fmt: skip
+                                            v.reading(), split))  # fmt: skip
             out[key] = metrics[r.main_score]
     return out
 

@@ -71,6 +71,13 @@ def supports(model_or_config, strategy: str) -> str | None:
     if strategy in ABSOLUTE and has_rope(config):
         return (f"--strategy {strategy} remaps absolute position embeddings, and this model uses"
                 " rotary positions; use rope-ntk or rope-yarn (or window)")  # fmt: skip
+    if strategy == "self-extend":
+        params = getattr(config, "rope_parameters", None)
+        ropes = list(params.values()) if isinstance(params, dict) and "rope_type" not in params else [params]
+        if not isinstance(params, dict) or any(not isinstance(r, dict) or r.get("rope_type", "default") != "default"
+                                               for r in ropes):  # fmt: skip
+            return ("--strategy self-extend regroups rotary positions, and this model has none (or an"
+                    " already scaled rope); use grouped, recurrent or interpolate (or window)")  # fmt: skip
     if strategy in ROPE and not isinstance(getattr(config, "rope_parameters", None), dict):
         return (f"--strategy {strategy} scales rotary positions, and this model has none (or an"
                 " older rope config); use grouped, recurrent or interpolate (or window)")  # fmt: skip

@@ -62,7 +62,7 @@ def main_frame(records: list[CellRecord], root: Path) -> pd.DataFrame:
         for split, metrics in r.scores.items():
             rows.append({"model": c.row_model, "seed": c.seed, "task": r.task, "context": r.context,
                          "construction": construction,
-                         "max_length": v.max_length, "strategy": v.strategy,
+                         "max_length": v.max_length, "strategy": v.reading(),
                          "pooling": v.key(), "label": v.label(), "split": split,
                          "score": metrics[r.main_score], "metric": r.main_score,
                          "per_query": r.per_query.get(split, {})})  # fmt: skip

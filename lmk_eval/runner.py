@@ -137,6 +137,9 @@ def encoding_identity(sweep: Sweep, model: str, variant: Variant) -> dict[str, A
         out["prompts"] = merge_prompts(facts.prompts, options.query_prompt, options.document_prompt)
         if variant.pooling == "native" and facts.native is not None:
             out["native"] = facts.native.to_dict()
+        if variant.strategy == "self-extend":  # the Table 6 values its defaults resolve to
+            group, window = variant.self_extend_options(facts.tokenisation.max_positions)
+            out["self_extend"] = {"group": group, "window": window}
     return out
 
 

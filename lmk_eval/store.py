@@ -251,7 +251,7 @@ class RunStore:
                         "context": r.context,
                         "split": split,
                         "max_length": v.max_length,
-                        "strategy": v.strategy,
+                        "strategy": v.reading(),
                         "metric": metric,
                         "score": value,
                         "main": metric == r.main_score,

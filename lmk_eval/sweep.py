@@ -40,7 +40,7 @@ from .variants import Variant, make_variant
 
 DEFAULT_MODEL = "default"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,119}$")
-SHORTHAND = ("tasks", "max_length", "strategy")
+SHORTHAND = ("tasks", "max_length", "strategy", "attention_scale", "se_group", "se_window")
 
 
 def pooling_tables(v: Any) -> Any:
@@ -72,8 +72,18 @@ class GridSpec(BaseModel):
     tasks: list[str] = Field(min_length=1)
     max_length: list[int] = Field(default_factory=lambda: [512], min_length=1)
     strategy: list[str] = Field(default_factory=lambda: ["truncate"], min_length=1)
+    attention_scale: list[str] | None = Field(default=None, min_length=1)  # None: as LongEmbed runs each strategy
+    se_group: int | None = Field(default=None, ge=1)  # self-extend; None: LongEmbed's Table 6
+    se_window: int | None = Field(default=None, ge=1)
 
-    _wrap = field_validator("tasks", "max_length", "strategy", mode="before")(_listify)
+    _wrap = field_validator("tasks", "max_length", "strategy", "attention_scale", mode="before")(_listify)
+
+    def readings(self) -> list[dict[str, Any]]:
+        """Every (max_length, strategy, attention scale) of this block as Variant options."""
+        scales = self.attention_scale or [None]
+        se = {k: getattr(self, k) for k in ("se_group", "se_window") if getattr(self, k) is not None}
+        return [{"max_length": n, "strategy": strategy, "attention_scale": scale, **se}
+                for strategy in self.strategy for n in self.max_length for scale in scales]  # fmt: skip
 
 
 class Sweep(BaseModel):
@@ -168,7 +178,8 @@ class Cell:
     def key(self) -> str:
         """Stable, readable directory name: task, pooling label, length, hash of the slot."""
         label = self.variant.label().replace("[", "-").replace("]", "").replace("/", "-")
-        return f"{self.task}__{label}__{self.variant.max_length}-{self.variant.strategy}__{digest(self.slot, 10)}"
+        reading = re.sub(r"[^A-Za-z0-9._+-]", "_", self.variant.reading())
+        return f"{self.task}__{label}__{self.variant.max_length}-{reading}__{digest(self.slot, 10)}"
 
     def describe(self) -> CellInfo:
         return CellInfo(model=self.model, task=self.task,
@@ -178,7 +189,7 @@ class Cell:
     def manifest_entry(self) -> dict[str, Any]:
         return {"key": self.key(), "model": self.model, "task": self.task,
                 "variant": self.variant.key(), "pooling": self.variant.label(),
-                "max_length": self.variant.max_length, "strategy": self.variant.strategy}  # fmt: skip
+                "max_length": self.variant.max_length, "strategy": self.variant.reading()}  # fmt: skip
 
 
 @dataclass
@@ -270,12 +281,11 @@ def validate(sweep: Sweep) -> None:
 def sweep_variants(sweep: Sweep) -> list[Variant]:
     """Every variant of the sweep (each at its length and strategy), in the sweep's order."""
     out = [
-        make_variant(**{**p, "max_length": n, "strategy": strategy})
+        make_variant(**{**p, **reading})
         for grid in sweep.grids
         for _model, poolings in sweep.model_poolings()
         for p in poolings
-        for n in grid.max_length
-        for strategy in grid.strategy
+        for reading in grid.readings()
     ]
     return list(dict.fromkeys(out))
 
@@ -316,11 +326,8 @@ def plan(sweep: Sweep) -> list[CellGroup]:
         for grid, refs in zip(sweep.grids, per_grid, strict=True):
             for ref in refs:
                 ref = names[ref.spec_key]
-                for strategy, n in ((s, n) for s in grid.strategy for n in grid.max_length):
-                    variants = dict.fromkeys(
-                        make_variant(**{**p, "max_length": n, "strategy": strategy})
-                        for p in poolings
-                    )
+                for reading in grid.readings():
+                    variants = dict.fromkeys(make_variant(**{**p, **reading}) for p in poolings)
                     cells = []
                     checkpoint = checkpoints.get(model)
                     for v in variants:

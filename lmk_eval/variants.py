@@ -15,10 +15,11 @@ from pydantic import ConfigDict, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 
 from . import registry
+from .attention import parse_scale, self_extend_defaults
 from .errors import LmkEvalError, schema_error
 
 __all__ = ["LmkEvalError", "Variant", "make_variant", "POOLINGS", "GRANULARITIES", "STRATEGIES",
-           "PLACEMENTS"]
+           "PLACEMENTS", "ATTENTION_SCALES"]
 
 POOLINGS: dict[str, str] = {name: p.summary for name, p in registry.POOLINGS.items()}
 
@@ -37,8 +38,16 @@ STRATEGIES: dict[str, str] = {
     "interpolate": "one input of up to max_length tokens, position embeddings interpolated to its length",
     "rope-ntk": "one input of up to max_length tokens, rotary base scaled NTK-style (RoPE models)",
     "rope-yarn": "one input of up to max_length tokens, transformers' YaRN rope scaling (RoPE models)",
+    "self-extend": "one input of up to max_length tokens, SelfExtend: true relative positions within a neighbour"
+    " window, grouped positions beyond it (RoPE models; --se-group / --se-window, default LongEmbed's Table 6)",
 }
-EXTENDING = ("grouped", "recurrent", "interpolate", "rope-ntk", "rope-yarn")  # past the positions in one input
+EXTENDING = ("grouped", "recurrent", "interpolate", "rope-ntk", "rope-yarn", "self-extend")  # past the positions in one input
+ATTENTION_SCALES: dict[str, str] = {
+    "none": "attention as trained",
+    "logn": "queries x max(1, ln n / ln P) for an input of n > P tokens (LongEmbed; the default under every"
+    " strategy that reads past the positions in one input)",
+    "temperature:T": "softmax(QK^T / (sqrt(d) T)) in every layer for inputs longer than P (TempScale), e.g. temperature:0.8",
+}
 
 PLACEMENTS: dict[str, str] = {
     "after": "a landmark closes every chunk, the last one included (the authors' encoder layout)",
@@ -50,6 +59,7 @@ NAMED_CHOICES = {"pooling": ("pooling", POOLINGS), "granularity": ("granularity"
                  "strategy": ("context strategy", STRATEGIES),
                  "placement": ("landmark placement", PLACEMENTS)}  # fmt: skip
 DEFAULT_INTERVALS = (32, 64, 128, 256)
+READING = ("max_length", "strategy", "attention_scale", "se_group", "se_window")  # how, not what, it pools
 MIN_MAX_LENGTH = 3  # [CLS], one content token, one landmark
 
 
@@ -76,6 +86,9 @@ class Variant:
     normalize: bool = True
     placement: str = "after"  # lmk: a landmark after each chunk, or before it (authors' decoder script)
     include_prompt: bool = True  # pool the prompt's positions too (sentence-transformers' default)
+    attention_scale: str | None = None  # None: as LongEmbed runs the strategy (see ``scale``)
+    se_group: int | None = None  # self-extend: None = LongEmbed's Table 6 value for the extension ratio
+    se_window: int | None = None
 
     @field_validator("pooling", "granularity", "strategy", "placement")
     @classmethod
@@ -83,10 +96,18 @@ class Variant:
         kind, options = NAMED_CHOICES[info.field_name]
         return _choose(kind, v, options)
 
-    @field_validator("interval", "layers")
+    @field_validator("attention_scale")
     @classmethod
-    def _positive(cls, v: int, info) -> int:
-        if v < 1:
+    def _scale(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        kind, t = parse_scale(v)
+        return kind if t is None else f"{kind}:{t:g}"
+
+    @field_validator("interval", "layers", "se_group", "se_window")
+    @classmethod
+    def _positive(cls, v: int | None, info) -> int | None:
+        if v is not None and v < 1:
             raise ValueError(f"{info.field_name} must be an integer >= 1, got {v!r}")
         return v
 
@@ -106,6 +127,29 @@ class Variant:
                 f" use at least {MIN_MAX_LENGTH}"
             )
         return v
+
+    @property
+    def scale(self) -> str:
+        """The attention scale this variant runs with: none where every input fits (truncate,
+        window), else the one asked for, by default LongEmbed's ``logn``."""
+        if self.strategy not in EXTENDING:
+            return "none"
+        return self.attention_scale or "logn"
+
+    def reading(self) -> str:
+        """How a document is read, for display and keys: the strategy with its attention scale
+        and SelfExtend options where they are not the defaults, e.g. ``grouped+logn``."""
+        out = self.strategy
+        if self.strategy == "self-extend":
+            given = [f"{k}={getattr(self, 'se_' + k)}" for k in ("group", "window") if getattr(self, "se_" + k)]
+            out += f"({','.join(given)})" if given else ""
+        return out + (f"+{self.scale}" if self.scale != "none" else "")
+
+    def self_extend_options(self, positions: int) -> tuple[int, int]:
+        """(group, window) self-extend runs with on a model of ``positions``: the variant's own,
+        else LongEmbed's Table 6 for the ratio max_length / positions."""
+        group, window = self_extend_defaults(self.max_length or positions, positions)
+        return self.se_group or group, self.se_window or window
 
     @property
     def spec(self) -> registry.Pooling:
@@ -133,6 +177,10 @@ class Variant:
             opts["placement"] = self.placement
         opts["max_length"] = self.max_length
         opts["strategy"] = self.strategy
+        if self.scale != "none":  # absent = none, so cells stored before scaling existed stay valid
+            opts["attention_scale"] = self.scale
+        if self.strategy == "self-extend":
+            opts |= {k: getattr(self, k) for k in ("se_group", "se_window") if getattr(self, k) is not None}
         if not self.normalize:
             opts["normalize"] = False
         if not self.include_prompt:
@@ -144,6 +192,7 @@ class Variant:
         opts = self.relevant_options()
         if "intervals" in opts:
             opts["intervals"] = tuple(opts["intervals"])
+        opts["attention_scale"] = self.scale
         return Variant(**opts)
 
     def tokenisation_key(self) -> tuple:
@@ -152,11 +201,11 @@ class Variant:
         landmarks: granularity, interval(s), seed and placement), as the registry names them."""
         opts = self.relevant_options()
         token_options = tuple((k, getattr(self, k)) for k in self.spec.token_options if k in opts)
-        return (self.scheme, self.max_length, self.strategy, token_options)
+        return (self.scheme, self.max_length, self.reading(), token_options)
 
     def pooling_options(self) -> dict[str, Any]:
-        """What this variant is apart from the length and strategy it runs at (a report column)."""
-        return {k: v for k, v in self.relevant_options().items() if k not in ("max_length", "strategy")}
+        """What this variant is apart from the length and reading it runs at (a report column)."""
+        return {k: v for k, v in self.relevant_options().items() if k not in READING}
 
     def key(self) -> str:
         """The canonical name of ``pooling_options()``, e.g. ``lmk(granularity=fixed,interval=32)``:

@@ -13,6 +13,7 @@ from lmk_eval.variants import make_variant
 
 SHORT = ["A cat sat on the mat.", "Landmark pooling averages separator states. " * 8, "short"]
 EXTENDING = ["window", "grouped", "recurrent", "interpolate"]
+SCALES = [None, "none", "logn", "temperature:0.8"]  # None: the strategy's default (logn where it extends)
 
 
 def test_remap_formulas_on_hand_built_inputs():
@@ -42,9 +43,11 @@ def test_position_ids_per_row_by_its_own_length(text_encoder):
 def test_every_strategy_equals_truncate_where_the_text_fits(text_encoder, pooling):
     truncate = make_variant(pooling, max_length=512)
     reference = text_encoder.encode(SHORT, [truncate])[truncate]
-    for strategy in EXTENDING:
-        v = make_variant(pooling, max_length=4096, strategy=strategy)
-        assert np.array_equal(text_encoder.encode(SHORT, [v])[v], reference), (pooling, strategy)
+    variants = [make_variant(pooling, max_length=4096, strategy=s, attention_scale=a) for s in EXTENDING for a in SCALES]
+    assert {v.scale for v in variants} == {"none", "logn", "temperature:0.8"}
+    out = text_encoder.encode(SHORT, variants)
+    for v in variants:
+        assert np.array_equal(out[v], reference), (pooling, v.reading())
 
 
 def test_long_inputs_are_really_extended(text_encoder):
@@ -83,11 +86,13 @@ def test_strategies_on_a_sweep_with_an_offset_model_and_the_report(tmp_path):
     frame = pd.read_csv(out / "scores.csv")
     main = frame[frame["main"]]
     at_256 = main[main["split"] == "test_256"].pivot_table(index="pooling", columns="strategy", values="score")
-    for strategy in EXTENDING:
-        assert (at_256[strategy] == at_256["window"]).all(), strategy
+    readings = ["window", "grouped+logn", "recurrent+logn", "interpolate+logn"]  # logn: LongEmbed's default
+    assert set(at_256.columns) == set(readings)
+    for reading in readings:
+        assert (at_256[reading] == at_256["window"]).all(), reading
     text = write_report(out, tmp_path / "reports").read_text()
     assert "best strategy per document-length band" in text
-    assert "mean grouped@1024 vs window@1024" in text  # the same pooling, at the same length
+    assert "mean grouped+logn@1024 vs window@1024" in text  # the same pooling, at the same length
     assert (tmp_path / "reports" / "run" / "length.png").stat().st_size > 10_000
 
 
@@ -150,11 +155,17 @@ def test_rope_strategies_extend_long_inputs_and_leave_short_ones_exact(rope_mode
     reference = lmk_eval.encoder(str(rope_model), "mean", max_length=4096)
     got = {}
     for strategy in ("rope-ntk", "rope-yarn"):
-        enc = lmk_eval.encoder(str(rope_model), "mean", max_length=8192, strategy=strategy)
+        enc = lmk_eval.encoder(str(rope_model), "mean", max_length=8192, strategy=strategy, attention_scale="none")
         assert np.array_equal(enc.encode(short), reference.encode(short)), strategy
         got[strategy] = enc.encode(long)
         assert len(enc.text_encoder._extended_models) == 1  # long inputs went to the scaled copy
     assert not np.allclose(got["rope-ntk"], got["rope-yarn"])
+    for strategy in ("rope-ntk", "rope-yarn", "self-extend"):
+        for scale in (None, "temperature:0.9"):
+            enc = lmk_eval.encoder(str(rope_model), "mean", max_length=8192, strategy=strategy, attention_scale=scale)
+            assert np.array_equal(enc.encode(short), reference.encode(short)), (strategy, scale)
+    logn = lmk_eval.encoder(str(rope_model), "mean", max_length=8192, strategy="rope-ntk").encode(long)
+    assert not np.allclose(logn, got["rope-ntk"])  # the default logn scales the long input
     with pytest.raises(LmkEvalError, match="this model has none"):
         lmk_eval.encoder(None, "mean", max_length=1024, strategy="rope-ntk")  # MiniLM: absolute
 
