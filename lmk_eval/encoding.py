@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -53,6 +54,14 @@ class EncodeStats:
     @property
     def padding_waste(self) -> float:
         return 1 - self.real_tokens / self.padded_tokens if self.padded_tokens else 0.0
+
+
+class Encoded(NamedTuple):
+    """What one encode call gives: a vector per text and variant and, for multi-vector poolings
+    (late_chunking), each text's chunk vectors, (chunks, dim) float32, normalised as the variant is."""
+
+    vectors: dict[Variant, np.ndarray]
+    chunks: dict[Variant, list[np.ndarray]]
 
 
 @dataclass
@@ -220,24 +229,30 @@ class TextEncoder:
     ) -> dict[Variant, np.ndarray]:
         """Embeddings (len(texts), dim) float32 per variant, in input order, each text read as
         ``prompt + text`` (landmarks go into the text only)."""
+        return self.encode_all(texts, variants, prompt).vectors
+
+    def encode_all(self, texts: Sequence[str], variants: Sequence[Variant], prompt: str = "") -> Encoded:
+        """``encode``'s vectors and, for multi-vector poolings, every text's chunk vectors."""
         started = time.perf_counter()
         concrete = {v: self.facts.concrete(v) for v in dict.fromkeys(variants)}
         groups: dict[tuple, list[Variant]] = defaultdict(list)
         for c in dict.fromkeys(concrete.values()):
             groups[c.tokenisation_key()].append(c)
-        computed: dict[Variant, np.ndarray] = {}
+        vectors: dict[Variant, np.ndarray] = {}
+        chunks: dict[Variant, list[np.ndarray]] = {}
         for group in groups.values():
-            computed.update(self._encode_group(texts, group, prompt))
-        out = {v: computed[c] for v, c in concrete.items()}
+            got = self._encode_group(texts, group, prompt)
+            vectors.update(got.vectors)
+            chunks.update(got.chunks)
         self.stats.texts += len(texts)
         self.stats.encode_seconds += time.perf_counter() - started
-        return out
+        return Encoded({v: vectors[c] for v, c in concrete.items()},
+                       {v: chunks[c] for v, c in concrete.items() if c in chunks})  # fmt: skip
 
-    def _encode_group(
-        self, texts: Sequence[str], group: list[Variant], prompt: str
-    ) -> dict[Variant, np.ndarray]:
+    def _encode_group(self, texts: Sequence[str], group: list[Variant], prompt: str) -> Encoded:
         _, model, _ = self._load()
         result = {v: np.zeros((len(texts), model.config.hidden_size), dtype=np.float32) for v in group}
+        chunks: dict[Variant, list[np.ndarray | None]] = {v: [None] * len(texts) for v in group if v.spec.multi_vector}
         need_layers = any(v.spec.needs_layers for v in group)
         budget = self.token_budget  # sized here, never first on the preparing thread
         bar = self._bar(len(texts), group)
@@ -254,6 +269,10 @@ class TextEncoder:
                         if v.normalize:
                             vectors = pooling.normalize(vectors)
                         result[v][prepared.lo + batch.single_owners] = vectors.float().cpu().numpy()
+                        if v in chunks:
+                            host = parts.cpu()
+                            for row, owner in zip(batch.single_rows.tolist(), batch.single_owners.tolist(), strict=True):
+                                chunks[v][prepared.lo + owner] = _chunk_vectors(v, [host.row(row)])
                     if batch.merged:
                         host = parts.cpu()
                         for row, owner in batch.merged:
@@ -262,14 +281,21 @@ class TextEncoder:
                     remaining[owner] -= 1
                     if remaining[owner] == 0:  # its last window has passed: merge, once per text
                         for v in group:
-                            vec = merge_windows(v, pending[v].pop(owner))
+                            text_parts = pending[v].pop(owner)
+                            vec = merge_windows(v, text_parts)
                             if v.normalize:
                                 vec = pooling.normalize(vec)
                             result[v][prepared.lo + owner] = vec.numpy()
+                            if v in chunks:
+                                chunks[v][prepared.lo + owner] = _chunk_vectors(v, text_parts)
                         done += 1
                 bar.update(done)
         bar.close()
-        return result
+        for v, per_text in chunks.items():  # a text without any chunk (empty): its one vector
+            for i, c in enumerate(per_text):
+                if c is None or len(c) == 0:
+                    per_text[i] = result[v][i : i + 1].copy()
+        return Encoded(result, chunks)
 
     def _prepared_slices(self, texts: Sequence[str], group: list[Variant], prompt: str,
                          budget: int) -> Iterator[Prepared]:  # fmt: skip
@@ -408,6 +434,15 @@ class TextEncoder:
         return tqdm(
             total=total, desc=f"encode {names}", unit="text", disable=not self.progress, leave=False
         )
+
+
+def _chunk_vectors(variant: Variant, parts: Sequence[WindowPart]) -> np.ndarray:
+    """A text's chunk vectors from its windows' parts, in reading order, normalised as the variant."""
+    kept = [p.chunks[p.chunk_counts > 0] for p in parts]
+    vectors = torch.cat(kept) if kept else torch.zeros((0, 0))
+    if variant.normalize and len(vectors):
+        vectors = pooling.normalize(vectors)
+    return vectors.float().numpy()
 
 
 def _attention_plan(variant: Variant) -> bool:

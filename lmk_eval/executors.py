@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .encoding import TextEncoder, text_slices
+from .encoding import Encoded, TextEncoder, text_slices
 from .errors import LmkEvalError
 from .variants import Variant
 
@@ -142,8 +142,8 @@ class _EncoderActor:
 
         self.encoder = make_encoder(sweep, model, slice_tokens=slice_tokens)
 
-    def encode(self, texts: list[str], variants: list[Variant], prompt: str) -> dict:
-        return self.encoder.encode(texts, variants, prompt)
+    def encode(self, texts: list[str], variants: list[Variant], prompt: str) -> Encoded:
+        return self.encoder.encode_all(texts, variants, prompt)
 
     def pid(self) -> int:
         return os.getpid()
@@ -161,7 +161,7 @@ class ShardedTextEncoder(TextEncoder):
         super().__init__(model, **kwargs)
         self.actors = list(actors)
 
-    def encode(self, texts: Sequence[str], variants: Sequence[Variant], prompt: str = ""):
+    def encode_all(self, texts: Sequence[str], variants: Sequence[Variant], prompt: str = "") -> Encoded:
         import ray
 
         variants = list(dict.fromkeys(variants))
@@ -171,8 +171,9 @@ class ShardedTextEncoder(TextEncoder):
         parts = ray.get(refs)
         self.stats.texts += len(texts)
         if not parts:
-            return {v: np.zeros((0, 0), np.float32) for v in variants}
-        return {v: np.concatenate([p[v] for p in parts]) for v in variants}
+            return Encoded({v: np.zeros((0, 0), np.float32) for v in variants}, {})
+        return Encoded({v: np.concatenate([p.vectors[v] for p in parts]) for v in variants},
+                       {v: [c for p in parts for c in p.chunks[v]] for v in parts[0].chunks})  # fmt: skip
 
 
 def encoder_pool(sweep, model: str, n: int, resources: dict[str, float], slice_tokens: int):

@@ -80,6 +80,27 @@ def marked_mean(hidden: Tensor, attention_mask: Tensor, marker_mask: Tensor,
     return torch.where(count > 0, pooled, fallback)
 
 
+def chunk_means(hidden: Tensor, text_mask: Tensor, ends: Tensor) -> tuple[Tensor, Tensor]:
+    """Late chunking: the mean state of each chunk, (batch, chunks, dim), and each chunk's token
+    count, (batch, chunks). A chunk is the run of ``text_mask`` positions up to and including
+    its ``ends`` marker; positions after a row's last marker belong to no chunk."""
+    ends = ends.bool()
+    before = ends.long().cumsum(dim=1) - ends.long()  # the chunk each position falls in
+    n_ends = ends.sum(dim=1, keepdim=True)
+    width = int(n_ends.max()) if n_ends.numel() else 0
+    batch, _, dim = hidden.shape
+    if width == 0:
+        return hidden.new_zeros((batch, 0, dim)), hidden.new_zeros((batch, 0))
+    inside = text_mask.bool() & (before < n_ends)
+    index = before * inside  # positions outside any chunk add zero to chunk 0
+    weight = inside.to(hidden.dtype)
+    sums = hidden.new_zeros((batch, width, dim)).scatter_add_(
+        1, index.unsqueeze(-1).expand(-1, -1, dim), hidden * weight.unsqueeze(-1)
+    )
+    counts = hidden.new_zeros((batch, width)).scatter_add_(1, index, weight)
+    return sums / counts.clamp(min=1).unsqueeze(-1), counts
+
+
 def every_kth_mask(attention_mask: Tensor, k: int) -> Tensor:
     """Marks the k-th, 2k-th, ... real token of each row (the authors' no-special-token control)."""
     if k < 1:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .variants import Variant
 
 Tensor = torch.Tensor
-Tokenisation = Literal["plain", "landmark", "multi_cls"]
+Tokenisation = Literal["plain", "landmark", "multi_cls", "chunk_ends"]
 
 
 class PoolInputs(NamedTuple):
@@ -64,6 +64,8 @@ class WindowPart(NamedTuple):
     weight: Tensor  # (batch,)
     fallback: Tensor | None = None  # (batch, dim)
     fallback_weight: Tensor | None = None  # (batch,)
+    chunks: Tensor | None = None  # (batch, chunks, dim) a multi-vector pooling's vectors (unnormalised)
+    chunk_counts: Tensor | None = None  # (batch, chunks) tokens in each; 0 = no such chunk in this row
 
     def cpu(self) -> WindowPart:
         return WindowPart(*(None if t is None else t.float().cpu() for t in self))
@@ -92,6 +94,7 @@ class Pooling:
     combine: Combine = "weighted_mean"
     under_window: str = "the pooling per window, then the mean over windows weighted by each window's pooled token count"
     weights: Literal["none", "trainable"] = "none"
+    multi_vector: bool = False  # documents are scored by their best chunk vector (the search keeps the max)
     needs_layers: bool = False
     needs_checkpoint: bool = False  # its initial weights mean nothing: only a trained one runs
 
@@ -140,6 +143,20 @@ def _marked(marks: Callable[[PoolInputs, Variant], Tensor]) -> PoolFn:
         return WindowPart(vec, _count(marked, x.hidden), everything, _count(mask, x.hidden))
 
     return pool
+
+
+def _late_chunks(x: PoolInputs, v: Variant) -> WindowPart:
+    """Late chunking: each chunk's text tokens mean-pooled after the pass over the whole input;
+    the text's single vector (what a query uses) is the mean over all its chunked tokens."""
+    text = x.attention_mask.bool()
+    if x.prompt_mask is not None:  # the special tokens and prompt in front belong to no chunk
+        text = text & ~x.prompt_mask.bool()
+    means, counts = pooling.chunk_means(x.hidden, text, x.markers)
+    total = counts.sum(dim=1)
+    everything = x.mean(v)
+    vec = (means * counts.unsqueeze(-1)).sum(dim=1) / total.clamp(min=1).unsqueeze(-1)
+    vec = torch.where(total.unsqueeze(-1) > 0, vec, everything)
+    return WindowPart(vec, total, everything, _count(x.pooled(v), x.hidden), means, counts)
 
 
 def _layer_mean(x: PoolInputs, v: Variant) -> WindowPart:
@@ -195,6 +212,11 @@ POOLINGS: dict[str, Pooling] = {
         Pooling("multi_cls", "a [CLS] before every chunk; mean of those [CLS] states",
                 _marked(lambda x, v: x.markers), _CHUNKING, tokenisation="multi_cls",
                 under_window=_EXACT.format("chunk [CLS] states") + "; each window ends with the tokenizer's own suffix"),
+        Pooling("late_chunking", "late chunking: one pass over the text, each chunk's tokens mean-pooled; a document"
+                " scores as its best chunk (multi-vector), a query as the mean of its chunked tokens",
+                _late_chunks, _CHUNKING, tokenisation="chunk_ends", multi_vector=True,
+                under_window="each window's chunks (windows are cut at chunk ends) kept as the document's"
+                " vectors; the single vector is " + _EXACT.format("chunked text tokens")),
         Pooling("layer_mean", "mean pooling averaged over the last N layers", _layer_mean,
                 ("layers",), needs_layers=True, under_window=_EXACT.format("pooled tokens") + ", per layer"),
         Pooling("layer_max_cls", "MaxPoolBERT: element-wise max of the [CLS] state over the last N layers",

@@ -247,8 +247,12 @@ def interval_table(frame: pd.DataFrame, poolings: list[str], names: Names) -> st
     return _markdown_table(["task", "queries", *(names[p] for p in poolings)], rows)
 
 
+def _ci(c: Comparison) -> str:
+    return f" (95% CI {c.ci[0] * 100:+.1f} to {c.ci[1] * 100:+.1f})" if c.ci else ""
+
+
 def strategy_lines(found: list[tuple[str, Comparison]]) -> list[str]:
-    return [f"{label}: Δ={c.mean_diff * 100:+.1f}, p={c.p_value:.3g}, Holm-adjusted p={c.p_adjusted:.3g}"
+    return [f"{label}: Δ={c.mean_diff * 100:+.1f}{_ci(c)}, p={c.p_value:.3g}, Holm-adjusted p={c.p_adjusted:.3g}"
             f"{' †' if c.significant else ''}, n={c.n} queries" for label, c in found]  # fmt: skip
 
 
@@ -256,8 +260,7 @@ def significance_lines(comparisons: list[tuple[str, str, Comparison]], baseline:
                        names: Names) -> list[str]:  # fmt: skip
     out = []
     for row, p, c in comparisons:
-        ci = f" (95% CI {c.ci[0] * 100:+.1f} to {c.ci[1] * 100:+.1f})" if c.ci else ""
-        out.append(f"{row}: {names[p]} vs {names[baseline]}: Δ={c.mean_diff * 100:+.1f}{ci}, p={c.p_value:.3g},"
+        out.append(f"{row}: {names[p]} vs {names[baseline]}: Δ={c.mean_diff * 100:+.1f}{_ci(c)}, p={c.p_value:.3g},"
                    f" Holm-adjusted p={c.p_adjusted:.3g}{' †' if c.significant else ''},"
                    f" n={c.n} queries")  # fmt: skip
     return out
@@ -390,6 +393,29 @@ def compare_strategies(frame: pd.DataFrame, poolings: list[str], names: Names):
                 if cmp.p_value is not None:
                     name = f"{model}: {task}" if vary["model"] else task
                     out.append((f"{name}: {names[pooling]} {strategy}@{length} vs {reference}@{ref_length}", cmp))
+    return out
+
+
+def compare_scales(frame: pd.DataFrame, poolings: list[str], names: Names):
+    """Every reading with an attention scale (``grouped+logn``) against the same strategy without
+    one (``grouped``), per (model, task, max_length, pooling): [(label, Comparison)]."""
+    scaled = frame[frame["strategy"].str.contains("+", regex=False)]
+    if scaled.empty:
+        return []
+    vary = _varying(frame)
+    out = []
+    for (model, task, length, reading), rows in scaled.groupby(["model", "task", "max_length", "strategy"], sort=False):
+        plain = reading.split("+")[0]
+        base_rows = frame[(frame["model"] == model) & (frame["task"] == task) & (frame["max_length"] == length)
+                          & (frame["strategy"] == plain)]  # fmt: skip
+        for pooling in poolings:
+            base, cand = _pooled_queries(base_rows, pooling), _pooled_queries(rows, pooling)
+            if not base or not cand:
+                continue
+            cmp = paired_test(cand, base, split_weights(set(cand) & set(base)))
+            if cmp.p_value is not None:
+                name = f"{model}: {task}" if vary["model"] else task
+                out.append((f"{name}: {names[pooling]} {reading}@{length} vs {plain}@{length}", cmp))
     return out
 
 
@@ -701,9 +727,11 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
     assets = reports_dir / name
     comparisons = compare_rows(frame, poolings, baseline)
     by_strategy = compare_strategies(frame, poolings, names)
-    family = adjust([c for _, _, c in comparisons] + [c for _, c in by_strategy])  # one Holm family
+    by_scale = compare_scales(frame, poolings, names)
+    family = adjust([c for _, _, c in comparisons] + [c for _, c in by_strategy + by_scale])  # one Holm family
     comparisons = [(r, p, c) for (r, p, _), c in zip(comparisons, family, strict=False)]
-    by_strategy = [(label, c) for (label, _), c in zip(by_strategy, family[len(comparisons):], strict=True)]
+    rest = [(label, c) for (label, _), c in zip(by_strategy + by_scale, family[len(comparisons):], strict=True)]
+    by_strategy, by_scale = rest[: len(by_strategy)], rest[len(by_strategy) :]
     table = main_table(frame, poolings, comparisons, names)
     intervals = interval_table(frame, poolings, names)
     lengths = split_pivots(frame, LENGTH_SPLIT, 1)
@@ -746,7 +774,7 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
         + (", and over seeds" if seeded else "")
         + f"). Best per row in **bold**; † marks a difference from `{names[baseline]}` that stays"
         f" significant (p < {ALPHA}) after {CORRECTION} correction over all"
-        f" {len(comparisons) + len(by_strategy)} comparisons of this report (see Significance).",
+        f" {len(comparisons) + len(by_strategy) + len(by_scale)} comparisons of this report (see Significance).",
         "",
         *(
             [
@@ -789,8 +817,17 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
                   "", f"![evidence depth]({name}/depth.png)", ""]  # fmt: skip
         for label, t in depth_tables:
             parts += [f"**{label}**", "", t, ""]
-    family_size = len(comparisons) + len(by_strategy)
-    if comparisons or by_strategy:
+    if by_scale:
+        parts += ["## Attention scale", "",
+                  "Each reading with an attention scale against the same strategy without one (same pooling,"
+                  " model, task and max_length), on per-query main scores: Δ ×100 with the"
+                  f" {CI_NAME} of the paired differences; p from {TEST_NAME}, Holm-adjusted within the"
+                  " report's one family (see Significance). `logn` multiplies the queries of an input of n > P"
+                  " tokens by ln n / ln P (LongEmbed), `temperature:T` by 1 / T (TempScale); inputs that fit are"
+                  " untouched, so splits at or below the model's positions contribute differences of 0.", ""]  # fmt: skip
+        parts += [f"- {line}" for line in strategy_lines(by_scale)] + [""]
+    family_size = len(comparisons) + len(by_strategy) + len(by_scale)
+    if comparisons or by_strategy or by_scale:
         parts += [
             "## Significance",
             "",
@@ -804,6 +841,8 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
                " pooling, model and task, at the same max_length or, where it has none (truncate"
                " stops at the model's positions), at its longest one below; each line names both."
                if by_strategy else "")
+            + (" Each reading with an attention scale is also compared with the same strategy without"
+               " it; those lines are under Attention scale." if by_scale else "")
             + f" The {family_size} p-values form one family, adjusted by {CORRECTION}; † = adjusted"
             f" p < {ALPHA}. Per-length and per-depth tables are descriptive and are not tested.",
             "",

@@ -22,15 +22,26 @@ from mteb.models.search_wrappers import SearchEncoderWrapper
 from mteb.types import PromptType
 
 from .encoding import TextEncoder
+from .errors import LmkEvalError
 from .mteb_adapter import LmkEncoder, model_meta
 from .variants import Variant
 
 CHUNK_BYTES = 64 * 2**20  # one corpus chunk's vectors, all poolings together (float32)
 
 
-def chunk_documents(n_variants: int, dim: int, budget: int = CHUNK_BYTES) -> int:
-    """Documents per corpus chunk so that poolings x chunk x dim x 4 bytes stays within budget."""
-    return max(1, budget // (max(1, n_variants) * max(1, dim) * 4))
+def chunk_documents(n_vectors: int, dim: int, budget: int = CHUNK_BYTES) -> int:
+    """Documents per corpus chunk so that vectors per document (over all poolings) x chunk x dim
+    x 4 bytes stays within budget."""
+    return max(1, budget // (max(1, n_vectors) * max(1, dim) * 4))
+
+
+def vectors_per_document(variant: Variant) -> int:
+    """A pooling's vectors per document: 1, or for a multi-vector pooling its chunks at most
+    (max_length / interval; a sentence is counted as 32 tokens)."""
+    if not variant.spec.multi_vector:
+        return 1
+    interval = variant.interval if variant.granularity == "fixed" else 32
+    return 1 + (variant.max_length or 512) // interval
 
 
 @dataclass
@@ -94,16 +105,27 @@ class GroupSearch:
     def encode(self, texts: list[str], prompt: str, prompt_type) -> np.ndarray:
         """The leader's encode call, answered for every sibling at once."""
         pass_ = self._pass
-        vectors = self.encoder.encode(texts, [pass_.leader, *pass_.siblings], prompt)
+        encoded = self.encoder.encode_all(texts, list(dict.fromkeys([pass_.leader, *pass_.siblings])), prompt)
+        vectors = encoded.vectors
         if prompt_type is not None and PromptType(prompt_type) is PromptType.query:
             pass_.queries = {v: vectors[v] for v in pass_.siblings}
             pass_.top = {v: TopK.empty(len(texts), pass_.top_k) for v in pass_.siblings}
         else:
             for v in pass_.siblings:
-                scores = torch.as_tensor(self.adapters[v].similarity(pass_.queries[v], vectors[v]))
+                if v in encoded.chunks:  # a document scores as its best chunk
+                    scores = self.best_chunk_scores(v, pass_.queries[v], encoded.chunks[v])
+                else:
+                    scores = torch.as_tensor(self.adapters[v].similarity(pass_.queries[v], vectors[v]))
                 pass_.top[v].add(scores, pass_.document_ids[pass_.offset : pass_.offset + len(texts)])
             pass_.offset += len(texts)
         return vectors[pass_.leader]
+
+    def best_chunk_scores(self, variant: Variant, queries: np.ndarray, chunks: list[np.ndarray]) -> torch.Tensor:
+        """(queries, documents): each document's highest similarity over its chunk vectors."""
+        owners = torch.repeat_interleave(torch.arange(len(chunks)), torch.tensor([len(c) for c in chunks]))
+        sims = torch.as_tensor(self.adapters[variant].similarity(queries, np.concatenate(chunks))).float()
+        best = torch.full((sims.shape[0], len(chunks)), float("-inf"))
+        return best.scatter_reduce(1, owners.expand(sims.shape[0], -1), sims, reduce="amax")
 
     def search(self, variant: Variant, corpus, queries, *, task_metadata, hf_split: str, hf_subset: str,
                top_k: int, encode_kwargs: dict, top_ranked=None, num_proc=None, **kwargs):  # fmt: skip
@@ -111,10 +133,17 @@ class GroupSearch:
         ready = self._done.get(where, {})
         if variant in ready and top_ranked is None:
             return ready.pop(variant)
+        multi = variant.spec.multi_vector
+        if multi and top_ranked is not None:
+            raise LmkEvalError(f"{variant.pooling} scores a document by its best chunk; reranking tasks"
+                               " (a given top_ranked list) are not supported for it yet")  # fmt: skip
         siblings = [v for v in self.adapters if v != variant] if top_ranked is None else []
+        if multi:  # it leads mteb's pass with its single vectors, and is scored as a sibling
+            siblings.append(variant)
         dim = self.encoder.facts.config.hidden_size
+        per_document = sum(vectors_per_document(v) for v in dict.fromkeys([variant, *siblings]))
         wrapper = SearchEncoderWrapper(self.adapters[variant],
-                                       corpus_chunk_size=chunk_documents(len(siblings) + 1, dim, self.chunk_bytes))  # fmt: skip
+                                       corpus_chunk_size=chunk_documents(per_document, dim, self.chunk_bytes))  # fmt: skip
         wrapper.index(corpus, task_metadata=task_metadata, hf_split=hf_split, hf_subset=hf_subset,
                       encode_kwargs=encode_kwargs, num_proc=num_proc)  # fmt: skip
         self._pass = _Pass(variant, siblings, top_k, list(corpus["id"]) if siblings else [])
@@ -123,9 +152,10 @@ class GroupSearch:
                                      hf_subset=hf_subset, top_k=top_k, encode_kwargs=encode_kwargs,
                                      top_ranked=top_ranked, num_proc=num_proc, **kwargs)  # fmt: skip
             query_ids = list(queries["id"])
-            self._done.setdefault(where, {}).update(
-                {v: self._pass.top[v].results(query_ids) for v in siblings}
-            )
+            found = {v: self._pass.top[v].results(query_ids) for v in siblings}
+            if multi:
+                results = found.pop(variant)  # mteb ranked its mean vectors; its chunks rank it
+            self._done.setdefault(where, {}).update(found)
         finally:
             self._pass = None
         return results

@@ -134,7 +134,7 @@ class Tokenisation:
                 f"{variant.pooling} pooling on a causal (decoder) model reads states that saw only"
                 " the tokens before them; use lasttoken, mean or lmk with this model"
             )
-        if variant.scheme == "plain":
+        if variant.scheme in ("plain", "chunk_ends"):  # no special token inserted
             return
         if self.landmark_id is None:
             raise LmkEvalError(
@@ -187,6 +187,8 @@ class Tokenisation:
             if variant.scheme == "landmark":
                 lead = (self.prefix if self.causal else [self.cls_id]) + p_ids
                 out.extend(self._landmark(owner, lead, chunks, max_length, variant, strategy))
+            elif variant.scheme == "chunk_ends":
+                out.extend(self._chunk_ends(owner, self.prefix + p_ids, chunks, max_length, strategy))
             else:
                 lead = [self.cls_id] + p_ids if p_ids else []
                 out.extend(self._multi_cls(owner, lead, chunks, max_length, strategy))
@@ -297,6 +299,31 @@ class Tokenisation:
             Window(owner, lead + ids + close, lead_marks + marks + [False] * len(close), len(lead))
             for ids, marks in self._pack(units, room, self._split_cls_unit)
         ]
+
+    def _chunk_ends(self, owner: int, lead: list[int], chunks: list[list[int]], max_length: int,
+                    strategy: str) -> list[Window]:  # fmt: skip
+        """Late chunking: the tokenizer's own ``prefix prompt text suffix`` with nothing inserted,
+        the last token of every chunk marked; ``prompt`` counts the whole lead, which belongs to
+        no chunk. A truncated input's last text token closes its last (partial) chunk."""
+        units = [(c, [False] * (len(c) - 1) + [True]) for c in chunks if c]
+        close = list(self.suffix)
+        room = self._room(lead + close, max_length, 1)
+        lead_marks, close_marks = [False] * len(lead), [False] * len(close)
+        if strategy == "truncate":
+            body = [t for u in units for t in u[0]][:room]
+            marks = [m for u in units for m in u[1]][:room]
+            if marks:
+                marks[-1] = True
+            return [Window(owner, lead + body + close, lead_marks + marks + close_marks, len(lead))]
+        return [
+            Window(owner, lead + ids + close, lead_marks + marks + close_marks, len(lead))
+            for ids, marks in self._pack(units, room, self._split_chunk_end_unit)
+        ] or [Window(owner, lead + close, lead_marks + close_marks, len(lead))]
+
+    @staticmethod
+    def _split_chunk_end_unit(ids, marks, room):
+        """An over-long chunk becomes several, each closed by its own end mark."""
+        return [(piece, [False] * (len(piece) - 1) + [True]) for piece in fixed_chunks(ids, room)]
 
     def _split_landmark_unit(self, ids, marks, room):
         """An over-long chunk becomes several, each closed by its own landmark."""

@@ -61,7 +61,7 @@ class TrainConfig(BaseModel):
     def check_poolings(self) -> None:
         for p in self.poolings:
             make_variant(p)
-            if p in ("layer_mean", "native"):
+            if p in ("layer_mean", "native") or make_variant(p).spec.multi_vector:
                 raise LmkEvalError(f"{p} is evaluation-only; train cls, mean, lmk, ...")
             if self.pooler and p in poolers.POOLERS:
                 poolers.check_options(p, self.pooler)

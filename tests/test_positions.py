@@ -207,3 +207,19 @@ def test_strategy_comparisons_pair_on_max_length_and_name_both():
     (panel,) = strategy_pivots(frame)
     readings = set(panel.table.columns.get_level_values(1))
     assert readings == {"truncate@256", "truncate@512", "window@512", "window@4096"}  # never averaged
+
+
+def test_scale_comparisons_pair_each_scaled_reading_with_its_unscaled_strategy():
+    from lmk_eval.report import compare_scales
+
+    queries = [f"q{i}" for i in range(20)]
+    half = {q: float(i % 2) for i, q in enumerate(queries)}
+    ones, zeros = dict.fromkeys(queries, 1.0), dict.fromkeys(queries, 0.0)
+    frame = _strategy_frame([("window", 4096, zeros), ("grouped", 4096, half), ("grouped+logn", 4096, ones),
+                             ("grouped+temperature:0.8", 4096, zeros), ("grouped", 1024, ones)])  # fmt: skip
+    found = {label: c for label, c in compare_scales(frame, ["mean"], {"mean": "mean"})}
+    assert set(found) == {"passkey: mean grouped+logn@4096 vs grouped@4096",
+                          "passkey: mean grouped+temperature:0.8@4096 vs grouped@4096"}  # fmt: skip
+    logn = found["passkey: mean grouped+logn@4096 vs grouped@4096"]
+    assert logn.mean_diff == pytest.approx(0.5) and logn.ci[0] > 0  # vs grouped@4096, not @1024 or window
+    assert found["passkey: mean grouped+temperature:0.8@4096 vs grouped@4096"].mean_diff == pytest.approx(-0.5)

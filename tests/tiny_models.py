@@ -47,13 +47,13 @@ def bpe_tokenizer(specials: list[str], roberta: bool):
                                    pad_token="<|endoftext|>")  # fmt: skip
 
 
-def build_modernbert(folder: Path) -> Path:
+def build_modernbert(folder: Path, positions: int = 4096) -> Path:
     from transformers import BertTokenizerFast, ModernBertConfig, ModernBertModel
 
     from lmk_eval.models import packaged_model_path
 
     tokenizer = BertTokenizerFast.from_pretrained(str(packaged_model_path()))
-    config = ModernBertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=4096,
+    config = ModernBertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=positions,
                               pad_token_id=0, cls_token_id=101, sep_token_id=102, bos_token_id=101,
                               eos_token_id=102, local_attention=64, **SIZE)  # fmt: skip
     return _save(folder, ModernBertModel(config), tokenizer)
@@ -112,3 +112,10 @@ def as_sentence_transformer(model_dir: Path, target: Path, pooling_mode: str, *,
 def build_all(root: Path) -> dict[str, Path]:
     torch.manual_seed(0)
     return {name: build(root / name) for name, build in BUILDERS.items()}
+
+
+if __name__ == "__main__":  # python -m tests.tiny_models FOLDER [POSITIONS]: the extension study's tiny ModernBERT
+    import sys
+
+    torch.manual_seed(0)
+    print(build_modernbert(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 4096))
