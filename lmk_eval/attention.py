@@ -34,6 +34,7 @@ import torch
 from .errors import LmkEvalError
 
 PREFIX = "lmk_eval_"
+WRAPPABLE = ("sdpa", "eager")  # one padded row per input; flash and flex kernels may pack rows together
 BLOCK_SCORES = 2**24  # attention scores held at once by SelfExtend (x3 float32 matrices, 192 MiB)
 NONE, LOGN, TEMPERATURE = "none", "logn", "temperature"
 
@@ -102,6 +103,13 @@ class Plan:
 _PLAN: ContextVar[Plan | None] = ContextVar("lmk_eval_attention_plan", default=None)
 
 
+def check_implementation(attn_implementation: str | None) -> None:
+    """One line, before any work, when an attention scale or SelfExtend meets a kernel it cannot wrap."""
+    if attn_implementation is not None and attn_implementation not in WRAPPABLE:
+        raise LmkEvalError(f"attention scaling and self-extend run through sdpa or eager attention, not"
+                           f" {attn_implementation}; drop --attn-implementation or use sdpa")  # fmt: skip
+
+
 def rotary_frequencies(model) -> dict[str, torch.Tensor]:
     """The rotary inverse frequencies of a RoPE model, per layer type where it has several
     (ModernBERT: global and sliding); SelfExtend re-rotates queries and keys with them."""
@@ -120,7 +128,8 @@ def planned(model, plan: Plan) -> Iterator[None]:
     """Run ``model``'s forward passes under ``plan``: its attention switched to the wrapper of
     the implementation it uses now, and back afterwards."""
     base = model.config._attn_implementation or "eager"
-    name = _register(base.removeprefix(PREFIX))
+    check_implementation(base)
+    name = _register(base)
     token = _PLAN.set(plan)
     model.set_attn_implementation(name)
     try:

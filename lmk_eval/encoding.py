@@ -388,7 +388,7 @@ class TextEncoder:
         copy built with the scaled rope config under a rotary strategy, and through the attention
         plan where the variant scales or self-extends attention); everything else, and every input
         of a variant that needs neither, to the model as "trained"."""
-        if variant.strategy not in positions.ROPE and not _attention_plan(variant):
+        if variant.strategy not in positions.ROPE and not variant.changes_attention:
             return [("trained", windows)]
         long = [w for w in windows if len(w.ids) > self.max_positions]
         short = [w for w in windows if len(w.ids) <= self.max_positions]
@@ -402,7 +402,7 @@ class TextEncoder:
     def _attention(self, model, mask: torch.Tensor, variant: Variant, route: str):
         """The attention plan of one batch of long inputs (log-n or temperature scaling per row,
         SelfExtend); nothing for inputs that fit."""
-        if route != "extended" or not _attention_plan(variant):
+        if route != "extended" or not variant.changes_attention:
             return contextlib.nullcontext()
         scale = None
         if variant.scale != "none":
@@ -443,8 +443,3 @@ def _chunk_vectors(variant: Variant, parts: Sequence[WindowPart]) -> np.ndarray:
     if variant.normalize and len(vectors):
         vectors = pooling.normalize(vectors)
     return vectors.float().numpy()
-
-
-def _attention_plan(variant: Variant) -> bool:
-    """Whether the variant changes the attention of inputs longer than the positions."""
-    return variant.scale != "none" or variant.strategy == "self-extend"

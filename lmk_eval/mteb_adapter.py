@@ -12,6 +12,7 @@ from mteb.types import PromptType
 from pydantic import ValidationError
 
 from . import models
+from .attention import check_implementation
 from .encoding import TextEncoder
 from .errors import LmkEvalError, schema_error
 from .native import merge_prompts
@@ -149,4 +150,6 @@ def encoder(
     why = supports(text_encoder.facts.config, variant.strategy)
     if why:
         raise LmkEvalError(why)
+    if variant.changes_attention:
+        check_implementation(encode_options.attn_implementation)
     return LmkEncoder(text_encoder, variant)

@@ -385,15 +385,20 @@ def compare_strategies(frame: pd.DataFrame, poolings: list[str], names: Names):
                 ref_length = _reference_length(ref_lengths, int(length))
                 if ref_length is None:
                     continue
-                base = _pooled_queries(ref_rows[ref_rows["max_length"] == ref_length], pooling)
-                cand = _pooled_queries(rows, pooling)
-                if not base or not cand:
-                    continue
-                cmp = paired_test(cand, base, split_weights(set(cand) & set(base)))
-                if cmp.p_value is not None:
+                cmp = _paired(rows, ref_rows[ref_rows["max_length"] == ref_length], pooling)
+                if cmp is not None:
                     name = f"{model}: {task}" if vary["model"] else task
                     out.append((f"{name}: {names[pooling]} {strategy}@{length} vs {reference}@{ref_length}", cmp))
     return out
+
+
+def _paired(candidate: pd.DataFrame, base: pd.DataFrame, pooling: str) -> Comparison | None:
+    """One pooling's paired test of two readings' rows on their common queries (None: untestable)."""
+    cand, ref = _pooled_queries(candidate, pooling), _pooled_queries(base, pooling)
+    if not cand or not ref:
+        return None
+    cmp = paired_test(cand, ref, split_weights(set(cand) & set(ref)))
+    return cmp if cmp.p_value is not None else None
 
 
 def compare_scales(frame: pd.DataFrame, poolings: list[str], names: Names):
@@ -409,11 +414,8 @@ def compare_scales(frame: pd.DataFrame, poolings: list[str], names: Names):
         base_rows = frame[(frame["model"] == model) & (frame["task"] == task) & (frame["max_length"] == length)
                           & (frame["strategy"] == plain)]  # fmt: skip
         for pooling in poolings:
-            base, cand = _pooled_queries(base_rows, pooling), _pooled_queries(rows, pooling)
-            if not base or not cand:
-                continue
-            cmp = paired_test(cand, base, split_weights(set(cand) & set(base)))
-            if cmp.p_value is not None:
+            cmp = _paired(rows, base_rows, pooling)
+            if cmp is not None:
                 name = f"{model}: {task}" if vary["model"] else task
                 out.append((f"{name}: {names[pooling]} {reading}@{length} vs {plain}@{length}", cmp))
     return out

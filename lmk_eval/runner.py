@@ -161,6 +161,7 @@ def preflight(sweep: Sweep, groups: list[CellGroup]) -> None:
     """Refuse now, in one line, what would fail later: each model's tokenizer and config load,
     and every variant (``native`` resolved) fits its positions and finds its special tokens.
     Loads no weights."""
+    from .attention import check_implementation
     from .positions import supports
 
     for g in groups:
@@ -172,6 +173,8 @@ def preflight(sweep: Sweep, groups: list[CellGroup]) -> None:
             why = supports(facts.config, c.variant.strategy)
             if why:
                 raise LmkEvalError(why)
+            if c.variant.changes_attention:
+                check_implementation(sweep.attn_implementation)
     if sweep.train is not None:
         from .train import load_pairs
 

@@ -75,8 +75,22 @@ class GridSpec(BaseModel):
     attention_scale: list[str] | None = Field(default=None, min_length=1)  # None: as LongEmbed runs each strategy
     se_group: int | None = Field(default=None, ge=1)  # self-extend; None: LongEmbed's Table 6
     se_window: int | None = Field(default=None, ge=1)
+    poolings: list[str] | None = Field(default=None, min_length=1)  # None: all of the sweep's; else these pooling names
 
     _wrap = field_validator("tasks", "max_length", "strategy", "attention_scale", mode="before")(_listify)
+
+    @field_validator("attention_scale")
+    @classmethod
+    def _scales(cls, v: list[str] | None) -> list[str] | None:
+        from .attention import parse_scale
+
+        for scale in v or []:
+            parse_scale(scale)
+        return v
+
+    def runs(self, pooling: dict[str, Any]) -> bool:
+        """Whether this block runs one of the sweep's poolings (its table, by pooling name)."""
+        return self.poolings is None or pooling.get("pooling") in self.poolings
 
     def readings(self) -> list[dict[str, Any]]:
         """Every (max_length, strategy, attention scale) of this block as Variant options."""
@@ -134,6 +148,12 @@ class Sweep(BaseModel):
     def _something_to_evaluate(self) -> Sweep:
         if not self.poolings and self.train is None:
             raise ValueError("no poolings given")
+        named = {p.get("pooling") for p in self.poolings}
+        for i, grid in enumerate(self.grids):
+            unknown = sorted(set(grid.poolings or []) - named)
+            if unknown:
+                raise ValueError(f"grid {i}: poolings {', '.join(unknown)} are not among the sweep's poolings"
+                                 f" ({', '.join(sorted(n for n in named if n))})")  # fmt: skip
         return self
 
     def model_poolings(self) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -285,6 +305,7 @@ def sweep_variants(sweep: Sweep) -> list[Variant]:
         for grid in sweep.grids
         for _model, poolings in sweep.model_poolings()
         for p in poolings
+        if grid.runs(p)
         for reading in grid.readings()
     ]
     return list(dict.fromkeys(out))
@@ -327,7 +348,7 @@ def plan(sweep: Sweep) -> list[CellGroup]:
             for ref in refs:
                 ref = names[ref.spec_key]
                 for reading in grid.readings():
-                    variants = dict.fromkeys(make_variant(**{**p, **reading}) for p in poolings)
+                    variants = dict.fromkeys(make_variant(**{**p, **reading}) for p in poolings if grid.runs(p))
                     cells = []
                     checkpoint = checkpoints.get(model)
                     for v in variants:

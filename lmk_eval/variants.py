@@ -136,6 +136,11 @@ class Variant:
             return "none"
         return self.attention_scale or "logn"
 
+    @property
+    def changes_attention(self) -> bool:
+        """Whether inputs longer than the positions run through lmk_eval.attention's wrapper."""
+        return self.scale != "none" or self.strategy == "self-extend"
+
     def reading(self) -> str:
         """How a document is read, for display and keys: the strategy with its attention scale
         and SelfExtend options where they are not the defaults, e.g. ``grouped+logn``."""

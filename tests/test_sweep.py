@@ -390,3 +390,17 @@ def test_a_baseline_keyed_by_labels_is_refused_with_the_fix(finished_run, tmp_pa
                                "scores": {"default|t|cls|64|truncate|test": 0.5}}))  # fmt: skip
     with pytest.raises(LmkEvalError, match="write it again with `lmk-eval baseline"):
         check(out, old, 0.01)
+
+
+def test_a_grid_block_may_run_some_poolings_and_crosses_attention_scales():
+    sweep = sweep_from_dict({"name": "s", "poolings": ["cls", "late_chunking"], "grid": [
+        {"tasks": ["passkey-quick"], "max_length": [1024], "strategy": ["window", "grouped"],
+         "attention_scale": ["none", "logn"]},
+        {"tasks": ["passkey-quick"], "max_length": [1024], "strategy": ["grouped"],
+         "attention_scale": ["temperature:0.8"], "poolings": ["cls"]}]}, "s")  # fmt: skip
+    cells = [c for g in plan(sweep) for c in g.cells]
+    readings = sorted((c.variant.pooling, c.variant.reading()) for c in cells)
+    assert readings == sorted([(p, r) for p in ("cls", "late_chunking") for r in ("window", "grouped", "grouped+logn")]
+                              + [("cls", "grouped+temperature:0.8")])  # window+logn is window: every window fits
+    with pytest.raises(LmkEvalError, match="grid 0: poolings lmk are not among the sweep's poolings"):
+        sweep_from_dict({"name": "s", "poolings": ["cls"], "grid": [{"tasks": ["passkey-quick"], "poolings": ["lmk"]}]}, "s")
