@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from .variants import Variant, make_variant
+from .variants import Variant
 
 RECORD_FORMAT = 3  # 3: typed cell (variant, label, checkpoint); 2 and older: labels only
 
@@ -51,7 +51,7 @@ class CellInfo(BaseModel):
     @field_validator("variant", mode="before")
     @classmethod
     def _variant(cls, v: Any) -> Any:
-        return make_variant(**v) if isinstance(v, dict) else v
+        return Variant.from_options(v) if isinstance(v, dict) else v
 
     @field_serializer("variant")
     def _options(self, v: Variant) -> dict[str, Any]:

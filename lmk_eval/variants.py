@@ -192,6 +192,12 @@ class Variant:
             opts["include_prompt"] = False
         return opts
 
+    @classmethod
+    def from_options(cls, opts: dict[str, Any]) -> Variant:
+        """The inverse of ``relevant_options()`` (a stored cell's variant): there an absent
+        attention_scale means none, as it did before scales existed, never the strategy's default."""
+        return make_variant(**{"attention_scale": "none", **opts})
+
     def canonical(self) -> Variant:
         """The same variant with irrelevant options reset, so it hashes like its equals."""
         opts = self.relevant_options()

@@ -215,3 +215,15 @@ def test_self_extend_runs_at_four_times_the_tiny_models_positions(tiny, family):
     out = encoder.encode([text], variants)
     for v in variants:
         assert np.isfinite(out[v]).all() and np.linalg.norm(out[v][0]) == pytest.approx(1, abs=1e-5)
+
+
+def test_a_stored_variant_reads_back_as_itself_and_an_old_one_as_unscaled():
+    from lmk_eval.variants import Variant
+
+    variants = [make_variant("mean", max_length=4096, strategy=s, attention_scale=a, se_group=g)
+                for s in ("window", "grouped", "self-extend") for a in (None, "none", "temperature:0.8") for g in (None, 7)]  # fmt: skip
+    for v in variants:
+        assert Variant.from_options(v.relevant_options()) == v, v.reading()
+    old = {"pooling": "mean", "max_length": 4096, "strategy": "grouped"}  # a cell stored before scales existed
+    assert Variant.from_options(old).reading() == "grouped"
+    assert make_variant(**old).reading() == "grouped+logn"  # asked for now: LongEmbed's default
