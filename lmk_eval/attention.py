@@ -2,9 +2,9 @@
 
 All three change only the attention of inputs longer than the model's P trained positions, and
 they do it through transformers' attention interface: a registered attention function
-(``lmk_eval_<base>``) wraps the implementation the model already uses (sdpa, eager, flash, flex)
-and reads what to do for the current batch from ``planned(...)``; with no plan it calls the base
-with the same arguments. The encoder switches a model to the wrapper only for the forward pass of
+(``lmk_eval_<base>``) wraps the implementation the model already uses (sdpa or eager; flash and
+flex kernels may pack rows, so they are refused) and reads what to do for the current batch from
+``planned(...)``; with no plan it calls the base with the same arguments. The encoder switches a model to the wrapper only for the forward pass of
 its long inputs, so inputs that fit never touch it (bit-identical by construction, tested).
 
 - ``logn``: queries x max(1, ln n / ln P), n each input's real token count (LongEmbed's
@@ -88,7 +88,7 @@ def self_extend_defaults(length: int, positions: int) -> tuple[int, int]:
 class SelfExtend:
     group: int
     window: int
-    inv_freq: dict[str, torch.Tensor]  # rotary frequencies per layer type ("" = the model's one)
+    inv_freq: torch.Tensor  # the rotary frequencies of the model's global-attention layers
 
 
 @dataclass(frozen=True)
@@ -110,17 +110,17 @@ def check_implementation(attn_implementation: str | None) -> None:
                            f" {attn_implementation}; drop --attn-implementation or use sdpa")  # fmt: skip
 
 
-def rotary_frequencies(model) -> dict[str, torch.Tensor]:
-    """The rotary inverse frequencies of a RoPE model, per layer type where it has several
-    (ModernBERT: global and sliding); SelfExtend re-rotates queries and keys with them."""
+def global_frequencies(model) -> torch.Tensor:
+    """The rotary inverse frequencies SelfExtend re-rotates queries and keys with: those of the
+    global-attention layers (ModernBERT keeps one set per layer type), else the model's one set."""
     rotary = getattr(getattr(model, "base_model", model), "rotary_emb", None)
     if rotary is None:
         raise LmkEvalError("--strategy self-extend needs a rotary (RoPE) model; this one has no rotary embedding")
-    found = {name.removesuffix("_inv_freq"): buf for name, buf in rotary.named_buffers()
-             if name.endswith("inv_freq") and "original" not in name}  # fmt: skip
-    if not found:
+    found = getattr(rotary, "full_attention_inv_freq", None)
+    found = getattr(rotary, "inv_freq", None) if found is None else found
+    if found is None:
         raise LmkEvalError("--strategy self-extend: the model's rotary embedding exposes no frequencies")
-    return {("" if k == "inv_freq" else k): v for k, v in found.items()}
+    return found
 
 
 @contextmanager
@@ -185,9 +185,7 @@ def self_extended(module, query, key, value, plan: Plan, scaling: float | None):
     """SelfExtend attention for one layer; queries and keys arrive rotated at positions 0..n-1.
     Computed in float32, a block of query rows at a time so memory stays O(block x n)."""
     se = plan.self_extend
-    inv_freq = se.inv_freq.get(getattr(module, "attention_type", None) or "full_attention", None)
-    if inv_freq is None:
-        inv_freq = se.inv_freq.get("", next(iter(se.inv_freq.values())))
+    inv_freq = se.inv_freq
     dtype = query.dtype
     q, k, v = query.float(), key.float(), value.float()
     if k.shape[1] != q.shape[1]:  # grouped-query attention: share each key/value head

@@ -252,7 +252,7 @@ class TextEncoder:
     def _encode_group(self, texts: Sequence[str], group: list[Variant], prompt: str) -> Encoded:
         _, model, _ = self._load()
         result = {v: np.zeros((len(texts), model.config.hidden_size), dtype=np.float32) for v in group}
-        chunks: dict[Variant, list[np.ndarray | None]] = {v: [None] * len(texts) for v in group if v.spec.multi_vector}
+        chunks: dict[Variant, list[np.ndarray]] = {v: [None] * len(texts) for v in group if v.spec.multi_vector}
         need_layers = any(v.spec.needs_layers for v in group)
         budget = self.token_budget  # sized here, never first on the preparing thread
         bar = self._bar(len(texts), group)
@@ -264,17 +264,17 @@ class TextEncoder:
                 pooled = self._forward_and_pool(self._route_model(batch.route, group[0]), batch, group, need_layers)
                 done = len(batch.single_owners)
                 for v, parts in pooled.items():
+                    host = parts.cpu() if batch.merged or (done and v in chunks) else None
                     if done:  # texts read in one window: their vector is that window's, as it is
                         vectors = parts.vector[batch.single_rows]
                         if v.normalize:
                             vectors = pooling.normalize(vectors)
                         result[v][prepared.lo + batch.single_owners] = vectors.float().cpu().numpy()
                         if v in chunks:
-                            host = parts.cpu()
                             for row, owner in zip(batch.single_rows.tolist(), batch.single_owners.tolist(), strict=True):
-                                chunks[v][prepared.lo + owner] = _chunk_vectors(v, [host.row(row)])
+                                at = prepared.lo + owner
+                                chunks[v][at] = _chunk_vectors(v, [host.row(row)], result[v][at])
                     if batch.merged:
-                        host = parts.cpu()
                         for row, owner in batch.merged:
                             pending[v][owner].append(host.row(row))
                 for _row, owner in batch.merged:
@@ -287,14 +287,11 @@ class TextEncoder:
                                 vec = pooling.normalize(vec)
                             result[v][prepared.lo + owner] = vec.numpy()
                             if v in chunks:
-                                chunks[v][prepared.lo + owner] = _chunk_vectors(v, text_parts)
+                                at = prepared.lo + owner
+                                chunks[v][at] = _chunk_vectors(v, text_parts, result[v][at])
                         done += 1
                 bar.update(done)
         bar.close()
-        for v, per_text in chunks.items():  # a text without any chunk (empty): its one vector
-            for i, c in enumerate(per_text):
-                if c is None or len(c) == 0:
-                    per_text[i] = result[v][i : i + 1].copy()
         return Encoded(result, chunks)
 
     def _prepared_slices(self, texts: Sequence[str], group: list[Variant], prompt: str,
@@ -410,7 +407,7 @@ class TextEncoder:
         extend = None
         if variant.strategy == "self-extend":
             group, window = variant.self_extend_options(self.max_positions)
-            extend = attention.SelfExtend(group, window, attention.rotary_frequencies(model))
+            extend = attention.SelfExtend(group, window, attention.global_frequencies(model))
         return attention.planned(model, attention.Plan(mask, scale, extend))
 
     def _extended(self, strategy: str, length: int):
@@ -436,10 +433,12 @@ class TextEncoder:
         )
 
 
-def _chunk_vectors(variant: Variant, parts: Sequence[WindowPart]) -> np.ndarray:
-    """A text's chunk vectors from its windows' parts, in reading order, normalised as the variant."""
-    kept = [p.chunks[p.chunk_counts > 0] for p in parts]
-    vectors = torch.cat(kept) if kept else torch.zeros((0, 0))
-    if variant.normalize and len(vectors):
+def _chunk_vectors(variant: Variant, parts: Sequence[WindowPart], vector: np.ndarray) -> np.ndarray:
+    """A text's chunk vectors from its windows' parts, in reading order, normalised as the variant;
+    a text without any chunk (an empty one) has its single ``vector`` as its only one."""
+    vectors = torch.cat([p.chunks[p.chunk_counts > 0] for p in parts])
+    if not len(vectors):
+        return vector[None].copy()
+    if variant.normalize:
         vectors = pooling.normalize(vectors)
     return vectors.float().numpy()

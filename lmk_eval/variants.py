@@ -146,7 +146,7 @@ class Variant:
         and SelfExtend options where they are not the defaults, e.g. ``grouped+logn``."""
         out = self.strategy
         if self.strategy == "self-extend":
-            given = [f"{k}={getattr(self, 'se_' + k)}" for k in ("group", "window") if getattr(self, "se_" + k)]
+            given = [f"{k}={v}" for k, v in (("group", self.se_group), ("window", self.se_window)) if v]
             out += f"({','.join(given)})" if given else ""
         return out + (f"+{self.scale}" if self.scale != "none" else "")
 
