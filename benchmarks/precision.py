@@ -32,12 +32,12 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.timing import forward_tokens_per_s, matmul_peak  # noqa: E402
 from lmk_eval.encoding import TextEncoder, pad_windows, token_budget_batches  # noqa: E402
 from lmk_eval.hardware import (  # noqa: E402
-    DTYPES,
     cpu_description,
     cpu_flags,
     default_device,
     flops_per_token,
     resolve_dtype,
+    torch_dtype,
 )
 from lmk_eval.options import EncodeOptions  # noqa: E402
 from lmk_eval.variants import make_variant  # noqa: E402
@@ -108,7 +108,7 @@ def main() -> None:
     texts = haystack_texts(96, 420)  # ~560 tokens each: every input fills 512 positions
     for dtype in dtypes:
         if "throughput" in parts:
-            peak = matmul_peak(DTYPES[dtype], device) / 1e9  # GFLOP/s
+            peak = matmul_peak(torch_dtype(dtype), device) / 1e9  # GFLOP/s
             encoder = TextEncoder(None, options=EncodeOptions(dtype=dtype)).load()
             config = encoder.model.config
             for length in (512, 256):

@@ -32,28 +32,11 @@ from dataclasses import dataclass
 import torch
 
 from .errors import LmkEvalError
+from .scales import LOGN, NONE, TEMPERATURE, parse_scale, self_extend_defaults  # noqa: F401 - re-exported
 
 PREFIX = "lmk_eval_"
 WRAPPABLE = ("sdpa", "eager")  # one padded row per input; flash and flex kernels may pack rows together
 BLOCK_SCORES = 2**24  # attention scores held at once by SelfExtend (x3 float32 matrices, 192 MiB)
-NONE, LOGN, TEMPERATURE = "none", "logn", "temperature"
-
-
-def parse_scale(value: str) -> tuple[str, float | None]:
-    """('none' | 'logn' | 'temperature', T or None) from 'none', 'logn' or 'temperature:T'."""
-    if value in (NONE, LOGN):
-        return value, None
-    kind, _, number = value.partition(":")
-    if kind == TEMPERATURE:
-        try:
-            t = float(number)
-        except ValueError:
-            t = float("nan")
-        if math.isfinite(t) and t > 0:
-            return TEMPERATURE, t
-    raise ValueError(f"attention scale {value!r} is not one of none, logn, temperature:T (T > 0, e.g. temperature:0.8)")
-
-
 def scale_factors(lengths: torch.Tensor, positions: int, scale: str) -> torch.Tensor:
     """Per input, what its queries are multiplied by: exactly 1 for an input of at most
     ``positions`` tokens, else max(1, ln n / ln P) (``logn``) or 1 / T (``temperature:T``)."""
@@ -67,21 +50,6 @@ def scale_factors(lengths: torch.Tensor, positions: int, scale: str) -> torch.Te
     else:
         factor = torch.ones_like(n)
     return torch.where(long, factor, torch.ones_like(n))
-
-
-def self_extend_defaults(length: int, positions: int) -> tuple[int, int]:
-    """(group g, neighbour window w) for reading ``length`` tokens with ``positions`` trained:
-    LongEmbed's Table 6 (ratio up to 2 / 4 / 8: g 3 / 5 / 9, w P/2, P/4, P/8); past 8x, w = P/8
-    and the smallest g whose grouped positions stay below P."""
-    ratio = length / positions
-    for limit, group, share in ((2, 3, 2), (4, 5, 4), (8, 9, 8)):
-        if ratio <= limit:
-            return group, max(1, positions // share)
-    window = max(1, positions // 8)
-    group = 9
-    while (length - 1) // group + window - window // group >= positions:
-        group += 1
-    return group, window
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,11 @@ import gzip
 import json
 import lzma
 import math
+import unicodedata
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from mteb.abstasks.retrieval import AbsTaskRetrieval
-from mteb.abstasks.task_metadata import TaskMetadata
 
 from .errors import LmkEvalError
 
@@ -111,7 +109,7 @@ def _read_jsonl(path: Path, problems: _Problems, *, with_title: bool) -> dict[st
         if not isinstance(text, str) or not isinstance(title, str):
             problems.add(path, n, f'"text"/"title" of \'{doc_id}\' must be strings')
             continue
-        if not (text.strip() or (with_title and title.strip())):
+        if blank(text) and not (with_title and not blank(title)):
             problems.add(path, n, f"empty text for '{doc_id}'")
             continue
         if doc_id in first_line:
@@ -127,6 +125,12 @@ def _read_jsonl(path: Path, problems: _Problems, *, with_title: bool) -> dict[st
             }
         )
     return records
+
+
+def blank(text: str) -> bool:
+    """Nothing a reader would see: whitespace and invisible format characters (zero-width space
+    and joiners, BOM, soft hyphen: Unicode category Cf) only."""
+    return all(ch.isspace() or unicodedata.category(ch) == "Cf" for ch in text)
 
 
 def _read_qrels(path: Path, problems: _Problems, queries: dict, corpus: dict) -> dict:
@@ -204,75 +208,20 @@ def read_beir_folder(folder: str | Path, split: str = "test") -> RetrievalSplit:
     problems = _Problems(folder)
     corpus = _read_jsonl(corpus_path, problems, with_title=True)
     queries = _read_jsonl(queries_path, problems, with_title=False)
+    for path, records in ((corpus_path, corpus), (queries_path, queries)):
+        if not records and not problems.items:  # else every qrels line would name an unknown id
+            raise LmkEvalError(f"'{path}' holds no records (empty, or an empty archive); fix or replace the file")
     qrels = _read_qrels(qrels_path, problems, queries, corpus)
     problems.raise_if_any()
     if not qrels:
         raise LmkEvalError(f"BEIR folder '{folder}': qrels/{split}.tsv lists no judgements")
+    if not any(grade > 0 for docs in qrels.values() for grade in docs.values()):
+        raise LmkEvalError(
+            f"BEIR folder '{folder}': qrels/{split}.tsv judges no document relevant (every grade is 0"
+            " or less), so every query would score 0; give the split's positive judgements"
+        )
     return RetrievalSplit(
         corpus=list(corpus.values()),
         queries=[queries[q] for q in queries if q in qrels],
         qrels=qrels,
     )
-
-
-class LocalRetrievalTask(AbsTaskRetrieval):
-    """An mteb retrieval task whose splits come from a Python callable instead of the hub.
-
-    mteb keeps ``metadata`` on the class (unloading pops an instance copy), so every local task
-    is its own subclass: build one with ``local_task``.
-    """
-
-    _load_splits: Callable[[], dict[str, RetrievalSplit]]
-
-    def load_data(self, **kwargs) -> None:
-        if self.data_loaded:
-            return
-        from datasets import Dataset
-
-        loaded = self._load_splits()
-        self.dataset = {"default": {}}
-        for split in self.metadata.eval_splits:
-            data = loaded[split]
-            self.dataset["default"][split] = {
-                "corpus": Dataset.from_list(
-                    [
-                        {"id": d["id"], "title": d.get("title", ""), "text": d["text"]}
-                        for d in data.corpus
-                    ]
-                ),
-                "queries": Dataset.from_list(
-                    [{"id": q["id"], "text": q["text"]} for q in data.queries]
-                ),
-                "relevant_docs": {q: dict(docs) for q, docs in data.qrels.items()},
-                "top_ranked": None,
-            }
-        self.data_loaded = True
-
-
-def local_task(
-    name: str,
-    load_splits: Callable[[], dict[str, RetrievalSplit]],
-    splits: list[str],
-    *,
-    description: str,
-    main_score: str = "ndcg_at_10",
-    reference: str | None = None,
-) -> LocalRetrievalTask:
-    """An mteb task named ``name`` scoring ``splits`` of the data ``load_splits`` returns."""
-    metadata = TaskMetadata(
-        name=name,
-        description=description,
-        reference=reference,
-        dataset={"path": f"lmk-eval/{name}", "revision": "local"},
-        type="Retrieval",
-        category="t2t",
-        eval_splits=splits,
-        eval_langs=["eng-Latn"],
-        main_score=main_score,
-    )
-    cls = type(
-        f"Local_{name}",
-        (LocalRetrievalTask,),
-        {"metadata": metadata, "_load_splits": staticmethod(load_splits)},
-    )
-    return cls()

@@ -61,6 +61,13 @@ def _shown(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's errors in one line and a pointer to --help, not the whole usage block."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .executors import EXECUTORS
     from .hardware import ACCELERATORS, CPU_TOKEN_BUDGET, DTYPE_CHOICES
@@ -74,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     def train_default(name: str) -> str:
         return _shown(_default(TrainConfig, name))
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="lmk-eval",
         description="Which pooling should a text encoder use? Sweeps pooling variants over "
         "short- and long-context retrieval tasks through mteb, stores every score, writes reports.",
@@ -230,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument(
         "--ray-cpus", type=int, help="CPUs of the local Ray cluster (default: all of them)"
     )
+    cluster.add_argument("--ray-timeout", type=float, default=60.0,
+                         help="seconds to wait for --ray-address to answer before giving up (default 60)")  # fmt: skip
+    cluster.add_argument("--ray-logs", action="store_true",
+                         help="show Ray's own log lines (default: kept out of the terminal)")  # fmt: skip
     cluster.add_argument(
         "--encoders",
         type=int,
@@ -364,8 +375,16 @@ TRAIN_FLAGS = {"base": "base", "pooling": "poolings", "data": "data", "split": "
 
 
 def _flags_name(tasks: list[str], poolings: list[str]) -> str:
+    """A readable name from the first task and the poolings; a long one is cut and ends in a
+    hash of the whole, so two long flag sets never share a folder."""
+    from .provenance import digest
+    from .sweep import NAME_LIMIT
+
     first = tasks[0].rstrip("/").split("/")[-1].split(":")[0]
-    return re.sub(r"[^A-Za-z0-9._+-]", "_", "-".join([first, "+".join(poolings)])).lstrip("._+-")
+    name = re.sub(r"[^A-Za-z0-9._+-]", "_", "-".join([first, "+".join(poolings)])).lstrip("._+-") or "sweep"
+    if len(name) <= NAME_LIMIT:
+        return name
+    return f"{name[: NAME_LIMIT - 9].rstrip('._+-')}-{digest(name, 8)}"
 
 
 def sweep_dict_from_args(args: argparse.Namespace) -> tuple[dict, str, str]:
@@ -418,7 +437,6 @@ def sweep_from_args(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .files import check_writable_dir
     from .runner import run_sweep
 
     sweep = sweep_from_args(args)
@@ -427,10 +445,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     output = Path(args.output or f"results/{sweep.name}")
     reports = Path(args.report_dir)
     if not args.no_report:
-        check_writable_dir(reports, "report folder")
+        from .report import check_report_paths
+
+        check_report_paths(output, reports)
     summary = run_sweep(sweep, output, recompute=args.recompute, progress=not args.no_progress,
                         log=_info, executor=args.executor, ray_address=args.ray_address,
-                        ray_cpus=args.ray_cpus, encoders=args.encoders)  # fmt: skip
+                        ray_cpus=args.ray_cpus, encoders=args.encoders, ray_timeout=args.ray_timeout,
+                        ray_logs=args.ray_logs)  # fmt: skip
     _info(f"{summary.computed} cells computed, {summary.total} in store, {summary.seconds:.1f}s"
           f" -> {output / 'scores.csv'}")  # fmt: skip
     if not args.no_report:
@@ -520,7 +541,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     given = {key: getattr(args, flag) for flag, key in TRAIN_FLAGS.items()
              if getattr(args, flag) is not None}  # fmt: skip
-    cfg = train_config(given, "lmk-eval train")
+    flags = {key: "--" + flag.replace("_", "-") for flag, key in TRAIN_FLAGS.items()}
+    cfg = train_config(given, "lmk-eval train", flags)
     check_writable_dir(Path(cfg.output), "checkpoint folder")
     for r in train_all(cfg, log=_info):
         last = f"{r['losses'][-1]:.4f}" if r["losses"] else "n/a"
@@ -554,9 +576,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lmk-eval: error: cannot read or write{where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("lmk-eval: interrupted; finished cells are saved, run the same command to resume",
-              file=sys.stderr)  # fmt: skip
+        print(f"lmk-eval: interrupted; {interrupted_hint(args)}", file=sys.stderr)
         return 130
+
+
+def interrupted_hint(args: argparse.Namespace) -> str:
+    """What to run after Ctrl-C: under --recompute the same command would start over."""
+    if args.command not in ("run", "train"):
+        return "nothing was written"
+    if getattr(args, "recompute", False):
+        return ("the cells this run recomputed are saved (those they replaced are in set-aside/);"
+                " run the same command without --recompute to resume")  # fmt: skip
+    what = "checkpoints" if args.command == "train" else "cells"
+    return f"finished {what} are saved, run the same command to resume"
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from . import attention, hardware, models, poolers, pooling, positions, registry
-from .options import DEFAULT_OPTIONS, EncodeOptions
+from .errors import LmkEvalError
+from .options import DEFAULT_OPTIONS, MIN_TOKEN_BUDGET, EncodeOptions
 from .registry import PoolInputs, WindowPart, merge_windows
 from .tokenisation import Tokenisation, Window
 from .variants import Variant
@@ -164,6 +165,8 @@ class TextEncoder:
         progress: bool = False,
         slice_tokens: int = SLICE_TOKENS,
     ) -> None:
+        if token_budget is not None and token_budget < MIN_TOKEN_BUDGET:
+            raise LmkEvalError(f"token_budget must be at least {MIN_TOKEN_BUDGET} padded tokens, got {token_budget}")
         self.source = models.resolve_model(model)
         self.options = options
         self.device = device or hardware.default_device()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pydantic import ValidationError
 
 
@@ -14,11 +16,15 @@ def _shown(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def schema_error(exc: ValidationError, where: str) -> LmkEvalError:
-    """``where: field.path: what is wrong (got X); ...`` from a pydantic ValidationError."""
+def schema_error(exc: ValidationError, where: str, names: Mapping[str, str] | None = None) -> LmkEvalError:
+    """``where: field.path: what is wrong (got X); ...`` from a pydantic ValidationError;
+    ``names`` renames top-level fields as the user typed them (``learning_rate`` -> ``--lr``)."""
     parts = []
     for err in exc.errors(include_url=False):
-        loc = ".".join(str(x) for x in err["loc"])
+        path = [str(x) for x in err["loc"]]
+        if names and path and path[0] in names:
+            path[0] = names[path[0]]
+        loc = ".".join(path)
         if err["type"] == "extra_forbidden":
             parts.append(f"unknown key '{loc}'")
             continue

@@ -12,26 +12,29 @@ actors, each holding one model replica: for a few very large cells rather than m
 Texts are split at the encoder's own slice boundaries, so every text is batched exactly as in a
 single process and the embeddings are identical.
 
-Ray is imported only here, and only when asked for (``pip install 'lmk-eval[ray]'``).
+Ray is imported only here and in ``sharding.py`` (the replicas of ``--encoders``), and only when asked
+for (``pip install 'lmk-eval[ray]'``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
 import os
-from collections.abc import Callable, Sequence
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
-from .encoding import Encoded, TextEncoder, text_slices
 from .errors import LmkEvalError
-from .variants import Variant
 
 EXECUTORS = ("local", "ray")  # where a sweep's work runs (`lmk-eval run --executor`)
 RETRIES = 3  # a task whose worker process dies is run again this many times
 
 
-def check_ray(address: str | None, encoders: int | None) -> None:
+def check_ray(address: str | None, encoders: int | None, timeout: float = 60.0) -> None:
     """Refuse, before anything else, a Ray run that cannot start."""
     try:
         import ray  # noqa: F401
@@ -41,26 +44,92 @@ def check_ray(address: str | None, encoders: int | None) -> None:
         ) from None
     if encoders is not None and encoders < 1:
         raise LmkEvalError(f"--encoders must be >= 1, got {encoders}")
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise LmkEvalError(f"--ray-timeout must be a number of seconds > 0, got {timeout}")
 
 
-def _init(address: str | None, cpus: int | None) -> bool:
-    """Join the cluster at ``address``, or start a local one; True if this call started it."""
+RAY_TIMEOUT = 60.0  # seconds to join a Ray cluster before giving up (`--ray-timeout`)
+
+
+def _probe(address: str, timeout: float) -> None:
+    """A head that cannot be reached at all is told in one line at once, before Ray (which would
+    retry for minutes, printing its own log lines) is asked to join it."""
+    import socket
+
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if address == "auto" or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=min(timeout, 10)).close()
+    except OSError as exc:
+        raise LmkEvalError(
+            f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}; check --ray-address"
+            " (the head's host:port, as `ray start --head` printed it)"
+        ) from None
+
+
+@contextlib.contextmanager
+def _stderr_to(path: str, quiet: bool):
+    """Ray's core worker logs from C++ straight to file descriptor 2; under ``quiet`` those lines
+    go to ``path`` instead (``--ray-logs`` shows them)."""
+    if not quiet:
+        yield
+        return
+    saved = os.dup(2)
+    with open(path, "ab") as f:
+        os.dup2(f.fileno(), 2)
+    try:
+        yield
+    except LmkEvalError:  # a join left hanging keeps logging: fd 2 stays on the file, Python's
+        sys.stderr = os.fdopen(saved, "w", buffering=1)  # own lines (the error) reach the terminal
+        raise
+    os.dup2(saved, 2)
+    os.close(saved)
+
+
+def _init(address: str | None, cpus: int | None, timeout: float = RAY_TIMEOUT, show_logs: bool = False) -> bool:
+    """Join the cluster at ``address`` within ``timeout`` seconds, or start a local one; True if
+    this call started it. A join that does not finish in time is one line, not a hang."""
     import ray
 
     if ray.is_initialized():
         return False
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-    if address:
-        kwargs["address"] = address
-    elif cpus:
-        kwargs["num_cpus"] = cpus
-    try:
-        ray.init(**kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
-        raise LmkEvalError(
-            f"cannot start or join {where}: {str(exc).splitlines()[0][:160]}"
-        ) from None
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": show_logs,
+                              "logging_level": logging.INFO if show_logs else logging.ERROR}  # fmt: skip
+    where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+    log_file = os.path.join(tempfile.gettempdir(), f"lmk-eval-ray-{os.getpid()}.log")
+    outcome: dict[str, BaseException] = {}
+
+    def join() -> None:
+        try:
+            ray.init(**kwargs)
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+
+    with _stderr_to(log_file, quiet=not show_logs):
+        if address:
+            _probe(address, timeout)
+            kwargs["address"] = address
+            # a thread only for joining: a local cluster's processes die with the thread that
+            # started them (PR_SET_PDEATHSIG), and starting one does not hang
+            thread = threading.Thread(target=join, name="lmk-eval-ray-join", daemon=True)
+            thread.start()
+            thread.join(timeout)
+            if thread.is_alive():
+                raise LmkEvalError(
+                    f"{where} did not answer within {timeout:g} s (--ray-timeout); check --ray-address"
+                    f" and that the cluster is up (Ray's log: {log_file})"
+                )
+        else:
+            if cpus:
+                kwargs["num_cpus"] = cpus
+            join()
+    error = outcome.get("error")
+    if isinstance(error, (ConnectionError, RuntimeError, ValueError)):
+        raise LmkEvalError(f"cannot start or join {where}: {str(error).splitlines()[0][:160]}") from None
+    if error is not None:
+        raise error
     return True
 
 
@@ -86,11 +155,12 @@ def _train_task(cfg, pooling: str, seed: int) -> dict[str, Any]:
 
 
 def run_on_ray(sweep, todo, sink, log: Callable[[str], None], *, address: str | None = None,
-               cpus: int | None = None, encoders: int | None = None) -> None:  # fmt: skip
+               cpus: int | None = None, encoders: int | None = None, timeout: float = RAY_TIMEOUT,
+               show_logs: bool = False) -> None:  # fmt: skip
     """Run the missing cells on Ray; the driver (this process) writes every result."""
     import ray
 
-    started_here = _init(address, cpus)
+    started_here = _init(address, cpus, timeout, show_logs)
     try:
         resources = _resources()
         nodes = len([n for n in ray.nodes() if n.get("Alive")])
@@ -134,61 +204,13 @@ def _run_grid(sweep, todo, sink, resources: dict[str, float]) -> None:
             sink.save(payload)
 
 
-class _EncoderActor:
-    """One model replica on a worker: encodes whole slices for the driver."""
-
-    def __init__(self, sweep, model: str, slice_tokens: int) -> None:
-        from .runner import make_encoder
-
-        self.encoder = make_encoder(sweep, model, slice_tokens=slice_tokens)
-
-    def encode(self, texts: list[str], variants: list[Variant], prompt: str) -> Encoded:
-        return self.encoder.encode_all(texts, variants, prompt)
-
-    def pid(self) -> int:
-        return os.getpid()
-
-
-class ShardedTextEncoder(TextEncoder):
-    """A TextEncoder whose forward passes run on a pool of Ray actors, one model replica each.
-
-    Texts are cut at the encoder's own slice boundaries and each slice goes whole to one actor, so
-    every text is tokenised and batched exactly as in one process: identical embeddings, in order.
-    Tokenizer, configuration and prompts are read here, without loading the weights.
-    """
-
-    def __init__(self, model: str | None, actors: Sequence[Any], **kwargs: Any) -> None:
-        super().__init__(model, **kwargs)
-        self.actors = list(actors)
-
-    def encode_all(self, texts: Sequence[str], variants: Sequence[Variant], prompt: str = "") -> Encoded:
-        import ray
-
-        variants = list(dict.fromkeys(variants))
-        slices = list(text_slices(texts, self.slice_tokens))
-        refs = [self.actors[i % len(self.actors)].encode.remote(list(texts[lo:hi]), variants, prompt)
-                for i, (lo, hi) in enumerate(slices)]  # fmt: skip
-        parts = ray.get(refs)
-        self.stats.texts += len(texts)
-        if not parts:
-            return Encoded({v: np.zeros((0, 0), np.float32) for v in variants}, {})
-        return Encoded({v: np.concatenate([p.vectors[v] for p in parts]) for v in variants},
-                       {v: [c for p in parts for c in p.chunks[v]] for v in parts[0].chunks})  # fmt: skip
-
-
-def encoder_pool(sweep, model: str, n: int, resources: dict[str, float], slice_tokens: int):
-    import ray
-
-    actor = ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES, **resources)(_EncoderActor)
-    return [actor.remote(sweep, model, slice_tokens) for _ in range(n)]
-
-
 def _run_sharded(sweep, todo, sink, log, n: int, resources: dict[str, float]) -> None:
     """Groups in order on the driver; each corpus split over ``n`` actors of its model."""
     import ray
 
     from .encoding import SLICE_TOKENS
     from .runner import _checkpoint_trainer, compute_group
+    from .sharding import ShardedTextEncoder, encoder_pool
 
     train_checkpoint = _checkpoint_trainer(sweep, sink, log)
     pools: dict[str, list] = {}
@@ -199,7 +221,7 @@ def _run_sharded(sweep, todo, sink, log, n: int, resources: dict[str, float]) ->
                 for actors in pools.values():  # one model's replicas at a time
                     for a in actors:
                         ray.kill(a)
-                pools = {group.model: encoder_pool(sweep, group.model, n, resources, SLICE_TOKENS)}
+                pools = {group.model: encoder_pool(sweep, group.model, n, resources, SLICE_TOKENS, RETRIES)}
             encoder = ShardedTextEncoder(group.model, pools[group.model], options=sweep.encode_options(),
                                          device="cpu", token_budget=sweep.token_budget)  # fmt: skip
             for payload in compute_group(group, missing, encoder, sink.started):

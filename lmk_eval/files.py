@@ -42,6 +42,9 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk: name the file, leave no half of it
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -69,9 +72,42 @@ def _nearest_existing(path: Path) -> Path:
     return probe
 
 
-def check_writable_dir(path: Path, what: str) -> None:
-    """Fail now, in one line, if ``path`` cannot become a folder we write into; writes nothing."""
+def _name_max(base: Path) -> int:
+    try:
+        return os.pathconf(base, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+def check_path_names(path: Path, what: str) -> None:
+    """Refuse a path the filesystem cannot hold (a name over its limit) or a dangling link."""
+    existing = prefix = Path(path.anchor or ".")
+    for part in path.parts[1:]:
+        limit = _name_max(existing)  # of the filesystem the name would be created on
+        if len(os.fsencode(part)) > limit:
+            raise LmkEvalError(
+                f"{what} '{path}' has a name of {len(os.fsencode(part))} bytes ('{part[:24]}...');"
+                f" the filesystem allows {limit}: choose a shorter path"
+            )
+        prefix = prefix / part
+        if prefix.is_dir():
+            existing = prefix
+    if os.path.islink(path) and not os.path.exists(path):
+        raise LmkEvalError(
+            f"{what} '{path}' is a link to '{os.readlink(path)}', which does not exist;"
+            " remove the link or choose another path"
+        )
+
+
+def check_writable_dir(path: Path, what: str, folders: tuple[str, ...] = ()) -> None:
+    """Fail now, in one line, if ``path`` cannot become a folder we write into (nor the
+    ``folders`` named inside it); writes nothing."""
     path = Path(os.path.abspath(path))
+    check_path_names(path, what)
+    for name in folders:
+        inner = path / name
+        if inner.exists() and not inner.is_dir():
+            raise LmkEvalError(f"'{inner}' is a file where {what} keeps a folder; move it away")
     if path.exists() and not path.is_dir():
         raise LmkEvalError(f"{what} '{path}' is a file, not a folder; choose another path")
     base = _nearest_existing(path)
@@ -90,6 +126,7 @@ def check_writable_dir(path: Path, what: str) -> None:
 def check_writable_file(path: Path, what: str) -> None:
     """As ``check_writable_dir`` for a file we are about to (over)write."""
     path = Path(os.path.abspath(path))
+    check_path_names(path, what)
     if path.is_dir():
         raise LmkEvalError(f"{what} '{path}' is a folder; give a file name")
     base = _nearest_existing(path.parent)

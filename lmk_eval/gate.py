@@ -36,7 +36,13 @@ def main_scores(run_dir: Path) -> dict[str, float]:
         for split, metrics in r.scores.items():
             key = "|".join(str(x) for x in (r.cell.model, r.task, v.key(), v.max_length,
                                             v.reading(), split))  # fmt: skip
-            out[key] = metrics[r.main_score]
+            score = metrics[r.main_score]
+            if not math.isfinite(score):  # NaN compares false with everything: it would pass
+                raise LmkEvalError(
+                    f"cell '{r.key}' of '{run_dir}' has a main score {r.main_score} of {score} on split"
+                    f" {split}; nothing is gated on it: find why (lmk-eval report {run_dir}) and recompute it"
+                )
+            out[key] = score
     return out
 
 

@@ -11,15 +11,21 @@ import logging
 from functools import lru_cache
 from pathlib import Path
 
-import torch
-
 from .errors import LmkEvalError
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DTYPE_CHOICES = (*DTYPES, "auto")
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+DTYPE_CHOICES = (*DTYPE_NAMES, "auto")
 NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 AVX512-BF16 / AMX, Arm BF16
 
 log = logging.getLogger("lmk_eval")
+
+
+def torch_dtype(name: str):
+    """The torch dtype of a name in DTYPE_NAMES (torch is imported here, not with the module:
+    the CLI's help and checks never need it)."""
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 @lru_cache(maxsize=1)
@@ -44,10 +50,14 @@ def cpu_description() -> str:
         lines = []
     name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "CPU")
     bf16 = sorted(f for f in cpu_flags() if "bf16" in f or "amx" in f)
+    import torch
+
     return f"{name}, {torch.get_num_threads()} threads, bf16 features: {', '.join(bf16) or 'none'}"
 
 
 def default_device() -> str:
+    import torch
+
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -59,6 +69,8 @@ def resolve_dtype(name: str, device: str) -> tuple[str, str]:
     on_cuda = device.startswith("cuda")
     if name == "auto":
         if on_cuda:
+            import torch
+
             if torch.cuda.is_bf16_supported():
                 return "bfloat16", "the GPU has bf16 tensor cores"
             return "float16", "the GPU has no bf16 support; float16 is its native half precision"
@@ -77,7 +89,11 @@ def check_device(device: str) -> None:
     """An explicitly requested accelerator that is not there is an error, never a silent CPU run."""
     if device != "cpu" and not (device == "cuda" or device.startswith("cuda:") and device[5:].isdigit()):
         raise LmkEvalError(f"device {device!r} is not 'cpu', 'cuda' or 'cuda:N'")
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    if device == "cpu":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
         raise LmkEvalError(
             f"device {device!r} was asked for but torch sees no CUDA GPU (torch {torch.__version__});"
             " run on a GPU machine or use --device cpu"
@@ -92,7 +108,7 @@ def bytes_per_token(config, dtype: str, length: int, all_layers: bool = False) -
     """Peak activation bytes per padded token of one inference forward pass (one layer is alive
     at a time): hidden in/out, Q/K/V and attention output, the feed-forward expansion in the
     model's dtype, and eager attention's float32 score row per head (an upper bound for SDPA)."""
-    width = torch.finfo(DTYPES[dtype]).bits // 8
+    width = {"float32": 4, "bfloat16": 2, "float16": 2}[dtype]
     h = config.hidden_size
     inner = getattr(config, "intermediate_size", 4 * h)
     heads = getattr(config, "num_attention_heads", 1)
@@ -111,6 +127,8 @@ def default_token_budget(device: str, config, dtype: str, length: int) -> tuple[
     """(budget, why): on CUDA sized from the device's free memory, on a CPU the fixed 8,192."""
     if not device.startswith("cuda"):
         return CPU_TOKEN_BUDGET, "CPU default"
+    import torch
+
     free, _total = torch.cuda.mem_get_info(torch.device(device))
     per = bytes_per_token(config, dtype, length)
     budget = token_budget_for(free, per)

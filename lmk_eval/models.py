@@ -13,7 +13,14 @@ from . import hub
 from .errors import LmkEvalError
 from .native import NativeSpec
 from .options import DEFAULT_OPTIONS, EncodeOptions
-from .provenance import package_version, tree_digest
+from .provenance import (
+    cache_dir,
+    digest,
+    merge_into_cache,
+    package_version,
+    read_cache,
+    tree_digest,
+)
 from .tokenisation import Tokenisation
 from .variants import Variant
 
@@ -149,6 +156,27 @@ class ModelFacts:
         return self.native.concrete(variant)
 
 
+SUMMARY_FORMAT = 1  # bump when what ``summary`` records, or how it is read, changes
+
+
+def summary(source: ModelSource, options: EncodeOptions = DEFAULT_OPTIONS) -> dict[str, Any]:
+    """What a cell's encoding identity needs from the model (its own prompts, its native pooling,
+    its positions), cached by the model's content: a pure function of the model's files (or hub
+    commit) and the versions that read them, so a finished sweep's re-run loads no tokenizer,
+    no transformers and no torch."""
+    key = digest({"model": identity(source), "loading": options.loading(), "format": SUMMARY_FORMAT,
+                  "versions": [package_version(p) for p in ("lmk-eval", "transformers", "mteb")]}, 32)  # fmt: skip
+    path = cache_dir() / "model-summaries.json"
+    found = read_cache(path).get(key)
+    if isinstance(found, dict):
+        return found
+    facts = inspect_model(source, options)
+    out = {"prompts": facts.prompts, "native": facts.native.to_dict() if facts.native else None,
+           "max_positions": facts.tokenisation.max_positions}  # fmt: skip
+    merge_into_cache(path, {key: out})
+    return out
+
+
 @lru_cache(maxsize=32)
 def inspect_model(source: ModelSource, options: EncodeOptions = DEFAULT_OPTIONS) -> ModelFacts:
     """Tokenizer, config, positions, causal or not, native pooling and prompts, without weights;
@@ -184,10 +212,10 @@ def load(source: ModelSource, options: EncodeOptions = DEFAULT_OPTIONS, dtype: s
     (a rotary-scaled copy, say); errors become one clear line."""
     from transformers import AutoModel
 
-    from .hardware import DTYPES
+    from .hardware import torch_dtype
 
     facts = inspect_model(source, options)
-    kwargs = {**_from_pretrained_kwargs(source, options), "dtype": DTYPES[dtype]}
+    kwargs = {**_from_pretrained_kwargs(source, options), "dtype": torch_dtype(dtype)}
     if config is not None:
         kwargs["config"] = config
     if options.attn_implementation:

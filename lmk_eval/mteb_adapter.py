@@ -129,21 +129,23 @@ class LmkEncoder(AbsEncoder):
 
 
 def encoder(
-    model: str | None = None, pooling: str = "lmk", *, progress: bool = False, **options: Any
+    model: str | None = None, pooling: str = "lmk", *, progress: bool = False,
+    token_budget: int | None = None, **options: Any,
 ) -> LmkEncoder:
     """An mteb encoder for ``model`` (None = packaged all-MiniLM-L6-v2) pooled with ``pooling``.
 
     ``options`` are Variant fields (granularity, interval, intervals, seed, layers, max_length,
     strategy, normalize, placement, include_prompt) and encoding options (query_prompt,
     document_prompt, landmark_token, trust_remote_code, attn_implementation). max_length
-    defaults to the model's position limit.
+    defaults to the model's position limit; ``token_budget`` is padded tokens per batch (at least
+    16; default 8,192 on a CPU, sized from free memory on a GPU).
     """
     encoding = {k: options.pop(k) for k in list(options) if k in OPTION_KEYS}
     try:
         encode_options = EncodeOptions(**encoding)
     except ValidationError as exc:
         raise schema_error(exc, "encoder options") from None
-    text_encoder = TextEncoder(model, options=encode_options, progress=progress)
+    text_encoder = TextEncoder(model, options=encode_options, progress=progress, token_budget=token_budget)
     variant = text_encoder.resolve(make_variant(pooling, **options))
     text_encoder.tokenisation.check(text_encoder.facts.concrete(variant))
     text_encoder.facts.check_weights(text_encoder.facts.concrete(variant))

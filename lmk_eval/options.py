@@ -52,6 +52,7 @@ class EncodeOptions(BaseModel):
 
 
 OPTION_KEYS = tuple(EncodeOptions.model_fields)
+MIN_TOKEN_BUDGET = 16  # padded tokens per batch: below it no text with its special tokens fits
 
 
 DEFAULT_OPTIONS = EncodeOptions()

@@ -30,9 +30,12 @@ SCORING_VERSION = 3
 SKIPPED_NAMES = {".git", ".cache", "__pycache__"}
 
 
+def cache_dir() -> Path:
+    return Path(os.environ.get("LMK_EVAL_CACHE") or Path.home() / ".cache" / "lmk-eval")
+
+
 def _cache_path() -> Path:
-    root = os.environ.get("LMK_EVAL_CACHE") or Path.home() / ".cache" / "lmk-eval"
-    return Path(root) / "file-digests.json"
+    return cache_dir() / "file-digests.json"
 
 
 class _DigestCache:
@@ -42,12 +45,8 @@ class _DigestCache:
 
     def __init__(self) -> None:
         self.path = _cache_path()
-        self.entries: dict[str, list] = {}
+        self.entries: dict[str, list] = read_cache(self.path)
         self.dirty = False
-        try:
-            self.entries = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            self.entries = {}
 
     def digest(self, file: Path) -> str:
         st = file.stat()
@@ -66,24 +65,37 @@ class _DigestCache:
 
     def save(self) -> None:
         """Best effort: an unwritable cache only costs a re-hash next time."""
-        if not self.dirty:
-            return
-        from filelock import FileLock, Timeout
-
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with FileLock(str(self.path) + ".lock", timeout=10):
-                try:
-                    current = json.loads(self.path.read_text(encoding="utf-8"))
-                except (OSError, ValueError):
-                    current = {}
-                current.update(self.entries)
-                tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(current), encoding="utf-8")
-                os.replace(tmp, self.path)
+        if self.dirty and merge_into_cache(self.path, self.entries):
             self.dirty = False
-        except (OSError, Timeout):
-            pass
+
+
+def merge_into_cache(path: Path, entries: dict[str, Any]) -> bool:
+    """Add ``entries`` to the JSON cache file at ``path`` under its lock, as other processes may
+    be adding theirs; best effort (False when it cannot be written: a cache only saves time)."""
+    from filelock import FileLock, Timeout
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock", timeout=10):
+            try:
+                current = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                current = {}
+            current.update(entries)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(current), encoding="utf-8")
+            os.replace(tmp, path)
+        return True
+    except (OSError, Timeout):
+        return False
+
+
+def read_cache(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def files_digest(root: Path, files: Iterable[Path]) -> str:

@@ -10,6 +10,7 @@ the checkpoint's training identity, else the run's training record of that check
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,10 @@ class CellRecord(BaseModel):
     scores: dict[str, dict[str, float]]  # split -> metric -> value
     per_query: dict[str, dict[str, float]]  # split -> query id -> main-metric value
     seconds: float | None = None  # wall time (encoding + scoring); older runs lack it
+    # sha256 of the scores (``scored_digest``) and of mteb's <Task>.json beside the record, so an
+    # edited or half-restored cell is told from the one that was computed; older cells lack them
+    digests: dict[str, str] = Field(default_factory=dict)
+    zero_grade_queries: dict[str, int] = Field(default_factory=dict)  # split -> queries judged only 0
     key: str = Field(default="", exclude=True)  # the cell directory's name, set on reading
 
     @model_validator(mode="after")
@@ -104,6 +109,11 @@ class CellRecord(BaseModel):
     @property
     def variant(self) -> Variant:
         return self.cell.variant
+
+    def scored_digest(self) -> str:
+        """sha256 of what the cell scored (main metric, split scores, per-query scores)."""
+        blob = self.model_dump_json(include={"main_score", "scores", "per_query"})
+        return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def upgrade(data: Any, training: dict[str, dict[str, Any]]) -> Any:

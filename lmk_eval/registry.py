@@ -4,6 +4,8 @@ Per pooling: its pure function (``pooling.py``), the options that change its out
 is tokenised (plain, landmarks, or a [CLS] per chunk), how the windows of one long text are merged,
 and whether it carries trainable weights. Variants, the encoder, the sentence-transformers modules
 and ``lmk-eval list`` all read this table; adding a pooling means one entry here (and its function).
+The table itself imports no torch (``_ops()`` loads the pure functions on the first batch), so
+listing, checking or planning poolings stays fast.
 """
 
 from __future__ import annotations
@@ -12,15 +14,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
-import torch
-
-from . import pooling
-
 if TYPE_CHECKING:
-    from .variants import Variant
+    import torch
+    from torch import Tensor
 
-Tensor = torch.Tensor
+    from .variants import Variant
 Tokenisation = Literal["plain", "landmark", "multi_cls", "chunk_ends"]
+
+
+def _ops():
+    """``pooling.py`` (and torch), loaded on first use rather than with the table."""
+    from . import pooling
+
+    return pooling
 
 
 class PoolInputs(NamedTuple):
@@ -40,7 +46,7 @@ class PoolInputs(NamedTuple):
         shared = {} if self.shared is None else self.shared
         key = ("mean", v.include_prompt or self.prompt_mask is None)
         if key not in shared:
-            shared[key] = pooling.mean(self.hidden, self.pooled(v))
+            shared[key] = _ops().mean(self.hidden, self.pooled(v))
         return shared[key]
 
     def pooled(self, v: Variant) -> Tensor:
@@ -112,12 +118,13 @@ def _count(mask: Tensor, like: Tensor) -> Tensor:
     return mask.sum(dim=1).to(like.dtype)
 
 
-def _token_weighted(fn: Callable[[Tensor, Tensor], Tensor]) -> PoolFn:
-    """A pooling over the window's real tokens; its window weighs by how many tokens it pooled."""
+def _token_weighted(name: str) -> PoolFn:
+    """A pooling over the window's real tokens (``pooling.<name>``); its window weighs by how
+    many tokens it pooled."""
 
     def pool(x: PoolInputs, v: Variant) -> WindowPart:
         mask = x.pooled(v)
-        return WindowPart(fn(x.hidden, mask), _count(mask, x.hidden))
+        return WindowPart(getattr(_ops(), name)(x.hidden, mask), _count(mask, x.hidden))
 
     return pool
 
@@ -128,7 +135,7 @@ def _mean(x: PoolInputs, v: Variant) -> WindowPart:
 
 def _weightedmean(x: PoolInputs, v: Variant) -> WindowPart:
     mask = x.pooled(v)
-    return WindowPart(pooling.weightedmean(x.hidden, x.attention_mask, mask), _count(mask, x.hidden))
+    return WindowPart(_ops().weightedmean(x.hidden, x.attention_mask, mask), _count(mask, x.hidden))
 
 
 def _marked(marks: Callable[[PoolInputs, Variant], Tensor]) -> PoolFn:
@@ -139,7 +146,7 @@ def _marked(marks: Callable[[PoolInputs, Variant], Tensor]) -> PoolFn:
         mask = x.pooled(v)
         marked = marks(x, v) & mask.bool()
         everything = x.mean(v)
-        vec = pooling.marked_mean(x.hidden, mask, marked, fallback=everything)
+        vec = _ops().marked_mean(x.hidden, mask, marked, fallback=everything)
         return WindowPart(vec, _count(marked, x.hidden), everything, _count(mask, x.hidden))
 
     return pool
@@ -148,10 +155,12 @@ def _marked(marks: Callable[[PoolInputs, Variant], Tensor]) -> PoolFn:
 def _late_chunks(x: PoolInputs, v: Variant) -> WindowPart:
     """Late chunking: each chunk's text tokens mean-pooled after the pass over the whole input;
     the text's single vector (what a query uses) is the mean over all its chunked tokens."""
+    import torch
+
     text = x.attention_mask.bool()
     if x.prompt_mask is not None:  # the special tokens and prompt in front belong to no chunk
         text = text & ~x.prompt_mask.bool()
-    means, counts = pooling.chunk_means(x.hidden, text, x.markers)
+    means, counts = _ops().chunk_means(x.hidden, text, x.markers)
     total = counts.sum(dim=1)
     everything = x.mean(v)
     vec = (means * counts.unsqueeze(-1)).sum(dim=1) / total.clamp(min=1).unsqueeze(-1)
@@ -160,15 +169,19 @@ def _late_chunks(x: PoolInputs, v: Variant) -> WindowPart:
 
 
 def _layer_mean(x: PoolInputs, v: Variant) -> WindowPart:
+    import torch
+
     mask = x.pooled(v)
     stack = torch.stack(x.layers[-v.layers :])
-    return WindowPart(pooling.layer_mean(stack, mask), _count(mask, x.hidden))
+    return WindowPart(_ops().layer_mean(stack, mask), _count(mask, x.hidden))
 
 
 def _layer_max_cls(x: PoolInputs, v: Variant) -> WindowPart:
+    import torch
+
     mask = x.pooled(v)
     stack = torch.stack(x.layers[-v.layers :])
-    return WindowPart(pooling.layer_max_cls(stack, mask), _count(mask, x.hidden))
+    return WindowPart(_ops().layer_max_cls(stack, mask), _count(mask, x.hidden))
 
 
 def _weighted(x: PoolInputs, v: Variant) -> WindowPart:
@@ -187,25 +200,25 @@ _EXACT = "exactly the mean over all {} of all windows (each window weighs by how
 POOLINGS: dict[str, Pooling] = {
     p.name: p
     for p in [
-        Pooling("cls", "hidden state of the leading [CLS] token", _token_weighted(pooling.cls),
+        Pooling("cls", "hidden state of the leading [CLS] token", _token_weighted("cls"),
                 under_window="each window's [CLS] state, mean over windows weighted by each window's pooled token count"),
         Pooling("mean", "mean of all real token states (sentence-transformers' default)",
                 _mean, under_window=_EXACT.format("pooled tokens")),
-        Pooling("max", "element-wise max over real token states", _token_weighted(pooling.max),
+        Pooling("max", "element-wise max over real token states", _token_weighted("max"),
                 combine="max", under_window="element-wise max over all pooled tokens of all windows (exact)"),
         Pooling("lasttoken", "hidden state of the last real token",
-                _token_weighted(pooling.lasttoken),
+                _token_weighted("lasttoken"),
                 under_window="each window's last pooled token state, mean over windows weighted by pooled token count"),
         Pooling("weightedmean", "mean weighted by token position (1, 2, 3, ...)", _weightedmean,
                 under_window="the position-weighted mean per window (positions restart at 1 in each window), mean over windows weighted by pooled token count"),
         Pooling("mean_sqrt_len_tokens", "sum of token states divided by sqrt(number of tokens)",
-                _token_weighted(pooling.mean_sqrt_len_tokens), combine="sqrt_len",
+                _token_weighted("mean_sqrt_len_tokens"), combine="sqrt_len",
                 under_window="sum over all pooled tokens of all windows / sqrt(their number) (exact)"),
         Pooling("lmk", "mean of landmark ([SEP]/</s>/EOS) states inserted after every chunk; [CLS] not pooled",
                 _marked(lambda x, v: x.markers), TOKEN_OPTIONS, tokenisation="landmark",
                 under_window=_EXACT.format("landmark states") + "; windows are cut at landmarks"),
         Pooling("mean_every_k", "mean of every k-th token state, no special token inserted (control for lmk)",
-                _marked(lambda x, v: pooling.every_kth_mask(x.attention_mask, v.interval)),
+                _marked(lambda x, v: _ops().every_kth_mask(x.attention_mask, v.interval)),
                 ("interval",),
                 under_window="mean over every k-th token of each window (ranks counted from each window's [CLS]), all windows together;"
                 " a window shorter than k adds nothing; the all-token mean only when no window has a k-th token"),
@@ -247,6 +260,8 @@ def pool_batch(variant: Variant, inputs: PoolInputs) -> WindowPart:
 def merge_windows(variant: Variant, parts: Sequence[WindowPart]) -> Tensor:
     """One vector per text from its windows' parts (each one row: vector (dim,), weight ()), as
     the pooling's ``combine`` says; a single window is used as it is."""
+    import torch
+
     if len(parts) == 1:
         return parts[0].vector
     combine = POOLINGS[variant.pooling].combine

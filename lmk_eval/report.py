@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import LmkEvalError
-from .files import atomic_write_text, check_writable_dir
+from .files import atomic_write_text, check_writable_dir, check_writable_file, remove_tree
 from .significance import (
     ALPHA,
     CI_NAME,
@@ -189,7 +189,7 @@ def compare_rows(frame: pd.DataFrame, poolings: list[str], baseline: str):
                 continue
             cand = _pooled_queries(group, p)
             cmp = paired_test(cand, base_q, split_weights(set(cand) & set(base_q)))
-            if cmp.p_value is not None:
+            if cmp.reported:
                 found.append((_row_label(key, vary), p, cmp))
     adjusted = adjust([c for _, _, c in found])
     return [(row, p, c) for (row, p, _), c in zip(found, adjusted, strict=True)]
@@ -251,18 +251,23 @@ def _ci(c: Comparison) -> str:
     return f" (95% CI {c.ci[0] * 100:+.1f} to {c.ci[1] * 100:+.1f})" if c.ci else ""
 
 
+def _tested(c: Comparison) -> str:
+    """A comparison's numbers, or why it was not tested (a non-finite side: no p, no †)."""
+    if c.p_value is None:
+        return f"not tested ({c.untested}), n={c.n} queries"
+    return (f"Δ={c.mean_diff * 100:+.1f}{_ci(c)}, p={c.p_value:.3g}, Holm-adjusted p={c.p_adjusted:.3g}"
+            f"{' †' if c.significant else ''}, n={c.n} queries")  # fmt: skip
+
+
 def strategy_lines(found: list[tuple[str, Comparison]]) -> list[str]:
-    return [f"{label}: Δ={c.mean_diff * 100:+.1f}{_ci(c)}, p={c.p_value:.3g}, Holm-adjusted p={c.p_adjusted:.3g}"
-            f"{' †' if c.significant else ''}, n={c.n} queries" for label, c in found]  # fmt: skip
+    return [f"{label}: {_tested(c)}" for label, c in found]
 
 
 def significance_lines(comparisons: list[tuple[str, str, Comparison]], baseline: str,
                        names: Names) -> list[str]:  # fmt: skip
     out = []
     for row, p, c in comparisons:
-        out.append(f"{row}: {names[p]} vs {names[baseline]}: Δ={c.mean_diff * 100:+.1f}{_ci(c)}, p={c.p_value:.3g},"
-                   f" Holm-adjusted p={c.p_adjusted:.3g}{' †' if c.significant else ''},"
-                   f" n={c.n} queries")  # fmt: skip
+        out.append(f"{row}: {names[p]} vs {names[baseline]}: {_tested(c)}")
     return out
 
 
@@ -398,7 +403,7 @@ def _paired(candidate: pd.DataFrame, base: pd.DataFrame, pooling: str) -> Compar
     if not cand or not ref:
         return None
     cmp = paired_test(cand, ref, split_weights(set(cand) & set(ref)))
-    return cmp if cmp.p_value is not None else None
+    return cmp if cmp.reported else None
 
 
 def compare_scales(frame: pd.DataFrame, poolings: list[str], names: Names):
@@ -509,9 +514,14 @@ def plot(series: list[Panel], poolings: list[str], names: Names, path: Path, *, 
     _legend_below(fig, axes, panel_height=3.6 * rows)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        fig.savefig(tmp, dpi=110)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -706,7 +716,42 @@ def provenance_section(records: list[CellRecord]) -> list[str]:
     return lines if (legacy or models_seen) else []
 
 
+def zero_grade_line(records: list[CellRecord]) -> list[str]:
+    """The settings line naming queries whose judgements are all grade 0 (scored 0, as mteb does)."""
+    seen = {(r.task, split): f"{r.task} {split} {n} of {len(r.per_query.get(split, {})) or '?'}"
+            for r in records for split, n in r.zero_grade_queries.items()}  # fmt: skip
+    if not seen:
+        return []
+    return ["- queries that judge no document relevant (only grade-0 judgements), kept and scored 0"
+            f" as mteb scores them: {'; '.join(seen[k] for k in sorted(seen))}"]  # fmt: skip
+
+
+def report_paths(run_dir: Path, reports_dir: Path) -> tuple[Path, Path]:
+    """The report's markdown file and its folder of figures."""
+    return reports_dir / f"{run_dir.name}.md", reports_dir / run_dir.name
+
+
+def check_report_paths(run_dir: Path, reports_dir: Path) -> None:
+    """Refuse now, before any work, a report that could not be written."""
+    markdown, assets = report_paths(run_dir, reports_dir)
+    check_writable_dir(reports_dir, "report folder")
+    check_writable_file(markdown, "report")
+    check_writable_dir(assets, "report's figure folder")
+
+
 def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) -> Path:
+    """Write the report; a failure (a full disk) leaves none of the folders it created, nor the
+    figures it drew into them."""
+    created = [p for p in (reports_dir, report_paths(run_dir, reports_dir)[1]) if not p.exists()]
+    try:
+        return _write_report(run_dir, reports_dir, baseline)
+    except BaseException:
+        if created:
+            remove_tree(created[0])  # holds only what this call wrote
+        raise
+
+
+def _write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) -> Path:
     from .sweep import resolve_baseline
 
     store = RunStore(run_dir)
@@ -714,7 +759,7 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
         raise LmkEvalError(
             f"'{run_dir}' is not a run directory (no cells/); run `lmk-eval run` first"
         )
-    check_writable_dir(reports_dir, "report folder")
+    check_report_paths(run_dir, reports_dir)
     sweep = store.sweep() or {}
     training = store.training_records()
     records = store.records(training)  # read once
@@ -734,6 +779,7 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
     comparisons = [(r, p, c) for (r, p, _), c in zip(comparisons, family, strict=False)]
     rest = [(label, c) for (label, _), c in zip(by_strategy + by_scale, family[len(comparisons):], strict=True)]
     by_strategy, by_scale = rest[: len(by_strategy)], rest[len(by_strategy) :]
+    family_size = sum(c.p_value is not None for c in family)  # the untested carry no p-value
     table = main_table(frame, poolings, comparisons, names)
     intervals = interval_table(frame, poolings, names)
     lengths = split_pivots(frame, LENGTH_SPLIT, 1)
@@ -763,6 +809,7 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
         f"- poolings: {', '.join(names[p] for p in poolings)} (baseline for significance:"
         f" `{names[baseline]}`)",
         f"- tasks: {', '.join(dict.fromkeys(frame['task']))}",
+        *zero_grade_line(records),
         f"- dtype: {_dtypes(records)} (pooling, normalisation and scoring in float32)",
         f"- max_length: {', '.join(map(str, sorted(frame['max_length'].unique())))};"
         f" strategy: {', '.join(sorted(frame['strategy'].unique()))}",
@@ -776,7 +823,7 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
         + (", and over seeds" if seeded else "")
         + f"). Best per row in **bold**; † marks a difference from `{names[baseline]}` that stays"
         f" significant (p < {ALPHA}) after {CORRECTION} correction over all"
-        f" {len(comparisons) + len(by_strategy) + len(by_scale)} comparisons of this report (see Significance).",
+        f" {family_size} comparisons of this report (see Significance).",
         "",
         *(
             [
@@ -828,7 +875,6 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
                   " tokens by ln n / ln P (LongEmbed), `temperature:T` by 1 / T (TempScale); inputs that fit are"
                   " untouched, so splits at or below the model's positions contribute differences of 0.", ""]  # fmt: skip
         parts += [f"- {line}" for line in strategy_lines(by_scale)] + [""]
-    family_size = len(comparisons) + len(by_strategy) + len(by_scale)
     if comparisons or by_strategy or by_scale:
         parts += [
             "## Significance",

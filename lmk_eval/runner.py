@@ -16,18 +16,20 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import models
-from .encoding import TextEncoder
 from .errors import LmkEvalError
 from .files import check_writable_dir
 from .hardware import default_device, resolve_dtype
 from .native import merge_prompts
 from .provenance import scoring_identity
-from .store import RunStore
+from .store import STORE_FOLDERS, RunStore
 from .sweep import Cell, CellGroup, Sweep, plan
 from .variants import Variant
+
+if TYPE_CHECKING:
+    from .encoding import TextEncoder
 
 PER_QUERY_PREFIX = {"ndcg_at_": "ndcg_cut_", "map_at_": "map_cut_", "recall_at_": "recall_",
                     "precision_at_": "P_"}  # fmt: skip
@@ -82,6 +84,28 @@ def per_query_scores(task, predictions_file: Path, main_score: str) -> dict[str,
     return out
 
 
+def zero_grade_queries(task) -> dict[str, int]:
+    """Per split, the queries whose judgements are all grade 0 or less. mteb keeps them (it drops
+    only queries with no judgement at all) and scores them 0; so does lmk-eval, to stay comparable
+    with mteb's numbers, and says how many. A split with no positive judgement is refused."""
+    out: dict[str, int] = {}
+    for subset, splits in task.dataset.items():
+        for split, data in splits.items():
+            if split not in task.metadata.eval_splits:
+                continue
+            qrels = data["relevant_docs"]
+            zero = sum(1 for docs in qrels.values() if not any(g > 0 for g in docs.values()))
+            if qrels and zero == len(qrels):
+                raise LmkEvalError(
+                    f"{task.metadata.name} split {split}: no query has a relevant document (every"
+                    " judgement is grade 0), so every score would be 0; check the task's qrels"
+                )
+            if zero:
+                name = split if subset == "default" else f"{subset}/{split}"
+                out[name] = out.get(name, 0) + zero
+    return out
+
+
 def evaluate_cell(task, encoder) -> tuple[object, dict[str, dict[str, float]]]:
     import mteb
 
@@ -113,11 +137,18 @@ def model_identities(sweep: Sweep) -> dict[str, dict[str, Any]]:
     """Model as the sweep names it -> what it is by content (a checkpoint: how it is trained)."""
     out = {m: models.identity(models.resolve_model(m)) for m in sweep.models} if sweep.poolings else {}
     if sweep.train is not None:
-        from .train import training_identity
-
-        out |= {path: {"kind": "checkpoint", "training": training_identity(sweep.train, p, s)}
-                for path, (p, s) in sweep.checkpoints().items()}  # fmt: skip
+        out |= {path: checkpoint_identity(sweep.train, p, s) for path, (p, s) in sweep.checkpoints().items()}
     return out
+
+
+def checkpoint_identity(cfg, pooling: str, seed: int, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A checkpoint by its training setup and by content (its files' digest, verified against its
+    training record); ``files`` is None until it is trained, so no stored cell matches it."""
+    from .train import found_checkpoint, training_identity
+
+    record = record if record is not None else found_checkpoint(cfg, pooling, seed)
+    return {"kind": "checkpoint", "training": training_identity(cfg, pooling, seed),
+            "files": (record or {}).get("files")}  # fmt: skip
 
 
 def _facts(sweep: Sweep, model: str) -> models.ModelFacts:
@@ -130,17 +161,23 @@ def encoding_identity(sweep: Sweep, model: str, variant: Variant) -> dict[str, A
     """How the model is loaded and fed for this cell: the options, the prompts it will apply and,
     for ``native``, what the model's own configuration resolves to."""
     options = sweep.encode_options()
-    dtype, _why = resolve_dtype(options.dtype, sweep.device or default_device())
-    out: dict[str, Any] = {"options": options.identity(), "dtype": dtype}
+    out: dict[str, Any] = {"options": options.identity(), "dtype": _dtype(sweep)}
     if model not in sweep.checkpoints():
-        facts = _facts(sweep, model)
-        out["prompts"] = merge_prompts(facts.prompts, options.query_prompt, options.document_prompt)
-        if variant.pooling == "native" and facts.native is not None:
-            out["native"] = facts.native.to_dict()
+        facts = models.summary(models.resolve_model(model), options)  # cached by the model's content
+        out["prompts"] = merge_prompts(facts["prompts"], options.query_prompt, options.document_prompt)
+        if variant.pooling == "native" and facts["native"] is not None:
+            out["native"] = facts["native"]
         if variant.strategy == "self-extend":  # the Table 6 values its defaults resolve to
-            group, window = variant.self_extend_options(facts.tokenisation.max_positions)
+            group, window = variant.self_extend_options(facts["max_positions"])
             out["self_extend"] = {"group": group, "window": window}
     return out
+
+
+def _dtype(sweep: Sweep) -> str:
+    """The dtype cells run in; only ``auto`` asks which device there is (and so imports torch)."""
+    name = sweep.encode_options().dtype
+    device = sweep.device or (default_device() if name == "auto" else "cpu")
+    return resolve_dtype(name, device)[0]
 
 
 def cell_identities(sweep: Sweep, groups: list[CellGroup]) -> dict[str, dict[str, Any]]:
@@ -195,6 +232,7 @@ class CellPayload:
     scores: dict[str, dict[str, float]]
     per_query: dict[str, dict[str, float]]
     seconds: float
+    zero_grade_queries: dict[str, int]
 
 
 def compute_group(group: CellGroup, missing: list[Cell], encoder: TextEncoder,
@@ -204,18 +242,23 @@ def compute_group(group: CellGroup, missing: list[Cell], encoder: TextEncoder,
 
     task = group.task.build()
     task.load_data()  # loaded once, kept across the group's variants
+    zero_grade: dict[str, int] | None = None
     search = GroupSearch(encoder, [c.variant for c in missing])
     for cell in missing:
         if on_start:
             on_start(cell)
         cell_started = time.perf_counter()
         task_result, per_query = evaluate_cell(task, search.view(cell.variant))
+        if zero_grade is None:  # the qrels as mteb scored them (some tasks load them in evaluate)
+            zero_grade = zero_grade_queries(task)
         yield CellPayload(cell.key(), group.task.context, task_result.model_dump_json(indent=1),
                           task.metadata.main_score, split_scores(task_result), per_query,
-                          time.perf_counter() - cell_started)  # fmt: skip
+                          time.perf_counter() - cell_started, zero_grade)  # fmt: skip
 
 
 def make_encoder(sweep: Sweep, model: str, progress: bool = False, **extra: Any) -> TextEncoder:
+    from .encoding import TextEncoder  # torch: only once there is something to encode
+
     return TextEncoder(model, options=sweep.encode_options(), device=sweep.device,
                        token_budget=sweep.token_budget, progress=progress, **extra)  # fmt: skip
 
@@ -224,10 +267,12 @@ class Sink:
     """The driver's side of a run: writes each payload (and training record) to the store, keeps
     the progress bar, and writes the sweep record with the first result."""
 
-    def __init__(self, sweep: Sweep, store: RunStore, identities, all_cells, todo, progress: bool):
+    def __init__(self, sweep: Sweep, store: RunStore, identities, all_cells, todo, progress: bool,
+                 log: Callable[[str], None] = print):  # fmt: skip
         from tqdm.auto import tqdm
 
         self.sweep, self.store, self.identities, self.all_cells = sweep, store, identities, all_cells
+        self.log, self.said = log, set()
         self.cells = {c.key(): c for _, missing in todo for c in missing}
         self.bar = tqdm(total=len(self.cells), desc="cells", unit="cell", disable=not progress)
 
@@ -238,12 +283,23 @@ class Sink:
         if self.store.saved == 0:  # the sweep record appears with the first result, not before
             self.store.write_sweep(self.sweep.to_dict(), self.all_cells)
         cell = self.cells[payload.key]
+        for split, n in payload.zero_grade_queries.items():
+            if (cell.task, split) not in self.said:
+                self.said.add((cell.task, split))
+                total = len(payload.per_query.get(split, {})) or "its"
+                self.log(f"{cell.task} {split}: {n} of {total} queries judge no document relevant"
+                         " (only grade 0); mteb keeps them and scores them 0, and so does lmk-eval")  # fmt: skip
         fields = {k: v for k, v in vars(payload).items() if k != "key"}
         self.store.save(cell, identity=self.identities[payload.key], **fields)
         self.bar.update(1)
 
     def trained(self, model: str, record: dict[str, Any]) -> None:
+        """Keep the training record; the checkpoint's cells are stored under its files' digest."""
         self.store.save_training(Path(model).name, record)
+        now = checkpoint_identity(self.sweep.train, record["pooling"], record["seed"], record)
+        for key, cell in self.cells.items():
+            if cell.model == model:
+                self.identities[key] = {**self.identities[key], "model": now}
 
     def close(self) -> None:
         self.bar.close()
@@ -262,6 +318,8 @@ def run_sweep(
     ray_address: str | None = None,
     ray_cpus: int | None = None,
     encoders: int | None = None,
+    ray_timeout: float = 60.0,
+    ray_logs: bool = False,
 ) -> RunSummary:
     started = time.perf_counter()
     from .executors import EXECUTORS, check_ray  # lazily: executors calls back into this module
@@ -269,19 +327,20 @@ def run_sweep(
     if executor not in EXECUTORS:
         raise LmkEvalError(f"executor {executor!r} is not one of {', '.join(EXECUTORS)}")
     if executor == "ray":
-        check_ray(ray_address, encoders)
-    elif ray_address or encoders or ray_cpus:
-        raise LmkEvalError("--ray-address, --ray-cpus and --encoders need --executor ray")
+        check_ray(ray_address, encoders, ray_timeout)
+    elif ray_address or encoders or ray_cpus or ray_logs:
+        raise LmkEvalError("--ray-address, --ray-cpus, --ray-logs and --encoders need --executor ray")
     groups = plan(sweep)
-    check_writable_dir(Path(output), "output folder")
+    check_writable_dir(Path(output), "output folder", folders=(*STORE_FOLDERS, ".tmp"))
     identities = cell_identities(sweep, groups)
-    preflight(sweep, groups)
-    device = sweep.device or default_device()
-    dtype, why = resolve_dtype(sweep.encode_options().dtype, device)
-    if sweep.encode_options().dtype != "float32":
-        log(f"dtype {sweep.encode_options().dtype} -> {dtype} on {device}: {why}")
     all_cells = [c for g in groups for c in g.cells]
     store = RunStore(output)
+    if recompute or any(store.lookup(c, identities[c.key()]).state != "ok" for c in all_cells):
+        preflight(sweep, groups)  # only work can fail: a finished sweep loads no tokenizer
+        if sweep.encode_options().dtype != "float32":
+            device = sweep.device or default_device()
+            dtype, why = resolve_dtype(sweep.encode_options().dtype, device)
+            log(f"dtype {sweep.encode_options().dtype} -> {dtype} on {device}: {why}")
     with store.writing():
         todo, set_aside = _missing_cells(store, groups, identities, recompute, log)
         total, n_missing = len(all_cells), sum(len(m) for _, m in todo)
@@ -292,13 +351,13 @@ def run_sweep(
             return RunSummary(total, 0, time.perf_counter() - started, False, set_aside)
         log(f"{n_missing} of {total} cells to compute -> {store.root}")
         quiet_libraries()
-        sink = Sink(sweep, store, identities, all_cells, todo, progress)
+        sink = Sink(sweep, store, identities, all_cells, todo, progress, log)
         try:
             if executor == "ray":
                 from .executors import run_on_ray
 
                 run_on_ray(sweep, todo, sink, log, address=ray_address, cpus=ray_cpus,
-                           encoders=encoders)  # fmt: skip
+                           encoders=encoders, timeout=ray_timeout, show_logs=ray_logs)  # fmt: skip
             else:
                 run_locally(sweep, todo, sink, log, progress)
         finally:

@@ -43,6 +43,12 @@ class Comparison:
     p_value: float | None
     ci: tuple[float, float] | None = None  # 95% interval of mean_diff
     p_adjusted: float | None = None  # Holm-adjusted over the report's comparisons
+    untested: str | None = None  # why no test was run although both sides have queries
+
+    @property
+    def reported(self) -> bool:
+        """Tested, or worth a line saying why not."""
+        return self.p_value is not None or self.untested is not None
 
     @property
     def significant(self) -> bool:
@@ -81,6 +87,8 @@ def bootstrap_ci(
     if len(keys) < 2:
         return None
     x, w = _arrays(scores, keys, weights)
+    if not np.isfinite(x).all():
+        return None
     if np.all(x == x[0]):
         return float(x[0]), float(x[0])
     res = bootstrap((x, w), _weighted_mean, paired=True, vectorized=True, n_resamples=RESAMPLES,
@@ -102,6 +110,8 @@ def paired_test(
         return Comparison(0, math.nan, None)
     a, w = _arrays(candidate, common, weights)
     b, _ = _arrays(baseline, common, weights)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return Comparison(n, math.nan, None, untested="a side's per-query scores are not finite")
     d = a - b
     diff = float(_weighted_mean(d, w))
     if n < 2:

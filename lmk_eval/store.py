@@ -5,7 +5,7 @@ Layout of a run directory::
     sweep.json                    the sweep as run, and the keys of its cells (its manifest)
     cells/<cell-key>/cell.json    the cell, its identity (what produced it), scores, per-query scores
     cells/<cell-key>/<Task>.json  mteb's TaskResult, as mteb writes it
-    set-aside/<cell-key>.<why>.N  cells that were corrupt or whose identity no longer matches
+    set-aside/<cell-key>.<why>.N  cells that were corrupt, stale, or replaced under --recompute
     training/<checkpoint>.json    training record of each checkpoint a controlled sweep trained
     scores.csv                    one row per (cell, split, metric) of the sweep's cells
 
@@ -17,6 +17,7 @@ never deleted, and recomputed. One lock per run directory keeps two runs from in
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -39,6 +40,8 @@ SCORE_COLUMNS = [
     "strategy", "metric", "score", "main",
 ]  # fmt: skip
 LOCK_NAME = ".lock"
+SET_ASIDE = "set-aside"  # where replaced, stale and corrupt cells go
+STORE_FOLDERS = ("cells", SET_ASIDE, "training")  # folders a run directory keeps
 
 
 class CorruptCell(LmkEvalError):
@@ -62,7 +65,30 @@ def read_record(path: Path, training: dict[str, dict[str, Any]] | None = None) -
             f"stored cell '{path}' is not a cell record" + (f" ({where}: {first['msg']})" if first else "")
         ) from None
     record.key = path.parent.name
+    _check_files(record, path)
     return record
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _check_files(record: CellRecord, path: Path) -> None:
+    """A cell is what its files say: mteb's JSON is beside the record, and both match the digests
+    written with them (cells of older lmk-eval carry none; only mteb's JSON is required there)."""
+    task_json = path.parent / f"{record.task}.json"
+    if not task_json.is_file():
+        raise CorruptCell(f"stored cell '{path.parent}' lacks mteb's {task_json.name}")
+    if not record.digests:
+        return
+    if record.digests.get("scores") != record.scored_digest():
+        raise CorruptCell(f"stored cell '{path}' has scores that differ from the digest written with them (edited?)")
+    try:
+        same = record.digests.get("task_result") == file_sha256(task_json)
+    except OSError as exc:
+        raise CorruptCell(f"stored cell '{task_json}' is unreadable: {exc.strerror}") from None
+    if not same:
+        raise CorruptCell(f"stored cell '{task_json}' differs from the digest written with its cell.json (edited?)")
 
 
 @dataclass(frozen=True)
@@ -159,17 +185,22 @@ class RunStore:
     @contextmanager
     def writing(self) -> Iterator[RunStore]:
         """Create the run directory and hold its lock; if this run created the directory and the
-        block fails before any cell is saved, remove it again: a failed run leaves nothing."""
+        block fails before any cell is saved, remove it again: a failed run leaves nothing.
+
+        The directory is created exclusively (``mkdir`` without ``exist_ok``), so "this run created
+        it" is never a guess another run can falsify, and it is only ever removed under its lock."""
         from filelock import FileLock, Timeout
 
-        created = not self.root.exists()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir()
+            created = True
+        except FileExistsError:
+            created = False
         lock = FileLock(str(self.root / LOCK_NAME), timeout=0)
         try:
             lock.acquire()
         except Timeout:
-            if created:
-                remove_tree(self.root)
             raise LmkEvalError(
                 f"another lmk-eval run is writing to '{self.root}'; wait for it to finish or use"
                 " another --output"
@@ -178,22 +209,27 @@ class RunStore:
             yield self
         except BaseException:
             if created and self.saved == 0:
+                for child in self.root.iterdir():  # under the lock; the folder itself after it
+                    if child.name != LOCK_NAME:
+                        remove_tree(child) if child.is_dir() else child.unlink(missing_ok=True)
                 lock.release()
-                remove_tree(self.root)
+                (self.root / LOCK_NAME).unlink(missing_ok=True)
+                remove_if_empty(self.root)
             raise
         finally:
             if lock.is_locked:
                 lock.release()
             remove_if_empty(self.root / ".tmp")
 
-    def set_aside(self, cell: Cell, why: str) -> Path:
+    def set_aside(self, cell: Cell | str, why: str) -> Path:
         """Move a stored cell out of the way (never delete a result someone may want back)."""
-        aside = self.root / "set-aside"
+        key = cell if isinstance(cell, str) else cell.key()
+        aside = self.root / SET_ASIDE
         aside.mkdir(parents=True, exist_ok=True)
         n = 1
-        while (target := aside / f"{cell.key()}.{why}.{n}").exists():
+        while (target := aside / f"{key}.{why}.{n}").exists():
             n += 1
-        os.replace(self.cell_dir(cell), target)
+        os.replace(self.cell_dir(key), target)
         return target
 
     def save(
@@ -207,6 +243,7 @@ class RunStore:
         scores: dict[str, dict[str, float]],
         per_query: dict[str, dict[str, float]],
         seconds: float | None = None,
+        zero_grade_queries: dict[str, int] | None = None,
     ) -> None:
         staging = staging_dir(self.root / ".tmp", cell.key()[:40])
         try:
@@ -214,12 +251,15 @@ class RunStore:
             record = CellRecord(cell=cell.describe(), identity=CellIdentity(**identity),
                                 produced_by=code_info(), task=cell.task, context=context,
                                 main_score=main_score, scores=scores, per_query=per_query,
-                                seconds=None if seconds is None else round(seconds, 2))  # fmt: skip
+                                seconds=None if seconds is None else round(seconds, 2),
+                                zero_grade_queries=zero_grade_queries or {})  # fmt: skip
+            record.digests = {"scores": record.scored_digest(),
+                              "task_result": file_sha256(staging / f"{cell.task}.json")}  # fmt: skip
             atomic_write_text(staging / "cell.json", record.model_dump_json(indent=1))
             target = self.cell_dir(cell)
             target.parent.mkdir(parents=True, exist_ok=True)
-            if target.exists():
-                remove_tree(target)
+            if target.exists():  # --recompute: the old cell is set aside, never deleted
+                self.set_aside(cell, "replaced")
             os.replace(staging, target)
             self.saved += 1
         finally:

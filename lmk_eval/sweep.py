@@ -32,14 +32,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import task_registry
 from .errors import LmkEvalError, schema_error
-from .options import OPTION_KEYS, EncodeOptions
+from .options import MIN_TOKEN_BUDGET, OPTION_KEYS, EncodeOptions
 from .provenance import digest
 from .records import CellInfo, CheckpointRef
 from .train import TrainConfig
 from .variants import Variant, make_variant
 
 DEFAULT_MODEL = "default"
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,119}$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+NAME_LIMIT = 120  # characters; a sweep's name is a folder (results/<name>) and a report file name
 SHORTHAND = ("tasks", "max_length", "strategy", "attention_scale", "se_group", "se_window")
 
 
@@ -82,7 +83,7 @@ class GridSpec(BaseModel):
     @field_validator("attention_scale")
     @classmethod
     def _scales(cls, v: list[str] | None) -> list[str] | None:
-        from .attention import parse_scale
+        from .scales import parse_scale
 
         for scale in v or []:
             parse_scale(scale)
@@ -110,7 +111,7 @@ class Sweep(BaseModel):
     poolings: list[dict[str, Any]] = Field(default_factory=list)
     grids: list[GridSpec] = Field(alias="grid", min_length=1)
     baseline: str | None = None  # None: cls, or the sweep's first pooling when it has no cls
-    token_budget: int | None = Field(default=None, ge=16)  # None: 8,192 on a CPU, sized from free GPU memory
+    token_budget: int | None = Field(default=None, ge=MIN_TOKEN_BUDGET)  # None: 8,192 on a CPU, sized from free GPU memory
     device: str | None = None  # None: the GPU if torch sees one, else the CPU (never a silent fallback)
     train: TrainConfig | None = None  # a controlled sweep: train, then evaluate each checkpoint
     # how every model is loaded and fed (lmk_eval.options.EncodeOptions)
@@ -136,6 +137,8 @@ class Sweep(BaseModel):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str) -> str:
+        if len(v) > NAME_LIMIT:
+            raise ValueError(f"{len(v)} characters long; at most {NAME_LIMIT} (it names results/<name>/)")
         if not NAME.match(v):
             raise ValueError(
                 f"name {v!r} must be letters, digits, '.', '_', '+' or '-' (it names results/<name>/)"

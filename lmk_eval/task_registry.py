@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from . import hub
-from .beir import RetrievalSplit, beir_files, local_task, read_beir_folder
+from .beir import RetrievalSplit, beir_files, read_beir_folder
 from .errors import LmkEvalError
 from .provenance import digest, files_digest
 from .synthetic import SyntheticSpec
@@ -200,6 +200,8 @@ def _bundled_identity(name: str) -> Callable[[], dict]:
 
 def _build_local(loader, main_score: str, description: str):
     def make(ref: TaskRef):
+        from .local_tasks import local_task
+
         return local_task(ref.name, loader, list(ref.splits), description=description,
                           main_score=main_score)  # fmt: skip
 

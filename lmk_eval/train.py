@@ -17,11 +17,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from . import models, poolers
+from . import models
 from .beir import beir_files, read_beir_folder
 from .errors import LmkEvalError, schema_error
 from .files import atomic_write_text
-from .provenance import digest, files_digest
+from .provenance import digest, files_digest, tree_files
 from .task_registry import data_dir
 from .variants import make_variant
 
@@ -63,18 +63,21 @@ class TrainConfig(BaseModel):
             make_variant(p)
             if p in ("layer_mean", "native") or make_variant(p).spec.multi_vector:
                 raise LmkEvalError(f"{p} is evaluation-only; train cls, mean, lmk, ...")
-            if self.pooler and p in poolers.POOLERS:
+            if self.pooler and make_variant(p).spec.weights == "trainable":
+                from . import poolers  # torch: only for a trained pooler's options
+
                 poolers.check_options(p, self.pooler)
 
     def data_folder(self) -> Path:
         return Path(self.data) if self.data else data_dir("scifact")
 
 
-def train_config(values: dict[str, Any], where: str) -> TrainConfig:
+def train_config(values: dict[str, Any], where: str, names: dict[str, str] | None = None) -> TrainConfig:
+    """``names``: how the caller spells each field (the CLI's flags), for its error lines."""
     try:
         return TrainConfig.model_validate(values)
     except ValidationError as exc:
-        raise schema_error(exc, where) from None
+        raise schema_error(exc, where, names) from None
 
 
 def evaluation_pooling(cfg: TrainConfig, pooling: str) -> dict[str, Any]:
@@ -125,13 +128,45 @@ def checkpoint_dir(cfg: TrainConfig, pooling: str, seed: int) -> Path:
     return Path(cfg.output) / f"{pooling}-seed{seed}-{digest(training_identity(cfg, pooling, seed), 8)}"
 
 
-def is_trained(path: Path, identity: dict[str, Any] | None = None) -> bool:
-    """A finished checkpoint (and, given one, trained with exactly this identity)."""
+def _done_record(path: Path) -> dict[str, Any] | None:
     try:
         record = json.loads((path / DONE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return identity is None or record.get("identity") == identity
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def is_trained(path: Path, identity: dict[str, Any] | None = None) -> bool:
+    """A finished checkpoint (and, given one, trained with exactly this identity)."""
+    record = _done_record(path)
+    return record is not None and (identity is None or record.get("identity") == identity)
+
+
+def checkpoint_files_digest(path: Path) -> str:
+    """sha256 over a checkpoint's files (weights, config, tokenizer, modules), not its record:
+    the checkpoint by content, as every other model is known."""
+    return files_digest(path, [f for f in tree_files(path) if f.name != DONE_FILE])
+
+
+def found_checkpoint(cfg: TrainConfig, pooling: str, seed: int) -> dict[str, Any] | None:
+    """The training record of this setup's finished checkpoint, verified by content; None when
+    its folder does not exist. A folder that holds something else (no record, another setup's,
+    files changed since training) is refused, never trained over."""
+    target = checkpoint_dir(cfg, pooling, seed)
+    if not target.exists():
+        return None
+    record = _done_record(target)
+    if record is None or record.get("identity") != training_identity(cfg, pooling, seed):
+        raise LmkEvalError(
+            f"'{target}' exists but is not the checkpoint this training makes (no {DONE_FILE}, or"
+            " another setup's); move it away or choose another --output"
+        )
+    if record.get("files") != checkpoint_files_digest(target):
+        raise LmkEvalError(
+            f"checkpoint '{target}' holds files that differ from its training record (changed after"
+            " training, or trained by an lmk-eval that recorded no digest); move it away to train it again"
+        )
+    return record
 
 
 def train_one(
@@ -206,10 +241,10 @@ def train_one(
         "losses": losses_seen,
         "config": cfg.model_dump(),
     }
-    (staging / "TRAINING.md").write_text(model_card(record), encoding="utf-8")
+    record["files"] = checkpoint_files_digest(staging)  # relative paths: the same once renamed
+    atomic_write_text(staging / "TRAINING.md", model_card(record))
     atomic_write_text(staging / DONE_FILE, json.dumps(record, indent=1))
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(staging, target)
+    os.replace(staging, target)  # refused (not replaced) if another process made it meanwhile
     return record
 
 
@@ -263,9 +298,10 @@ def ensure_trained(
 ) -> dict[str, Any]:
     """The checkpoint's training record, training it first unless a finished one is on disk."""
     target = checkpoint_dir(cfg, pooling, seed)
-    if is_trained(target, training_identity(cfg, pooling, seed)):
-        log(f"{target}: already trained, skipped")
-        return json.loads((target / DONE_FILE).read_text(encoding="utf-8"))
+    record = found_checkpoint(cfg, pooling, seed)
+    if record is not None:
+        log(f"{target}: already trained (files match its record), skipped")
+        return record
     log(f"training {pooling} seed {seed} on {len(pairs)} pairs -> {target}")
     return train_one(cfg, pooling, seed, pairs)
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from pydantic import ConfigDict, ValidationError, field_validator
+from pydantic import ConfigDict, ValidationError, ValidationInfo, field_validator
 from pydantic.dataclasses import dataclass
 
 from . import registry
-from .attention import parse_scale, self_extend_defaults
 from .errors import LmkEvalError, schema_error
+from .scales import parse_scale, self_extend_defaults
 
 __all__ = ["LmkEvalError", "Variant", "make_variant", "POOLINGS", "GRANULARITIES", "STRATEGIES",
            "PLACEMENTS", "ATTENTION_SCALES"]
@@ -60,7 +60,7 @@ NAMED_CHOICES = {"pooling": ("pooling", POOLINGS), "granularity": ("granularity"
                  "placement": ("landmark placement", PLACEMENTS)}  # fmt: skip
 DEFAULT_INTERVALS = (32, 64, 128, 256)
 READING = ("max_length", "strategy", "attention_scale", "se_group", "se_window")  # how, not what, it pools
-MIN_MAX_LENGTH = 3  # [CLS], one content token, one landmark
+MIN_MAX_LENGTH = 3  # [CLS], one content token, one landmark (or the closing [SEP])
 
 
 def _choose(kind: str, value: str, options: dict[str, str]) -> str:
@@ -120,12 +120,12 @@ class Variant:
 
     @field_validator("max_length")
     @classmethod
-    def _max_length(cls, v: int | None) -> int | None:
+    def _max_length(cls, v: int | None, info: ValidationInfo) -> int | None:
         if v is not None and v < MIN_MAX_LENGTH:
-            raise ValueError(
-                f"max_length {v!r} is too small to hold [CLS], a token and a landmark;"
-                f" use at least {MIN_MAX_LENGTH}"
-            )
+            pooling = info.data.get("pooling")
+            marks = pooling in registry.POOLINGS and registry.POOLINGS[pooling].tokenisation in ("landmark", "multi_cls")
+            holds = "[CLS], a token and a landmark" if marks else "the special tokens around one token of text"
+            raise ValueError(f"max_length {v!r} is too small to hold {holds}; use at least {MIN_MAX_LENGTH}")
         return v
 
     @property

@@ -133,7 +133,7 @@ CASES = {
     "--device tpu": (lambda t: ["run", "--device", "tpu", "--output", str(t / "out"), *RUN],
                      "device 'tpu' is not 'cpu', 'cuda' or 'cuda:N'"),
     "--encoders without ray": (lambda t: ["run", "--encoders", "2", "--output", str(t / "out"), *RUN],
-                               "--ray-address, --ray-cpus and --encoders need --executor ray"),
+                               "--ray-address, --ray-cpus, --ray-logs and --encoders need --executor ray"),
     "--encoders 0": (lambda t: ["run", "--executor", "ray", "--encoders", "0", "--output", str(t / "out"), *RUN],
                      "--encoders must be >= 1, got 0"),
     "--output under a file": (lambda t: ["run", "--output", str(a_file(t) / "out"), *RUN], "lies under the file"),
@@ -182,8 +182,41 @@ CASES = {
                                  "write it again with `lmk-eval baseline RUN -o FILE`"),
     "train --steps 0": (lambda t: ["train", "--steps", "0", "--output", str(t / "c")],
                         "steps: Input should be greater than or equal to 1"),
-    "train --lr inf": (lambda t: ["train", "--lr", "inf", "--output", str(t / "c")], "learning_rate: Input should be a finite number"),
+    "train --lr inf": (lambda t: ["train", "--lr", "inf", "--output", str(t / "c")], "--lr: Input should be a finite number"),
+    # the second pass (issue 26): paths the filesystem cannot hold, found before any work
+    "--output name over 255 bytes": (lambda t: ["run", "--output", str(t / ("o" * 300)), *SMALL, *RUN],
+                                     "has a name of 300 bytes"),
+    "--report-dir name over 255 bytes": (lambda t: ["run", "--report-dir", str(t / ("r" * 300)), "--output",
+                                                    str(t / "out"), *SMALL, "--no-progress"], "has a name of 300 bytes"),
+    "report file name over 255 bytes": (lambda t: ["run", "--report-dir", str(t / "r"), "--output",
+                                                   str(t / ("o" * 253)), *SMALL, "--no-progress"], "has a name of 256 bytes"),
+    "--output a dangling link": (lambda t: ["run", "--output", str(link(t / "out", t / "gone")), *SMALL, *RUN],
+                                 "is a link to"),
+    "set-aside is a file": (lambda t: ["run", "--output", str(write(t / "out" / "set-aside", "x").parent), *SMALL, *RUN],
+                            "is a file where output folder keeps a folder"),
+    "baseline -o name over 255 bytes": (lambda t: ["baseline", str(stored_run(t)), "-o", str(t / ("b" * 300))],
+                                        "has a name of 300 bytes"),
+    "--name over 120 characters": (lambda t: ["run", "--name", "n" * 130, *SMALL, "--output", str(t / "out"), *RUN],
+                                   "130 characters long; at most 120"),
+    "--max-length 1 with cls": (lambda t: ["run", "--pooling", "cls", "--max-length", "1", "--tasks", "scifact-quick",
+                                           "--output", str(t / "out"), *RUN],
+                                "too small to hold the special tokens around one token of text"),
+    "empty corpus.jsonl.gz": (lambda t: run_folder(t, **{"corpus.jsonl.gz": gzip.compress(b"")}),
+                              "corpus.jsonl.gz' holds no records (empty, or an empty archive)"),
+    "zero-width-only document": (lambda t: run_folder(t, **{"corpus.jsonl": b'{"_id": "d1", "text": "\\u200b\\u2060 \\ufeff"}\n'
+                                                         b'{"_id": "d2", "text": "Rain."}\n'}),
+                                 "empty text for 'd1'"),
+    "qrels all grade 0": (lambda t: run_folder(t, **{"qrels__test.tsv": b"q1\td1\t0\nq1\td2\t0\n"}),
+                          "judges no document relevant (every grade is 0 or less)"),
+    "--ray-timeout 0": (lambda t: ["run", "--executor", "ray", "--ray-timeout", "0", "--output", str(t / "out"), *SMALL, *RUN],
+                        "--ray-timeout must be a number of seconds > 0"),
 }  # fmt: skip
+SMALL = ["--tasks", "needle-depth-quick:depth_000", "--pooling", "mean"]
+
+
+def link(path: Path, target: Path) -> Path:
+    path.symlink_to(target)
+    return path
 
 
 def write(path: Path, text: str) -> Path:

@@ -64,7 +64,8 @@ def test_tasks_lists_bundled_and_online(capsys):
     [
         (["--pooling", "clss"], "unknown pooling 'clss'"),
         (["--interval", "0"], "interval must be an integer >= 1"),
-        (["--max-length", "2"], "too small to hold [CLS], a token and a landmark"),
+        (["--max-length", "2"], "max_length 2 is too small to hold the special tokens around one token of text"),
+        (["--max-length", "2", "--pooling", "lmk"], "too small to hold [CLS], a token and a landmark"),
         (["--model", "./no/such/model"], "model path './no/such/model' does not exist"),
         (["--tasks", "./no/such/folder"], "task folder './no/such/folder' does not exist"),
         (["--config", "tasks/none.toml"], "sweep config 'tasks/none.toml' does not exist"),

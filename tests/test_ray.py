@@ -76,7 +76,7 @@ def test_a_killed_worker_is_retried_and_the_scores_are_the_same(local_scores, ti
 
 def test_two_actors_embed_a_corpus_exactly_as_one_process(tiny_beir):
     from lmk_eval.encoding import TextEncoder
-    from lmk_eval.executors import ShardedTextEncoder, encoder_pool
+    from lmk_eval.sharding import ShardedTextEncoder, encoder_pool
     from lmk_eval.sweep import sweep_from_dict
     from lmk_eval.task_registry import resolve
     from lmk_eval.variants import make_variant
