@@ -79,13 +79,17 @@ def _stderr_to(path: str, quiet: bool):
     saved = os.dup(2)
     with open(path, "ab") as f:
         os.dup2(f.fileno(), 2)
+    hanging = False
     try:
         yield
     except LmkEvalError:  # a join left hanging keeps logging: fd 2 stays on the file, Python's
-        sys.stderr = os.fdopen(saved, "w", buffering=1)  # own lines (the error) reach the terminal
+        hanging = True  # own lines (the error) reach the terminal through the saved descriptor
+        sys.stderr = os.fdopen(saved, "w", buffering=1)
         raise
-    os.dup2(saved, 2)
-    os.close(saved)
+    finally:
+        if not hanging:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _init(address: str | None, cpus: int | None, timeout: float = RAY_TIMEOUT, show_logs: bool = False) -> bool:

@@ -210,8 +210,10 @@ class RunStore:
         except BaseException:
             if created and self.saved == 0:
                 for child in self.root.iterdir():  # under the lock; the folder itself after it
-                    if child.name != LOCK_NAME:
-                        remove_tree(child) if child.is_dir() else child.unlink(missing_ok=True)
+                    if child.is_dir():
+                        remove_tree(child)
+                    elif child.name != LOCK_NAME:
+                        child.unlink(missing_ok=True)
                 lock.release()
                 (self.root / LOCK_NAME).unlink(missing_ok=True)
                 remove_if_empty(self.root)
