@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.timing import forward_tokens_per_s  # noqa: E402
-from lmk_eval.encoding import TextEncoder, pad_windows, token_budget_batches  # noqa: E402
+from lmk_eval.batching import pad_windows, token_budget_batches  # noqa: E402
+from lmk_eval.encoding import TextEncoder  # noqa: E402
 from lmk_eval.hardware import cpu_description, resolve_dtype  # noqa: E402
 from lmk_eval.options import EncodeOptions  # noqa: E402
 from lmk_eval.variants import make_variant  # noqa: E402
@@ -179,7 +180,8 @@ def host_section(texts: list[str], all_texts: list[str]) -> tuple[list[tuple[str
 
 def quick_suite_padding(encoder: TextEncoder) -> tuple[float, int, int]:
     """Padding waste exactly as the encoder batches the quick suite (queries and corpus apart)."""
-    from lmk_eval.sweep import load_sweep, plan
+    from lmk_eval.plan import plan
+    from lmk_eval.sweep import load_sweep
 
     real = padded = 0
     for group in plan(load_sweep(ROOT / "tasks" / "quick.toml")):
@@ -236,9 +238,10 @@ def naive_vs_sweep(poolings: list[str], folder: Path) -> tuple[float, float, flo
     import mteb
 
     import lmk_eval
-    from lmk_eval.runner import quiet_libraries, run_sweep
+    from lmk_eval.runner import run_sweep
     from lmk_eval.sweep import sweep_from_dict
     from lmk_eval.task_registry import resolve
+    from lmk_eval.work import quiet_libraries
 
     quiet_libraries()
     started = time.perf_counter()

@@ -5,7 +5,7 @@ Run with ``.venv/bin/python benchmarks/window_reuse.py``; prints a table and wri
 tokens that reach the model, so the ratio is the saving in encoding time.
 
 A window's pooled vector depends on its tokens and markers only, so ``TextEncoder`` runs each
-distinct window once (``encoding.unique_windows``). LongEmbed-style passkey documents are one
+distinct window once (``batching.unique_windows``). LongEmbed-style passkey documents are one
 filler passage repeated around the key, so most of their 512-token windows recur.
 """
 
@@ -18,7 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lmk_eval.encoding import TextEncoder, unique_windows  # noqa: E402
+from lmk_eval.batching import unique_windows  # noqa: E402
+from lmk_eval.encoding import TextEncoder  # noqa: E402
 from lmk_eval.store import atomic_write_text  # noqa: E402
 from lmk_eval.task_registry import BUNDLED  # noqa: E402
 from lmk_eval.variants import make_variant  # noqa: E402

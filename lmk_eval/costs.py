@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 from .errors import LmkEvalError
 from .hardware import ACCELERATORS, flops_per_token
+from .plan import CellGroup
 from .search import CHUNK_BYTES
-from .sweep import CellGroup, Sweep
+from .sweep import Sweep
 
 CHARS_PER_TOKEN = 4  # for hub tasks, from mteb's character statistics
 UTILISATION = 0.4  # assumed share of an accelerator's bf16 peak an encoder forward reaches

@@ -26,9 +26,14 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import LmkEvalError
+from .work import ResultSink, checkpoint_trainer, compute_group, make_encoder, quiet_libraries
+
+if TYPE_CHECKING:
+    from .encoding import TextEncoder
+    from .sweep import Sweep
 
 EXECUTORS = ("local", "ray")  # where a sweep's work runs (`lmk-eval run --executor`)
 RETRIES = 3  # a task whose worker process dies is run again this many times
@@ -46,6 +51,84 @@ def check_ray(address: str | None, encoders: int | None, timeout: float = 60.0) 
         raise LmkEvalError(f"--encoders must be >= 1, got {encoders}")
     if not (timeout > 0 and math.isfinite(timeout)):
         raise LmkEvalError(f"--ray-timeout must be a number of seconds > 0, got {timeout}")
+
+
+Todo = list  # [(CellGroup, [Cell, ...])]: the missing cells of each group, in plan order
+
+
+class Executor(Protocol):
+    """Runs the missing cells of a sweep and hands every payload (and training record) to the sink."""
+
+    def run(self, sweep: Sweep, todo: Todo, sink: ResultSink, log: Callable[[str], None]) -> None: ...
+
+
+class LocalExecutor:
+    """This process, group after group; a controlled sweep trains each checkpoint just before
+    its first cell (seed by seed, so an interrupted sweep leaves whole checkpoints behind)."""
+
+    def __init__(self, progress: bool = False) -> None:
+        self.progress = progress
+
+    def run(self, sweep: Sweep, todo: Todo, sink: ResultSink, log: Callable[[str], None]) -> None:
+        run_groups(sweep, todo, sink, log, LocalEncoders(sweep, self.progress))
+
+
+class LocalEncoders:
+    """One TextEncoder per model, kept across its groups; what they did is logged at the end."""
+
+    def __init__(self, sweep: Sweep, progress: bool) -> None:
+        self.sweep, self.progress = sweep, progress
+        self.encoders: dict[str, TextEncoder] = {}
+
+    def __call__(self, model: str) -> TextEncoder:
+        if model not in self.encoders:
+            self.encoders[model] = make_encoder(self.sweep, model, self.progress)
+        return self.encoders[model]
+
+    def close(self, log: Callable[[str], None]) -> None:
+        for name, enc in self.encoders.items():
+            s = enc.stats
+            if s.forward_passes:
+                log(f"{name}: {s.real_tokens:,} tokens in {s.forward_passes} forward passes"
+                    f" ({s.forward_seconds:.0f}s), padding waste {s.padding_waste:.1%}")  # fmt: skip
+
+
+def run_groups(sweep: Sweep, todo: Todo, sink: ResultSink, log: Callable[[str], None], encoders) -> None:
+    """Groups in order on the driver, each scored with ``encoders(model)`` (in this process, or
+    over Ray actors with ``--encoders``), a checkpoint trained just before its first group."""
+    train_checkpoint = checkpoint_trainer(sweep, sink, log)
+    try:
+        for group, missing in todo:
+            train_checkpoint(group.model)
+            for payload in compute_group(group, missing, encoders(group.model), sink.started):
+                sink.save(payload)
+    finally:
+        encoders.close(log)
+
+
+class RayExecutor:
+    """Every group a Ray task (or, with ``encoders``, each corpus over that many model replicas)."""
+
+    def __init__(self, address: str | None = None, cpus: int | None = None, encoders: int | None = None,
+                 timeout: float = 60.0, show_logs: bool = False) -> None:  # fmt: skip
+        self.options = {"address": address, "cpus": cpus, "encoders": encoders, "timeout": timeout,
+                        "show_logs": show_logs}  # fmt: skip
+
+    def run(self, sweep: Sweep, todo: Todo, sink: ResultSink, log: Callable[[str], None]) -> None:
+        run_on_ray(sweep, todo, sink, log, **self.options)
+
+
+def make_executor(name: str, *, progress: bool = False, address: str | None = None, cpus: int | None = None,
+                  encoders: int | None = None, timeout: float = 60.0, show_logs: bool = False) -> Executor:  # fmt: skip
+    """The executor a run asks for, refused in one line (before any work) when it cannot run."""
+    if name not in EXECUTORS:
+        raise LmkEvalError(f"executor {name!r} is not one of {', '.join(EXECUTORS)}")
+    if name == "local":
+        if address or encoders or cpus or show_logs:
+            raise LmkEvalError("--ray-address, --ray-cpus, --ray-logs and --encoders need --executor ray")
+        return LocalExecutor(progress)
+    check_ray(address, encoders, timeout)
+    return RayExecutor(address, cpus, encoders, timeout, show_logs)
 
 
 RAY_TIMEOUT = 60.0  # seconds to join a Ray cluster before giving up (`--ray-timeout`)
@@ -146,8 +229,6 @@ def _resources() -> dict[str, float]:
 
 def _group_task(sweep, group, missing, _trained=None):
     """On a worker: one group's cells, scored with a model loaded here; payloads go back."""
-    from .runner import compute_group, make_encoder, quiet_libraries
-
     quiet_libraries()
     return list(compute_group(group, missing, make_encoder(sweep, group.model)))
 
@@ -210,27 +291,6 @@ def _run_grid(sweep, todo, sink, resources: dict[str, float]) -> None:
 
 def _run_sharded(sweep, todo, sink, log, n: int, resources: dict[str, float]) -> None:
     """Groups in order on the driver; each corpus split over ``n`` actors of its model."""
-    import ray
+    from .sharding import ShardedEncoders
 
-    from .encoding import SLICE_TOKENS
-    from .runner import _checkpoint_trainer, compute_group
-    from .sharding import ShardedTextEncoder, encoder_pool
-
-    train_checkpoint = _checkpoint_trainer(sweep, sink, log)
-    pools: dict[str, list] = {}
-    try:
-        for group, missing in todo:
-            train_checkpoint(group.model)
-            if group.model not in pools:
-                for actors in pools.values():  # one model's replicas at a time
-                    for a in actors:
-                        ray.kill(a)
-                pools = {group.model: encoder_pool(sweep, group.model, n, resources, SLICE_TOKENS, RETRIES)}
-            encoder = ShardedTextEncoder(group.model, pools[group.model], options=sweep.encode_options(),
-                                         device="cpu", token_budget=sweep.token_budget)  # fmt: skip
-            for payload in compute_group(group, missing, encoder, sink.started):
-                sink.save(payload)
-    finally:
-        for actors in pools.values():
-            for a in actors:
-                ray.kill(a)
+    run_groups(sweep, todo, sink, log, ShardedEncoders(sweep, n, resources, RETRIES))

@@ -1,61 +1,60 @@
 """Writing files the way a shared results folder needs: atomic, umask-honouring, checked first.
 
 ``tempfile`` creates files 0600 and folders 0700 whatever the umask, which made every result
-unreadable to the rest of a group; everything written here gets the mode a plain ``open`` or
-``mkdir`` would have given it.
+unreadable to the rest of a group; everything written here is created with the mode a plain
+``open`` or ``mkdir`` gives it (0666 / 0777 narrowed by the umask, by the kernel).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
-from functools import lru_cache
 from pathlib import Path
 
 from .errors import LmkEvalError
 
 
-@lru_cache(maxsize=1)
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
+def _unique(parent: Path, prefix: str, suffix: str = "") -> Path:
+    return parent / f"{prefix}{os.getpid()}-{secrets.token_hex(6)}{suffix}"
 
 
-def file_mode() -> int:
-    return 0o666 & ~_umask()
-
-
-def dir_mode() -> int:
-    return 0o777 & ~_umask()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` so that readers see the old file or the new one, never half of it."""
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` so that readers see the old file or the new one, never half of it. The
+    temporary file is created by ``os.open`` with mode 0666, which the umask narrows as for any
+    plain ``open`` (no process-wide ``os.umask`` call, which would race with threads)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = _unique(path.parent, f".{path.name}.", ".tmp")
     try:
-        os.fchmod(fd, file_mode())
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as exc:  # a full disk: name the file, leave no half of it
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise OSError(exc.errno, exc.strerror, str(path)) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
 def staging_dir(parent: Path, prefix: str) -> Path:
-    """A fresh folder under ``parent`` with the umask's mode, to be renamed into place."""
+    """A fresh folder under ``parent`` (mode 0777 less the umask), to be renamed into place."""
     parent.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
-    path.chmod(dir_mode())
-    return path
+    while True:
+        path = _unique(parent, prefix)
+        try:
+            path.mkdir(mode=0o777)
+            return path
+        except FileExistsError:
+            continue
 
 
 def remove_if_empty(path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -248,8 +249,24 @@ def describe(source: ModelSource) -> dict:
         config = json.loads(config_path.read_text())
         info["embed_dim"] = config.get("hidden_size")
         info["max_tokens"] = config.get("max_position_embeddings")
-        weights = sum(f.stat().st_size for f in Path(source.ref).glob("*.safetensors"))
-        if weights:
-            info["n_parameters"] = weights // 4
-            info["memory_usage_mb"] = round(weights / 2**20, 1)
+        files = sorted(Path(source.ref).glob("*.safetensors"))
+        if files:
+            info["n_parameters"] = parameter_count(files)
+            info["memory_usage_mb"] = round(sum(f.stat().st_size for f in files) / 2**20, 1)
     return info
+
+
+def parameter_count(files: list[Path]) -> int | None:
+    """Elements of every tensor in these safetensors files, read from their headers (file bytes
+    would count a bf16 or fp16 checkpoint's parameters twice over); None for a file that is not
+    one: metadata only, the loader names a broken weights file in its own line."""
+    from safetensors import SafetensorError, safe_open
+
+    total = 0
+    try:
+        for f in files:
+            with safe_open(str(f), "np") as weights:
+                total += sum(math.prod(weights.get_slice(k).get_shape()) for k in weights.keys())  # noqa: SIM118 - not a dict
+    except (OSError, SafetensorError):
+        return None
+    return total

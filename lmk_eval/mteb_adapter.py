@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from mteb.models.abs_encoder import AbsEncoder
@@ -20,8 +20,14 @@ from .options import OPTION_KEYS, EncodeOptions
 from .positions import supports
 from .variants import Variant, make_variant
 
-if TYPE_CHECKING:  # the group builds its adapters: a type only, no import circle
-    from .search import GroupSearch
+
+class SharedPass(Protocol):
+    """A cell group's one pass over a corpus for all its poolings (``search.GroupSearch``, which
+    builds the adapters, so it is named here by what it does rather than imported)."""
+
+    def leading(self, variant: Variant) -> bool: ...
+
+    def encode(self, texts: list[str], prompt: str, prompt_type) -> np.ndarray: ...
 
 
 def _texts(inputs: Iterable) -> list[str]:
@@ -95,7 +101,7 @@ class LmkEncoder(AbsEncoder):
         text_encoder: TextEncoder,
         variant: Variant,
         meta: ModelMeta | None = None,
-        group: GroupSearch | None = None,
+        group: SharedPass | None = None,
     ) -> None:
         self.text_encoder = text_encoder
         self.variant = variant

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LmkEvalError
+from .files import atomic_write_text
 
 # Bump when what a cell computes changes for the same model, data and options: tokenisation,
 # pooling arithmetic, window merging, per-query scoring. Stored cells of another version are
@@ -82,9 +83,7 @@ def merge_into_cache(path: Path, entries: dict[str, Any]) -> bool:
             except (OSError, ValueError):
                 current = {}
             current.update(entries)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(current), encoding="utf-8")
-            os.replace(tmp, path)
+            atomic_write_text(path, json.dumps(current))
         return True
     except (OSError, Timeout):
         return False

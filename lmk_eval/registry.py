@@ -12,13 +12,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
-    from .variants import Variant
+
+class Variant(Protocol):
+    """What a pooling function reads of a variant (``variants.Variant`` has it all): declared here
+    so that the registry, which variants are built from, imports nothing above it."""
+
+    pooling: str
+    include_prompt: bool
+    interval: int
+    layers: int
 Tokenisation = Literal["plain", "landmark", "multi_cls", "chunk_ends"]
 
 
@@ -80,7 +88,7 @@ class WindowPart(NamedTuple):
         return WindowPart(*(None if t is None else t[i] for t in self))
 
 
-PoolFn = Callable[[PoolInputs, "Variant"], WindowPart]
+PoolFn = Callable[[PoolInputs, Variant], WindowPart]
 
 # How the windows of one text (``--strategy window``) become its vector. "weighted_mean": the
 # windows' vectors weighted by ``weight``; a pooling whose weight is the number of positions it

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from .encoding import Encoded, TextEncoder, text_slices
+from .batching import SLICE_TOKENS, text_slices
+from .encoding import Encoded, TextEncoder
 from .variants import Variant
 
 
@@ -17,7 +18,7 @@ class _EncoderActor:
     """One model replica on a worker: encodes whole slices for the driver."""
 
     def __init__(self, sweep, model: str, slice_tokens: int) -> None:
-        from .runner import make_encoder
+        from .work import make_encoder
 
         self.encoder = make_encoder(sweep, model, slice_tokens=slice_tokens)
 
@@ -61,3 +62,32 @@ def encoder_pool(sweep, model: str, n: int, resources: dict[str, float], slice_t
 
     actor = ray.remote(max_restarts=retries, max_task_retries=retries, **resources)(_EncoderActor)
     return [actor.remote(sweep, model, slice_tokens) for _ in range(n)]
+
+
+class ShardedEncoders:
+    """One pool of ``n`` replicas of one model at a time (the previous model's are killed when the
+    next one's groups start), and a ShardedTextEncoder over it."""
+
+    def __init__(self, sweep, n: int, resources: dict[str, float], retries: int) -> None:
+        self.sweep, self.n, self.resources, self.retries = sweep, n, resources, retries
+        self.model: str | None = None
+        self.encoder: ShardedTextEncoder | None = None
+
+    def __call__(self, model: str) -> ShardedTextEncoder:
+        if model != self.model:
+            self._kill()
+            actors = encoder_pool(self.sweep, model, self.n, self.resources, SLICE_TOKENS, self.retries)
+            self.model = model
+            self.encoder = ShardedTextEncoder(model, actors, options=self.sweep.encode_options(), device="cpu",
+                                              token_budget=self.sweep.token_budget)  # fmt: skip
+        return self.encoder
+
+    def close(self, _log) -> None:
+        self._kill()
+
+    def _kill(self) -> None:
+        import ray
+
+        for actor in self.encoder.actors if self.encoder else []:
+            ray.kill(actor)
+        self.model, self.encoder = None, None

@@ -16,7 +16,7 @@ import torch
 from sentence_transformers.base.modules import Module, Transformer
 
 from . import poolers, registry
-from .encoding import pad_windows
+from .batching import pad_windows
 from .errors import LmkEvalError
 from .models import is_causal, max_positions
 from .registry import PoolInputs

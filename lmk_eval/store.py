@@ -31,9 +31,9 @@ from pydantic import ValidationError
 
 from .errors import LmkEvalError
 from .files import atomic_write_text, remove_if_empty, remove_tree, staging_dir
+from .plan import Cell
 from .provenance import code_info, differences
 from .records import CellIdentity, CellRecord, upgrade
-from .sweep import Cell
 
 SCORE_COLUMNS = [
     "model", "variant", "pooling", "pooling_name", "options", "task", "context", "split", "max_length",

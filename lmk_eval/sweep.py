@@ -19,22 +19,17 @@ key or an unsafe name is one line naming the key, before anything else happens.
 
 from __future__ import annotations
 
-import json
 import re
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from . import task_registry
 from .errors import LmkEvalError, schema_error
 from .options import MIN_TOKEN_BUDGET, OPTION_KEYS, EncodeOptions
-from .provenance import digest
-from .records import CellInfo, CheckpointRef
 from .train import TrainConfig
 from .variants import Variant, make_variant
 
@@ -190,40 +185,6 @@ class Sweep(BaseModel):
         return self.model_dump(mode="json", by_alias=True)
 
 
-@dataclass(frozen=True)
-class Cell:
-    model: str  # as the sweep names it: "default", a path, a hub id, a checkpoint directory
-    variant: Variant
-    task: str  # the task's name in this run (folders that share a name are told apart)
-    slot: str  # JSON of what fixes this cell's place; content hashes are checked separately
-    checkpoint: CheckpointRef | None = None  # the [train] checkpoint this cell evaluates
-
-    def key(self) -> str:
-        """Stable, readable directory name: task, pooling label, length, hash of the slot."""
-        label = self.variant.label().replace("[", "-").replace("]", "").replace("/", "-")
-        reading = re.sub(r"[^A-Za-z0-9._+-]", "_", self.variant.reading())
-        return f"{self.task}__{label}__{self.variant.max_length}-{reading}__{digest(self.slot, 10)}"
-
-    def describe(self) -> CellInfo:
-        return CellInfo(model=self.model, task=self.task,
-                        splits=json.loads(self.slot)["task"]["splits"], variant=self.variant,
-                        label=self.variant.label(), checkpoint=self.checkpoint)  # fmt: skip
-
-    def manifest_entry(self) -> dict[str, Any]:
-        return {"key": self.key(), "model": self.model, "task": self.task,
-                "variant": self.variant.key(), "pooling": self.variant.label(),
-                "max_length": self.variant.max_length, "strategy": self.variant.reading()}  # fmt: skip
-
-
-@dataclass
-class CellGroup:
-    """Cells whose variants can share one encoding session (same model, task, length, strategy)."""
-
-    model: str
-    task: task_registry.TaskRef
-    cells: list[Cell]
-
-
 # -- loading ---------------------------------------------------------------------------------
 def shipped_sweeps() -> dict[str, Path]:
     """The sweep files that ship with the package (tasks/*.toml), by name."""
@@ -337,32 +298,67 @@ def resolve_baseline(baseline: str | None, variants: Sequence[Variant]) -> str:
     )
 
 
-def plan(sweep: Sweep) -> list[CellGroup]:
-    """Every cell of the sweep, grouped; tasks are resolved (and local folders validated) here."""
-    per_grid = [task_registry.resolve_all(g.tasks) for g in sweep.grids]
-    names = task_registry.disambiguate([r for refs in per_grid for r in refs])
-    encoding = sweep.encode_options().identity()  # non-default choices only: old keys stay valid
-    checkpoints = {path: CheckpointRef(group=sweep.train.output, pooling=p, seed=seed)
-                   for path, (p, seed) in sweep.checkpoints().items()}  # fmt: skip
-    groups: list[CellGroup] = []
-    seen: set[str] = set()
-    for model, poolings in sweep.model_poolings():
-        for grid, refs in zip(sweep.grids, per_grid, strict=True):
-            for ref in refs:
-                ref = names[ref.spec_key]
-                for reading in grid.readings():
-                    variants = dict.fromkeys(make_variant(**{**p, **reading}) for p in poolings if grid.runs(p))
-                    cells = []
-                    checkpoint = checkpoints.get(model)
-                    for v in variants:
-                        place = {"model": model, "task": ref.slot(), "variant": v.relevant_options()}
-                        if encoding:
-                            place["encoding"] = encoding
-                        slot = json.dumps(place, sort_keys=True)
-                        cell = Cell(model, v, ref.name, slot, checkpoint)
-                        if cell.key() not in seen:
-                            seen.add(cell.key())
-                            cells.append(cell)
-                    if cells:
-                        groups.append(CellGroup(model, ref, cells))
-    return groups
+# -- a sweep from the command line ----------------------------------------------------------------
+DEFAULT_CONFIG = "quick"  # what `lmk-eval run` runs with no sweep-shaping flag
+FLAG_POOLINGS = ["cls", "mean", "lmk"]  # --pooling's default for a sweep built from flags
+FLAG_TASKS = ["scifact-quick"]
+POOLING_OPTIONS = ("granularity", "interval", "intervals", "seed", "layers", "placement")
+ENCODING_FLAGS = ("query_prompt", "document_prompt", "landmark_token", "attn_implementation", "dtype",
+                  "device", "token_budget", "baseline")  # fmt: skip
+
+
+def _flags_name(tasks: list[str], poolings: list[str]) -> str:
+    """A readable name from the first task and the poolings; a long one is cut and ends in a
+    hash of the whole, so two long flag sets never share a folder."""
+    from .provenance import digest
+
+    first = tasks[0].rstrip("/").split("/")[-1].split(":")[0]
+    name = re.sub(r"[^A-Za-z0-9._+-]", "_", "-".join([first, "+".join(poolings)])).lstrip("._+-") or "sweep"
+    if len(name) <= NAME_LIMIT:
+        return name
+    return f"{name[: NAME_LIMIT - 9].rstrip('._+-')}-{digest(name, 8)}"
+
+
+def sweep_dict_from_args(args) -> tuple[dict, str, str]:
+    """The sweep the command line asks for as one raw dict (--config, else the flags, else the
+    shipped quick sweep) with every flag merged in, its default name and how errors name it."""
+    for flag in ("pooling", "tasks", "max_length", "strategy", "attention_scale"):
+        if getattr(args, flag) == []:
+            raise LmkEvalError(f"--{flag.replace('_', '-')} lists nothing; give at least one value")
+    shaping = {"poolings": args.pooling, "tasks": args.tasks, "max_length": args.max_length,
+               "strategy": args.strategy, "attention_scale": args.attention_scale,
+               "se_group": args.se_group, "se_window": args.se_window}  # fmt: skip
+    if args.config and any(v is not None for k, v in shaping.items() if k != "poolings"):
+        raise LmkEvalError(
+            "--tasks, --max-length, --strategy, --attention-scale and --se-* build a sweep from flags;"
+            " with --config, change its [[grid]] blocks (a copy of the file) instead"
+        )
+    if args.config or (all(v is None for v in shaping.values()) and args.model is None):
+        data, name, where = read_sweep_file(args.config or DEFAULT_CONFIG)
+        if args.pooling:
+            data = {**data, "poolings": args.pooling}
+    else:
+        shaping["poolings"] = shaping["poolings"] or FLAG_POOLINGS
+        shaping["tasks"] = shaping["tasks"] or FLAG_TASKS
+        name = args.name or _flags_name(shaping["tasks"], shaping["poolings"])
+        data = {"name": name, **{k: v for k, v in shaping.items() if v is not None}}
+        where = "flags"
+    options = {k: getattr(args, k) for k in POOLING_OPTIONS if getattr(args, k) is not None}
+    if args.exclude_prompt:
+        options["include_prompt"] = False
+    if options and isinstance(data.get("poolings"), list):
+        try:
+            data["poolings"] = [{**p, **options} for p in pooling_tables(data["poolings"])]
+        except ValueError as exc:
+            raise LmkEvalError(f"{where}: poolings: {exc}") from None
+    if args.model:
+        data["models"] = [args.model]
+    data |= {k: getattr(args, k) for k in ENCODING_FLAGS if getattr(args, k) is not None}
+    if args.trust_remote_code:
+        data["trust_remote_code"] = True
+    return data, name, where
+
+
+def sweep_from_args(args):
+    """The sweep of a `run` command line, validated once (see ``sweep_dict_from_args``)."""
+    return sweep_from_dict(*sweep_dict_from_args(args))

@@ -15,6 +15,7 @@ from pathlib import Path
 from . import hub
 from .beir import RetrievalSplit, beir_files, read_beir_folder
 from .errors import LmkEvalError
+from .files import atomic_write_bytes
 from .provenance import digest, files_digest
 from .synthetic import SyntheticSpec
 
@@ -69,9 +70,7 @@ def synthetic_path(kind: str) -> Path:
 
 def write_synthetic(kind: str, splits: dict[str, RetrievalSplit], path: Path) -> None:
     lines = [json.dumps({"split": k, **v.to_json()}, ensure_ascii=False) for k, v in splits.items()]
-    path.write_bytes(
-        lzma.compress("\n".join(lines).encode("utf-8"), preset=9 | lzma.PRESET_EXTREME)
-    )
+    atomic_write_bytes(path, lzma.compress("\n".join(lines).encode("utf-8"), preset=9 | lzma.PRESET_EXTREME))
 
 
 @lru_cache(maxsize=8)

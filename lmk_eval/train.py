@@ -172,14 +172,7 @@ def found_checkpoint(cfg: TrainConfig, pooling: str, seed: int) -> dict[str, Any
 def train_one(
     cfg: TrainConfig, pooling: str, seed: int, pairs: list[dict[str, str]]
 ) -> dict[str, Any]:
-    from datasets import Dataset
-    from sentence_transformers import (
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-    )
-    from sentence_transformers.base.sampler import BatchSamplers
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-
+    """Train one checkpoint into ``<name>.partial`` and rename it into place once whole."""
     from .st_modules import build_model
 
     base = models.resolve_model(cfg.base)
@@ -196,32 +189,9 @@ def train_one(
     target = checkpoint_dir(cfg, pooling, seed)
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(staging / "trainer"),
-        max_steps=cfg.steps,
-        per_device_train_batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate,
-        warmup_steps=max(1, cfg.steps // 10),
-        seed=seed,
-        data_seed=seed,
-        save_strategy="no",
-        logging_steps=1,
-        report_to=[],
-        batch_sampler=BatchSamplers.NO_DUPLICATES,
-        use_cpu=not _cuda(),
-        bf16=cfg.precision == "bfloat16",
-        disable_tqdm=os.environ.get("CI") == "true",
-    )
-    trainer = SentenceTransformerTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(pairs),
-        loss=MultipleNegativesRankingLoss(model),
-    )
     started = time.perf_counter()
-    trainer.train()
+    losses_seen = _fit(cfg, model, pairs, seed, staging / "trainer")
     seconds = time.perf_counter() - started
-    losses_seen = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     transformer = model[0]
     for key in ("granularity", "interval"):  # saved as evaluated, as the authors do
         if key in saved:
@@ -246,6 +216,39 @@ def train_one(
     atomic_write_text(staging / DONE_FILE, json.dumps(record, indent=1))
     os.replace(staging, target)  # refused (not replaced) if another process made it meanwhile
     return record
+
+
+def _fit(cfg: TrainConfig, model, pairs: list[dict[str, str]], seed: int, scratch: Path) -> list[float]:
+    """sentence-transformers' trainer, MultipleNegativesRankingLoss over no-duplicate batches;
+    the loss of every step."""
+    from datasets import Dataset
+    from sentence_transformers import (
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.base.sampler import BatchSamplers
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(scratch),
+        max_steps=cfg.steps,
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        warmup_steps=max(1, cfg.steps // 10),
+        seed=seed,
+        data_seed=seed,
+        save_strategy="no",
+        logging_steps=1,
+        report_to=[],
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        use_cpu=not _cuda(),
+        bf16=cfg.precision == "bfloat16",
+        disable_tqdm=os.environ.get("CI") == "true",
+    )
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs),
+                                         loss=MultipleNegativesRankingLoss(model))  # fmt: skip
+    trainer.train()
+    return [e["loss"] for e in trainer.state.log_history if "loss" in e]
 
 
 def model_card(r: dict[str, Any]) -> str:

@@ -150,6 +150,10 @@ class Variant:
             out += f"({','.join(given)})" if given else ""
         return out + (f"+{self.scale}" if self.scale != "none" else "")
 
+    def unscaled(self) -> Variant:
+        """The same variant without an attention scale (what a scaled reading is compared with)."""
+        return self if self.scale == "none" else dataclasses.replace(self, attention_scale="none")
+
     def self_extend_options(self, positions: int) -> tuple[int, int]:
         """(group, window) self-extend runs with on a model of ``positions``: the variant's own,
         else LongEmbed's Table 6 for the ratio max_length / positions."""

@@ -36,7 +36,7 @@ def test_pooling_options_from_flags_apply_before_the_sweep_is_checked(tmp_path, 
 
 
 def test_flag_defaults_and_choices_are_the_schemas(capsys):
-    from lmk_eval.cli import build_parser
+    from lmk_eval.parser import build_parser
     from lmk_eval.train import TrainConfig
 
     parser = build_parser()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from lmk_eval.cli import main
 from lmk_eval.costs import estimate, flops_per_token
-from lmk_eval.runner import compute_group, make_encoder
-from lmk_eval.sweep import Sweep, plan
+from lmk_eval.plan import plan
+from lmk_eval.sweep import Sweep
+from lmk_eval.work import compute_group, make_encoder
 
 
 def test_plan_counts_exactly_the_tokens_the_run_encodes(tiny_beir):

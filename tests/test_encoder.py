@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import lmk_eval
-from lmk_eval.encoding import TextEncoder, token_budget_batches
+from lmk_eval.batching import token_budget_batches
+from lmk_eval.encoding import TextEncoder
 from lmk_eval.mteb_adapter import LmkEncoder, model_meta
 from lmk_eval.tokenisation import Window
 from lmk_eval.variants import make_variant

@@ -186,8 +186,10 @@ def test_best_strategy_table_names_every_strategy_that_ties():
 
 
 def _strategy_frame(rows):
+    """Rows as report.frames.main_frame makes them (a reading ``grouped+logn`` is scaled)."""
     return pd.DataFrame([{"model": "m", "seed": None, "task": "passkey", "context": "long",
-                          "max_length": n, "strategy": s, "pooling": "mean", "label": "mean",
+                          "max_length": n, "strategy": s, "scaled": "+" in s, "unscaled": s.partition("+")[0],
+                          "pooling": "mean", "label": "mean",
                           "split": "test_256", "score": sum(q.values()) / len(q), "metric": "ndcg_at_1",
                           "per_query": q} for s, n, q in rows])  # fmt: skip
 

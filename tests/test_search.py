@@ -11,10 +11,10 @@ from datasets import Dataset
 from mteb.models.search_wrappers import SearchEncoderWrapper, chunked_full_corpus_search
 
 from lmk_eval.mteb_adapter import LmkEncoder, model_meta
-from lmk_eval.runner import evaluate_cell
 from lmk_eval.search import GroupSearch, TopK, chunk_documents
 from lmk_eval.task_registry import _folder
 from lmk_eval.variants import make_variant
+from lmk_eval.work import evaluate_cell
 
 
 def test_chunks_are_sized_by_bytes():

@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 
 from lmk_eval.gate import check, write_baseline
+from lmk_eval.plan import plan
 from lmk_eval.report import write_report
 from lmk_eval.runner import run_sweep
 from lmk_eval.store import RunStore
-from lmk_eval.sweep import load_sweep, plan, sweep_from_dict
+from lmk_eval.sweep import load_sweep, sweep_from_dict
 from lmk_eval.variants import LmkEvalError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,7 +134,8 @@ def test_killed_and_interrupted_runs_resume_to_the_uninterrupted_result(
 
 
 def load_sweep_from_args(args, output):
-    from lmk_eval.cli import build_parser, sweep_from_args
+    from lmk_eval.parser import build_parser
+    from lmk_eval.sweep import sweep_from_args
 
     parsed = build_parser().parse_args(args[:-4] + ["--output", str(output)])
     return sweep_from_args(parsed)

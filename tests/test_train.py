@@ -93,10 +93,11 @@ def test_folder_without_train_split_is_one_clear_error(tmp_path, capsys):
 def test_controlled_sweep_trains_then_evaluates_each_checkpoint_with_its_pooling(
     train_folder, tmp_path
 ):
+    from lmk_eval.plan import plan
     from lmk_eval.report import remaining_seconds, write_report
     from lmk_eval.runner import run_sweep
     from lmk_eval.store import RunStore
-    from lmk_eval.sweep import plan, sweep_from_dict
+    from lmk_eval.sweep import sweep_from_dict
 
     sweep = sweep_from_dict(
         {

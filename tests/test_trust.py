@@ -18,9 +18,10 @@ import pytest
 
 from lmk_eval.cli import main
 from lmk_eval.errors import LmkEvalError
+from lmk_eval.plan import plan
 from lmk_eval.runner import run_sweep
 from lmk_eval.store import RunStore
-from lmk_eval.sweep import plan, sweep_from_dict
+from lmk_eval.sweep import sweep_from_dict
 from tests.conftest import write_beir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,7 +184,7 @@ def test_queries_judged_only_zero_are_named_kept_and_scored_zero(tmp_path):
 
 
 def test_a_split_without_positive_judgements_is_refused_before_scoring():
-    from lmk_eval.runner import zero_grade_queries
+    from lmk_eval.work import zero_grade_queries
 
     task = SimpleNamespace(dataset={"default": {"test": {"relevant_docs": {"q1": {"d1": 0}, "q2": {"d2": 0}}}}},
                            metadata=SimpleNamespace(name="HubTask", eval_splits=["test"]))  # fmt: skip
@@ -303,7 +304,8 @@ def test_a_token_budget_under_16_is_refused_by_the_encoder_too():
 
 
 def test_a_long_flags_sweep_gets_a_short_name_that_tells_it_apart():
-    from lmk_eval.cli import build_parser, sweep_from_args
+    from lmk_eval.parser import build_parser
+    from lmk_eval.sweep import sweep_from_args
 
     many = ["cls", "mean", "lmk", "max", "lasttoken", "mean_sqrt_len_tokens", "multi_cls", "mean_every_k",
             "layer_mean", "layer_max_cls", "native", "late_chunking"]  # fmt: skip

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lmk_eval import registry
-from lmk_eval.encoding import pad_windows
+from lmk_eval.batching import pad_windows
 from lmk_eval.variants import make_variant
 
 PROMPT = "query: "

@@ -1,0 +1,137 @@
+"""The house rules of ``lmk_eval/`` (issue 27): imports run one way, modules and functions stay
+small, every file is written by the one atomic writer, and the library pieces that replaced
+hand-written ones do what they replaced."""
+
+from __future__ import annotations
+
+import ast
+import graphlib
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "lmk_eval"
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def _imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """Every lmk_eval module ``name`` imports, at the top, inside functions or for type checking."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            candidates = [f"{base}.{a.name}" for a in node.names] + [base]
+        elif isinstance(node, ast.Import):
+            candidates = [a.name for a in node.names]
+        else:
+            continue
+        found |= {c for c in candidates if c in known and c != name}
+    return found
+
+
+def test_no_import_circle_in_the_package():
+    modules = _modules()
+    graph = {name: _imports(name, path, set(modules)) for name, path in modules.items()}
+    graph = {name: {d for d in deps if not name.startswith(d + ".")} for name, deps in graph.items()}  # a module's own package
+    try:
+        tuple(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as exc:
+        pytest.fail(f"import circle: {' -> '.join(exc.args[1])}")
+    assert graph["lmk_eval.registry"] == {"lmk_eval.pooling"}  # a leaf: the pooling math only
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_modules_and_functions_stay_small(path):
+    text = path.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= MAX_MODULE_LINES
+    long = [f"{node.name} ({node.end_lineno - node.lineno + 1} lines)" for node in ast.walk(ast.parse(text))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]  # fmt: skip
+    assert not long
+
+
+WRITES = ("write_text", "write_bytes", "savefig", "umask", "mkstemp", "mkdtemp", "NamedTemporaryFile")
+
+
+def test_every_file_is_written_by_the_atomic_writer():
+    """Outside files.py nothing writes, creates temporary files or reads the umask by itself."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "files.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in WRITES:
+                if node.func.attr == "savefig" and not isinstance(node.args[0], ast.Name):
+                    continue
+                found.append(f"{path.name} {node.func.attr}")
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "open"
+                    and any(isinstance(a, ast.Constant) and str(a.value)[:1] in "wax" for a in node.args[1:])):  # fmt: skip
+                found.append(f"{path.name} open")
+    assert sorted(found) == [
+        "executors.py open",  # Ray's own log while joining a cluster: appended to by its C++ core
+        "plots.py savefig",  # into an in-memory buffer, which the atomic writer then writes
+    ]
+
+
+def test_the_atomic_writer_honours_the_umask_and_leaves_no_temporary_file(tmp_path):
+    import os
+
+    from lmk_eval.files import atomic_write_bytes, staging_dir
+
+    old = os.umask(0o027)
+    try:
+        atomic_write_bytes(tmp_path / "a.bin", b"x")
+        folder = staging_dir(tmp_path, "stage-")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o640
+    assert folder.stat().st_mode & 0o777 == 0o750
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a.bin", folder.name])
+
+
+def test_parameters_are_counted_from_safetensors_headers_whatever_the_dtype(tiny, tmp_path):
+    import torch
+    from transformers import AutoModel
+
+    from lmk_eval.models import parameter_count
+
+    dirs, _ = tiny
+    model = AutoModel.from_pretrained(dirs["modernbert"])
+    model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    files = sorted((tmp_path / "bf16").glob("*.safetensors"))
+    assert parameter_count(files) == sum(p.numel() for p in model.parameters())
+    assert parameter_count(files) > sum(f.stat().st_size for f in files) // 4  # what file bytes / 4 said
+
+
+def test_an_out_of_memory_batch_is_retried_with_a_smaller_token_budget(monkeypatch):
+    """On CUDA the estimated budget is only a start: accelerate lowers it until a group fits."""
+    from lmk_eval.encoding import TextEncoder
+
+    encoder = TextEncoder(None, token_budget=10_000)
+    encoder.device = "cuda"  # the retry path; no GPU is touched
+    tried = []
+
+    def encode_at(budget, texts, group, prompt):
+        tried.append(budget)
+        if budget > 8_500:
+            raise RuntimeError("CUDA out of memory.")
+        return budget
+
+    monkeypatch.setattr(encoder, "_encode_at", encode_at)
+    assert encoder._encode_group(["a text"], [], "") == 8_100
+    assert tried == [10_000, 9_000, 8_100]
