@@ -5,7 +5,7 @@ special tokens and training data checked before the output directory is touched.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import models
 from .errors import LmkEvalError
@@ -15,9 +15,6 @@ from .plan import CellGroup
 from .provenance import scoring_identity
 from .sweep import Sweep
 from .variants import Variant
-
-if TYPE_CHECKING:
-    pass
 
 
 def model_identities(sweep: Sweep) -> dict[str, dict[str, Any]]:
