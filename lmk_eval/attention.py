@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import LmkEvalError
-from .scales import LOGN, NONE, TEMPERATURE, parse_scale, self_extend_defaults  # noqa: F401 - re-exported
+from .scales import LOGN, TEMPERATURE, parse_scale
 
 PREFIX = "lmk_eval_"
 WRAPPABLE = ("sdpa", "eager")  # one padded row per input; flash and flex kernels may pack rows together

@@ -160,6 +160,7 @@ class ModelFacts:
 SUMMARY_FORMAT = 1  # bump when what ``summary`` records, or how it is read, changes
 
 
+@lru_cache(maxsize=32)
 def summary(source: ModelSource, options: EncodeOptions = DEFAULT_OPTIONS) -> dict[str, Any]:
     """What a cell's encoding identity needs from the model (its own prompts, its native pooling,
     its positions), cached by the model's content: a pure function of the model's files (or hub

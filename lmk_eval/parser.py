@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .sweep import DEFAULT_CONFIG, FLAG_POOLINGS, FLAG_TASKS, GridSpec
-from .variants import ATTENTION_SCALES, GRANULARITIES, PLACEMENTS, STRATEGIES, Variant  # noqa: F401
+from .variants import GRANULARITIES, PLACEMENTS, STRATEGIES, Variant
 
 RUN_DIR_HELP = "a run directory written by `lmk-eval run` (e.g. results/quick)"
 EPILOG = """\

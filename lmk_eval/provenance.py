@@ -56,18 +56,24 @@ class _DigestCache:
         hit = self.entries.get(key)
         if isinstance(hit, list) and len(hit) == 5 and hit[:4] == stamp:
             return str(hit[4])
-        h = hashlib.sha256()
-        with file.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        self.entries[key] = [*stamp, h.hexdigest()]
+        found = file_sha256(file)
+        self.entries[key] = [*stamp, found]
         self.dirty = True
-        return h.hexdigest()
+        return found
 
     def save(self) -> None:
         """Best effort: an unwritable cache only costs a re-hash next time."""
         if self.dirty and merge_into_cache(self.path, self.entries):
             self.dirty = False
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read a megabyte at a time."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def merge_into_cache(path: Path, entries: dict[str, Any]) -> bool:
@@ -78,10 +84,7 @@ def merge_into_cache(path: Path, entries: dict[str, Any]) -> bool:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".lock", timeout=10):
-            try:
-                current = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                current = {}
+            current = read_cache(path)
             current.update(entries)
             atomic_write_text(path, json.dumps(current))
         return True

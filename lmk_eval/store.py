@@ -17,7 +17,6 @@ never deleted, and recomputed. One lock per run directory keeps two runs from in
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -32,7 +31,7 @@ from pydantic import ValidationError
 from .errors import LmkEvalError
 from .files import atomic_write_text, remove_if_empty, remove_tree, staging_dir
 from .plan import Cell
-from .provenance import code_info, differences
+from .provenance import code_info, differences, file_sha256
 from .records import CellIdentity, CellRecord, upgrade
 
 SCORE_COLUMNS = [
@@ -67,10 +66,6 @@ def read_record(path: Path, training: dict[str, dict[str, Any]] | None = None) -
     record.key = path.parent.name
     _check_files(record, path)
     return record
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _check_files(record: CellRecord, path: Path) -> None:

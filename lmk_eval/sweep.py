@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import LmkEvalError, schema_error
 from .options import MIN_TOKEN_BUDGET, OPTION_KEYS, EncodeOptions
+from .provenance import digest
 from .train import TrainConfig
 from .variants import Variant, make_variant
 
@@ -310,8 +311,6 @@ ENCODING_FLAGS = ("query_prompt", "document_prompt", "landmark_token", "attn_imp
 def _flags_name(tasks: list[str], poolings: list[str]) -> str:
     """A readable name from the first task and the poolings; a long one is cut and ends in a
     hash of the whole, so two long flag sets never share a folder."""
-    from .provenance import digest
-
     first = tasks[0].rstrip("/").split("/")[-1].split(":")[0]
     name = re.sub(r"[^A-Za-z0-9._+-]", "_", "-".join([first, "+".join(poolings)])).lstrip("._+-") or "sweep"
     if len(name) <= NAME_LIMIT:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from lmk_eval.attention import parse_scale, scale_factors, self_extend_defaults
+from lmk_eval.attention import scale_factors
+from lmk_eval.scales import parse_scale, self_extend_defaults
 from lmk_eval.variants import make_variant
 
 TEXT = " ".join(["Call me Ishmael, said the narrator of the long book about the whale."] * 30)
