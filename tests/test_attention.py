@@ -89,8 +89,10 @@ def test_scaled_attention_equals_an_eager_reference_with_scaled_query_weights(sm
         layer.attention.self.query.bias.data.mul_(factor)
     ids = torch.tensor([window.ids])
     positions = torch.tensor([[i // math.ceil(n / 64) for i in range(n)]])  # grouped, by hand
-    with torch.no_grad():
-        hidden = reference(input_ids=ids, position_ids=positions, token_type_ids=torch.zeros_like(ids)).last_hidden_state
+    with torch.no_grad():  # an explicit mask, as the encoder passes: without one, transformers
+        # (5.25 here) reads position ids that do not count up by one as packed sequences
+        hidden = reference(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=positions,
+                           token_type_ids=torch.zeros_like(ids)).last_hidden_state  # fmt: skip
     np.testing.assert_allclose(got[variant][0], _mean(hidden[0]), atol=2e-6)
     assert not np.allclose(got[plain][0], got[variant][0], atol=1e-4)  # the scale changed something
 
