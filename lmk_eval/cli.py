@@ -29,18 +29,23 @@ def cmd_list() -> int:
 
 
 def cmd_tasks() -> int:
-    from .task_registry import BUNDLED, ONLINE_GROUPS
+    from .mteb_tasks import ALIASES, LONG_CONTEXT_CHARS
+    from .task_registry import BUNDLED
 
     print("bundled (offline):")
     width = max(map(len, BUNDLED))
     for name, task in BUNDLED.items():
-        print(f"  {name:<{width}}  [{task.context}] {task.description}")
-    print("mteb tasks (need the Hugging Face hub):")
-    for group, names in ONLINE_GROUPS.items():
-        print(f"  {group:<{width}}  {', '.join(names)}")
-    print("  any mteb retrieval task name; pick splits with NAME:split1+split2")
+        print(f"  {name:<{width}}  {task.description}")
+    print("mteb tasks and benchmarks (need the Hugging Face hub, or its cache offline):")
+    for alias in ("beir", "longembed"):
+        print(f"  {alias:<{width}}  mteb's benchmark {ALIASES[alias]}")
+    print("  any mteb benchmark of retrieval tasks (BEIR, LongEmbed, CoIR, 'BRIGHT (long)', NanoBEIR, ...)")
+    print("  any mteb retrieval or reranking task; aggregates (CQADupstackRetrieval) run their sub-tasks")
+    print("  NAME:split1+split2 picks splits, NAME[en+de] language subsets: MultiLongDocRetrieval[en]:test")
     print("local folders: a path to a BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv);")
     print("  PATH:split picks another qrels file")
+    print(f"context: long where the documents evaluated average {LONG_CONTEXT_CHARS:,} characters or more (mteb's statistics")
+    print("  for its tasks; the documents themselves for bundled data and folders), else short")
     return 0
 
 
@@ -81,11 +86,11 @@ def cmd_plan(args: argparse.Namespace, sweep=None) -> int:
     from .costs import estimate, render
     from .hardware import default_device, resolve_dtype
     from .identities import preflight
-    from .plan import plan
+    from .runner import resolve_sweep
     from .sweep import sweep_from_args
 
     sweep = sweep or sweep_from_args(args)
-    groups = plan(sweep)
+    groups = resolve_sweep(sweep).groups  # as the run resolves it: what it would refuse is refused here
     preflight(sweep, groups)
     device = sweep.device or default_device()
     dtype, _why = resolve_dtype(sweep.dtype, device)

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 
 from .errors import LmkEvalError
 from .hardware import ACCELERATORS, flops_per_token
+from .mteb_tasks import CHARS_PER_TOKEN, count
 from .plan import CellGroup
 from .search import CHUNK_BYTES
 from .sweep import Sweep
 
-CHARS_PER_TOKEN = 4  # for hub tasks, from mteb's character statistics
 UTILISATION = 0.4  # assumed share of an accelerator's bf16 peak an encoder forward reaches
 TOP_K = 1000  # mteb's retrieval keeps this many documents per query
 
@@ -57,33 +57,22 @@ def _local_texts(group: CellGroup) -> tuple[list[str], list[str]]:
 
 
 def _hub_counts(group: CellGroup, max_length: int, strategy: str) -> tuple[int, int, int]:
-    """Documents, queries and tokens from mteb's descriptive statistics of the task's splits."""
-    import mteb
-
-    task = mteb.get_task(group.task.name)
-    parts = getattr(task, "tasks", None) or [task]  # an aggregate (CQADupstack): its sub-tasks
+    """Documents, queries and tokens from mteb's descriptive statistics of what the cell scores
+    (its splits and subsets; an aggregate's sub-tasks)."""
+    found = group.task.statistics() if group.task.statistics else None
+    if not found:
+        raise LmkEvalError(f"mteb ships no statistics for {group.task.name} ({'+'.join(group.task.splits)});"
+                           " cannot estimate it (plan a local copy of its data instead)")  # fmt: skip
     docs = queries = tokens = 0
-    for part, split in ((p, split) for p in parts for split in group.task.splits):
-        s = (part.metadata.descriptive_stats or {}).get(split)
-        if not s:
-            raise LmkEvalError(f"mteb ships no statistics for {part.metadata.name} split {split};"
-                               " cannot estimate it (plan a local copy of its data instead)")  # fmt: skip
+    for s in found:
         doc_stats, query_stats = s.get("documents_text_statistics") or {}, s.get("queries_text_statistics") or {}
-        n_docs, n_queries = _count(s, "num_documents", doc_stats), _count(s, "num_queries", query_stats)
+        n_docs, n_queries = count(s, "num_documents", doc_stats), count(s, "num_queries", query_stats)
         doc_tokens = doc_stats.get("average_text_length", 0) / CHARS_PER_TOKEN
         query_tokens = query_stats.get("average_text_length", 0) / CHARS_PER_TOKEN
         per_doc = doc_tokens if strategy != "truncate" else min(doc_tokens, max_length)
         docs, queries = docs + n_docs, queries + n_queries
         tokens += int(n_docs * per_doc + n_queries * min(query_tokens, max_length))
     return docs, queries, tokens
-
-
-def _count(stats: dict, key: str, text_stats: dict) -> int:
-    """A count mteb states, or (older statistics, the LEMB tasks') total / average text length."""
-    if key in stats:
-        return int(stats[key])
-    average = text_stats.get("average_text_length") or 0
-    return round(text_stats.get("total_text_length", 0) / average) if average else 0
 
 
 def _measured_tokens_per_s(encoder, max_length: int) -> float:

@@ -11,9 +11,18 @@ class LmkEvalError(ValueError):
     """A user-facing error: one line saying what was wrong and what to do."""
 
 
+def first_line(text: object, width: int = 160) -> str:
+    """The first line of a library's message, cut at a word (never mid-word) past ``width``."""
+    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    if len(line) <= width:
+        return line
+    cut = line[: width - 4]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > width // 2 else cut).rstrip() + " ..."
+
+
 def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return first_line(repr(value), 60)
 
 
 def schema_error(exc: ValidationError, where: str, names: Mapping[str, str] | None = None) -> LmkEvalError:

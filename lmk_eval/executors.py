@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import LmkEvalError
+from .errors import LmkEvalError, first_line
 from .work import ResultSink, checkpoint_trainer, compute_group, make_encoder, quiet_libraries
 
 if TYPE_CHECKING:
@@ -214,7 +214,7 @@ def _init(address: str | None, cpus: int | None, timeout: float = RAY_TIMEOUT, s
             join()
     error = outcome.get("error")
     if isinstance(error, (ConnectionError, RuntimeError, ValueError)):
-        raise LmkEvalError(f"cannot start or join {where}: {str(error).splitlines()[0][:160]}") from None
+        raise LmkEvalError(f"cannot start or join {where}: {first_line(error)}") from None
     if error is not None:
         raise error
     return True

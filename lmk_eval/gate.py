@@ -12,7 +12,8 @@ from .errors import LmkEvalError, schema_error
 from .files import atomic_write_text, check_writable_file
 from .store import RunStore
 
-KEY = "model|task|variant|max_length|strategy|split"  # variant: Variant.key(), never a label; strategy: Variant.reading()
+KEY = "model|task|variant|max_length|strategy|subset|split"  # variant: Variant.key(), never a label; strategy: Variant.reading()
+KEY_BEFORE_SUBSETS = "model|task|variant|max_length|strategy|split"  # read as subset "default"
 
 
 class BaselineFile(BaseModel):
@@ -24,7 +25,8 @@ class BaselineFile(BaseModel):
 
 
 def main_scores(run_dir: Path) -> dict[str, float]:
-    """``model|task|pooling|max_length|strategy|split`` -> main score, for every cell of the run."""
+    """``model|task|variant|max_length|strategy|subset|split`` -> main score, for every cell of
+    the run and every (subset, split) of mteb's result (an aggregate's: its combined ones)."""
     records = RunStore(run_dir).records()
     if not records:
         raise LmkEvalError(
@@ -33,14 +35,15 @@ def main_scores(run_dir: Path) -> dict[str, float]:
     out = {}
     for r in records:
         v = r.variant
-        for split, metrics in r.scores.items():
+        for part in r.scores:
             key = "|".join(str(x) for x in (r.cell.model, r.task, v.key(), v.max_length,
-                                            v.reading(), split))  # fmt: skip
-            score = metrics[r.main_score]
+                                            v.reading(), part.subset, part.split))  # fmt: skip
+            score = part.scores[r.main_score]
             if not math.isfinite(score):  # NaN compares false with everything: it would pass
                 raise LmkEvalError(
-                    f"cell '{r.key}' of '{run_dir}' has a main score {r.main_score} of {score} on split"
-                    f" {split}; nothing is gated on it: find why (lmk-eval report {run_dir}) and recompute it"
+                    f"cell '{r.key}' of '{run_dir}' has a main score {r.main_score} of {score} on"
+                    f" {part.label(part.task)}; nothing is gated on it: find why (lmk-eval report"
+                    f" {run_dir}) and recompute it"
                 )
             out[key] = score
     return out
@@ -50,7 +53,7 @@ def write_baseline(run_dir: Path, path: Path) -> int:
     check_writable_file(path, "baseline file")
     scores = main_scores(run_dir)
     doc = {
-        "about": "main scores per cell and split; `lmk-eval check RUN --baseline THIS` compares",
+        "about": "main scores per cell, subset and split; `lmk-eval check RUN --baseline THIS` compares",
         "key": KEY,
         "scores": dict(sorted(scores.items())),
     }
@@ -76,6 +79,8 @@ def read_baseline(path: Path) -> dict[str, float]:
         baseline = BaselineFile.model_validate(data)
     except ValidationError as exc:
         raise schema_error(exc, f"baseline '{path}' is not a baseline file") from None
+    if baseline.key == KEY_BEFORE_SUBSETS:  # one subset per task then: mteb's "default"
+        return {f"{k.rsplit('|', 1)[0]}|default|{k.rsplit('|', 1)[1]}": v for k, v in baseline.scores.items()}
     if baseline.key not in (None, KEY):
         raise LmkEvalError(
             f"baseline '{path}' keys its scores as {baseline.key} (an older lmk-eval, by pooling"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
-from .errors import LmkEvalError
+from .errors import LmkEvalError, first_line
 
 TIMEOUT_S = 10.0  # one API call; a dead endpoint fails in this long, not in a library's retries
 LOCAL = "a model directory, a BEIR folder, or a bundled task: `lmk-eval tasks`"
@@ -35,8 +35,21 @@ def _reason(exc: Exception) -> str:
         return "no such revision"
     if isinstance(exc, RepositoryNotFoundError):
         return "no such repository (or it is private: log in with `hf auth login`)"
-    text = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-    return f"the hub at {endpoint()} did not answer ({text})"
+    return f"the hub at {endpoint()} did not answer ({first_line(exc) or type(exc).__name__})"
+
+
+def _check_id(repo_id: str, kind: str, what: str) -> None:
+    """A repo id huggingface_hub itself rejects, refused as that (the hub is never asked)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise LmkEvalError(
+            f"{kind} '{repo_id}'{what} is not a valid {kind} id: a hub id is 'name' or 'owner/name'"
+            " of letters, digits, '-', '_' and '.' (at most 96 characters)"
+        ) from None
 
 
 def _cached_commit(repo_id: str, repo_type: str, revision: str | None) -> str | None:
@@ -65,6 +78,7 @@ def commit(repo_id: str, repo_type: str = "model", revision: str | None = None, 
 
     kind = "dataset" if repo_type == "dataset" else "model"
     shown = f"hub {kind} '{repo_id}'" + (f" at revision {revision}" if revision else "") + what
+    _check_id(repo_id, kind, what)
     if offline():
         found = _cached_commit(repo_id, repo_type, revision)
         if found is None:

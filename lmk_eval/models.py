@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import hub
-from .errors import LmkEvalError
+from .errors import LmkEvalError, first_line
 from .native import NativeSpec
 from .options import DEFAULT_OPTIONS, EncodeOptions
 from .provenance import (
@@ -96,7 +96,7 @@ def _from_pretrained_kwargs(source: ModelSource, options: EncodeOptions) -> dict
 
 def _load_error(source: ModelSource, exc: Exception) -> LmkEvalError:
     where = "directory" if source.local else "Hugging Face hub id"
-    reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    reason = first_line(exc) or type(exc).__name__
     if "trust_remote_code" in reason:
         reason = "it needs its own code; pass --trust-remote-code if you trust it"
     hint = "" if source.local else " (offline? pass a local model directory instead)"

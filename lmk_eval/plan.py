@@ -13,6 +13,7 @@ from . import task_registry
 from .provenance import digest
 from .records import CellInfo, CheckpointRef
 from .sweep import Sweep
+from .taskref import TaskRef
 from .variants import Variant, make_variant
 
 
@@ -27,8 +28,9 @@ class Cell:
     def key(self) -> str:
         """Stable, readable directory name: task, pooling label, length, hash of the slot."""
         label = self.variant.label().replace("[", "-").replace("]", "").replace("/", "-")
+        task = self.task.replace("[", "-").replace("]", "")  # MultiLongDocRetrieval[en]
         reading = re.sub(r"[^A-Za-z0-9._+-]", "_", self.variant.reading())
-        return f"{self.task}__{label}__{self.variant.max_length}-{reading}__{digest(self.slot, 10)}"
+        return f"{task}__{label}__{self.variant.max_length}-{reading}__{digest(self.slot, 10)}"
 
     def describe(self) -> CellInfo:
         return CellInfo(model=self.model, task=self.task,
@@ -46,7 +48,7 @@ class CellGroup:
     """Cells whose variants can share one encoding session (same model, task, length, strategy)."""
 
     model: str
-    task: task_registry.TaskRef
+    task: TaskRef
     cells: list[Cell]
 
 
@@ -79,3 +81,14 @@ def plan(sweep: Sweep) -> list[CellGroup]:
                     if cells:
                         groups.append(CellGroup(model, ref, cells))
     return groups
+
+
+def benchmarks(groups: list[CellGroup]) -> dict[str, list[str]]:
+    """mteb benchmark -> the tasks of this sweep it was named by (for the report's averages)."""
+    out: dict[str, list[str]] = {}
+    for g in groups:
+        for name in g.task.benchmarks:
+            out.setdefault(name, [])
+            if g.task.name not in out[name]:
+                out[name].append(g.task.name)
+    return out

@@ -20,7 +20,8 @@ from .executors import make_executor
 from .files import check_writable_dir
 from .hardware import default_device, resolve_dtype
 from .identities import cell_identities, checkpoint_identity, preflight
-from .plan import Cell, plan
+from .plan import Cell, CellGroup, benchmarks, plan
+from .records import query_counts
 from .store import STORE_FOLDERS, RunStore
 from .sweep import Sweep
 from .work import CellPayload, quiet_libraries
@@ -39,11 +40,12 @@ class Sink:
     """The driver's side of a run: writes each payload (and training record) to the store, keeps
     the progress bar, and writes the sweep record with the first result."""
 
-    def __init__(self, sweep: Sweep, store: RunStore, identities, all_cells, todo, progress: bool,
+    def __init__(self, sweep: Sweep, store: RunStore, resolved: Resolved, todo, progress: bool,
                  log: Callable[[str], None] = print):  # fmt: skip
         from tqdm.auto import tqdm
 
-        self.sweep, self.store, self.identities, self.all_cells = sweep, store, identities, all_cells
+        self.sweep, self.store, self.resolved = sweep, store, resolved
+        self.identities = resolved.identities
         self.log, self.said = log, set()
         self.cells = {c.key(): c for _, missing in todo for c in missing}
         self.bar = tqdm(total=len(self.cells), desc="cells", unit="cell", disable=not progress)
@@ -53,14 +55,14 @@ class Sink:
 
     def save(self, payload: CellPayload) -> None:
         if self.store.saved == 0:  # the sweep record appears with the first result, not before
-            self.store.write_sweep(self.sweep.to_dict(), self.all_cells)
+            self.store.write_sweep(self.sweep.to_dict(), self.resolved.cells, self.resolved.benchmarks)
         cell = self.cells[payload.key]
-        for split, n in payload.zero_grade_queries.items():
-            if (cell.task, split) not in self.said:
-                self.said.add((cell.task, split))
-                total = len(payload.per_query.get(split, {})) or "its"
-                self.log(f"{cell.task} {split}: {n} of {total} queries judge no document relevant"
-                         " (only grade 0); mteb keeps them and scores them 0, and so does lmk-eval")  # fmt: skip
+        queries = query_counts(payload.scores, payload.subtasks)
+        for part, n in payload.zero_grade_queries.items():
+            if (cell.task, part) not in self.said:
+                self.said.add((cell.task, part))
+                self.log(f"{cell.task} {part}: {n} of {queries.get(part) or 'its'} queries judge no document"
+                         " relevant (only grade 0); mteb keeps them and scores them 0, and so does lmk-eval")  # fmt: skip
         fields = {k: v for k, v in vars(payload).items() if k != "key"}
         self.store.save(cell, identity=self.identities[payload.key], **fields)
         self.bar.update(1)
@@ -77,6 +79,32 @@ class Sink:
         self.bar.close()
         if self.store.saved:
             self.store.write_scores_csv()
+
+
+@dataclass
+class Resolved:
+    """A sweep's cells, grouped, and what produces each (model and data by content)."""
+
+    groups: list[CellGroup]
+    identities: dict[str, dict[str, Any]]
+
+    @property
+    def cells(self) -> list[Cell]:
+        return [c for g in self.groups for c in g.cells]
+
+    @property
+    def benchmarks(self) -> dict[str, list[str]]:
+        return benchmarks(self.groups)
+
+
+def resolve_sweep(sweep: Sweep, output: Path | None = None) -> Resolved:
+    """Tasks, cells and their identities (hub commits asked here): the one resolution `plan`,
+    `run --dry-run` and `run` share, so what a run would refuse the plan refuses in the same
+    line. ``output`` is checked after the tasks and before the hub is asked anything."""
+    groups = plan(sweep)
+    if output is not None:
+        check_writable_dir(output, "output folder", folders=(*STORE_FOLDERS, ".tmp"))
+    return Resolved(groups, cell_identities(sweep, groups))
 
 
 def run_sweep(
@@ -98,10 +126,8 @@ def run_sweep(
     started = time.perf_counter()
     worker = make_executor(executor, progress=progress, address=ray_address, cpus=ray_cpus,
                            encoders=encoders, timeout=ray_timeout, show_logs=ray_logs)  # fmt: skip
-    groups = plan(sweep)
-    check_writable_dir(Path(output), "output folder", folders=(*STORE_FOLDERS, ".tmp"))
-    identities = cell_identities(sweep, groups)
-    all_cells = [c for g in groups for c in g.cells]
+    resolved = resolve_sweep(sweep, Path(output))
+    groups, identities, all_cells = resolved.groups, resolved.identities, resolved.cells
     store = RunStore(output)
     if recompute or any(store.lookup(c, identities[c.key()]).state != "ok" for c in all_cells):
         preflight(sweep, groups)  # only work can fail: a finished sweep loads no tokenizer
@@ -113,13 +139,13 @@ def run_sweep(
         todo, set_aside = _missing_cells(store, groups, identities, recompute, log)
         total, n_missing = len(all_cells), sum(len(m) for _, m in todo)
         if not todo:
-            store.write_sweep(sweep.to_dict(), all_cells)
+            store.write_sweep(sweep.to_dict(), all_cells, resolved.benchmarks)
             store.write_scores_csv()
             log(f"all {total} cells already in {store.root}; nothing to compute")
             return RunSummary(total, 0, time.perf_counter() - started, False, set_aside)
         log(f"{n_missing} of {total} cells to compute -> {store.root}")
         quiet_libraries()
-        sink = Sink(sweep, store, identities, all_cells, todo, progress, log)
+        sink = Sink(sweep, store, resolved, todo, progress, log)
         try:
             worker.run(sweep, todo, sink, log)
         finally:

@@ -83,7 +83,7 @@ class TopK:
 
 
 class GroupSearch:
-    """The shared state of one cell group's searches: who leads each (subset, split), the siblings'
+    """The shared state of one cell group's searches: who leads each (task, subset, split), the siblings'
     query vectors while the leader's pass runs, and their top-k results until their cells ask."""
 
     def __init__(self, encoder: TextEncoder, variants: Sequence[Variant], chunk_bytes: int = CHUNK_BYTES):
@@ -93,7 +93,7 @@ class GroupSearch:
         self.adapters = {v: LmkEncoder(encoder, v, model_meta(encoder, v), group=self)
                          for v in dict.fromkeys(variants)}  # fmt: skip
         self._pass: _Pass | None = None
-        self._done: dict[tuple[str, str], dict[Variant, dict]] = {}
+        self._done: dict[tuple[str, str, str], dict[Variant, dict]] = {}
 
     def view(self, variant: Variant) -> VariantSearch:
         return VariantSearch(self, variant)
@@ -129,7 +129,7 @@ class GroupSearch:
 
     def search(self, variant: Variant, corpus, queries, *, task_metadata, hf_split: str, hf_subset: str,
                top_k: int, encode_kwargs: dict, top_ranked=None, num_proc=None, **kwargs):  # fmt: skip
-        where = (hf_subset, hf_split)
+        where = (task_metadata.name, hf_subset, hf_split)  # an aggregate's sub-tasks share subset and split
         ready = self._done.get(where, {})
         if variant in ready and top_ranked is None:
             return ready.pop(variant)

@@ -20,7 +20,7 @@ lengths) weighs each split equally however many queries it has.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -56,10 +56,10 @@ class Comparison:
         return p is not None and p < ALPHA
 
 
-def seed_averaged(per_seed: Sequence[Mapping[str, float]]) -> dict[str, float]:
+def seed_averaged(per_seed: Sequence[Mapping[Hashable, float]]) -> dict[Hashable, float]:
     """Per query, the mean of its scores over the seeds that scored it."""
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
+    sums: dict[Hashable, float] = {}
+    counts: dict[Hashable, int] = {}
     for scores in per_seed:
         for q, v in scores.items():
             sums[q] = sums.get(q, 0.0) + float(v)
@@ -71,14 +71,14 @@ def _weighted_mean(x: np.ndarray, w: np.ndarray, axis: int = -1) -> np.ndarray:
     return (x * w).sum(axis=axis) / w.sum(axis=axis)
 
 
-def _arrays(scores: Mapping[str, float], keys: list[str], weights: Mapping[str, float] | None):
+def _arrays(scores: Mapping[Hashable, float], keys: list[Hashable], weights: Mapping[Hashable, float] | None):
     x = np.array([scores[k] for k in keys], dtype=float)
     w = np.array([weights[k] if weights else 1.0 for k in keys], dtype=float)
     return x, w
 
 
 def bootstrap_ci(
-    scores: Mapping[str, float], weights: Mapping[str, float] | None = None
+    scores: Mapping[Hashable, float], weights: Mapping[Hashable, float] | None = None
 ) -> tuple[float, float] | None:
     """95% percentile bootstrap interval of the (weighted) mean; None for fewer than 2 queries."""
     from scipy.stats import bootstrap
@@ -97,9 +97,9 @@ def bootstrap_ci(
 
 
 def paired_test(
-    candidate: Mapping[str, float],
-    baseline: Mapping[str, float],
-    weights: Mapping[str, float] | None = None,
+    candidate: Mapping[Hashable, float],
+    baseline: Mapping[Hashable, float],
+    weights: Mapping[Hashable, float] | None = None,
 ) -> Comparison:
     """Compare on the queries both have: identical scores give p = 1, fewer than 2 pairs none."""
     from scipy.stats import permutation_test

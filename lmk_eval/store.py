@@ -4,10 +4,11 @@ Layout of a run directory::
 
     sweep.json                    the sweep as run, and the keys of its cells (its manifest)
     cells/<cell-key>/cell.json    the cell, its identity (what produced it), scores, per-query scores
-    cells/<cell-key>/<Task>.json  mteb's TaskResult, as mteb writes it
+    cells/<cell-key>/<Task>.json  mteb's TaskResult, as mteb writes it (an aggregate's: combined)
+    cells/<cell-key>/subtasks/    an aggregate's sub-tasks: mteb's TaskResult of each
     set-aside/<cell-key>.<why>.N  cells that were corrupt, stale, or replaced under --recompute
     training/<checkpoint>.json    training record of each checkpoint a controlled sweep trained
-    scores.csv                    one row per (cell, split, metric) of the sweep's cells
+    scores.csv                    one row per (cell, subset, split, metric) of the sweep's cells
 
 A cell directory is built under ``.tmp`` and renamed into place, so a kill at any moment leaves
 either a whole cell or none. A cell is reused only if its stored identity (model content, data
@@ -32,15 +33,16 @@ from .errors import LmkEvalError
 from .files import atomic_write_text, remove_if_empty, remove_tree, staging_dir
 from .plan import Cell
 from .provenance import code_info, differences, file_sha256
-from .records import CellIdentity, CellRecord, upgrade
+from .records import RECORD_FORMAT, CellIdentity, CellRecord, Part, digest_before_4, upgrade
 
 SCORE_COLUMNS = [
-    "model", "variant", "pooling", "pooling_name", "options", "task", "context", "split", "max_length",
-    "strategy", "metric", "score", "main",
+    "model", "variant", "pooling", "pooling_name", "options", "task", "context", "subset", "split",
+    "max_length", "strategy", "metric", "score", "main",
 ]  # fmt: skip
 LOCK_NAME = ".lock"
 SET_ASIDE = "set-aside"  # where replaced, stale and corrupt cells go
 STORE_FOLDERS = ("cells", SET_ASIDE, "training")  # folders a run directory keeps
+SUBTASKS = "subtasks"  # inside an aggregate's cell: mteb's JSON of each sub-task
 
 
 class CorruptCell(LmkEvalError):
@@ -55,6 +57,9 @@ def read_record(path: Path, training: dict[str, dict[str, Any]] | None = None) -
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         what = exc.strerror if isinstance(exc, OSError) else "not valid JSON (truncated?)"
         raise CorruptCell(f"stored cell '{path}' is unreadable: {what}") from None
+    if isinstance(d, dict) and d.get("format", 2) < RECORD_FORMAT and "scores" in (d.get("digests") or {}):
+        if d["digests"]["scores"] != _digest_before_4(d):  # checked as written, before the upgrade
+            raise CorruptCell(f"stored cell '{path}' has scores that differ from the digest written with them (edited?)")
     try:
         record = CellRecord.model_validate(upgrade(d, training or {}))
     except (ValidationError, LmkEvalError, KeyError, TypeError) as exc:
@@ -68,22 +73,41 @@ def read_record(path: Path, training: dict[str, dict[str, Any]] | None = None) -
     return record
 
 
+def _digest_before_4(d: dict) -> str | None:
+    try:
+        return digest_before_4(d)
+    except ValidationError:
+        return None
+
+
+def result_files(record: CellRecord, folder: Path) -> dict[str, Path]:
+    """mteb's JSON files of a cell by digest key: its own ``<task>.json`` (``task_result``) and,
+    for an aggregate, each sub-task's ``subtasks/<name>.json`` (``task_result/<name>``)."""
+    files = {"task_result": folder / f"{record.task}.json"}
+    for name in dict.fromkeys(p.task for p in record.subtasks):
+        files[f"task_result/{name}"] = folder / SUBTASKS / f"{name}.json"
+    return files
+
+
 def _check_files(record: CellRecord, path: Path) -> None:
-    """A cell is what its files say: mteb's JSON is beside the record, and both match the digests
-    written with them (cells of older lmk-eval carry none; only mteb's JSON is required there)."""
-    task_json = path.parent / f"{record.task}.json"
-    if not task_json.is_file():
-        raise CorruptCell(f"stored cell '{path.parent}' lacks mteb's {task_json.name}")
+    """A cell is what its files say: mteb's JSON files are beside the record, and all match the
+    digests written with them (cells of older lmk-eval carry none; only mteb's JSON is required
+    there, and a record of format 3 or older had its scores checked as stored)."""
+    files = result_files(record, path.parent)
+    for file in files.values():
+        if not file.is_file():
+            raise CorruptCell(f"stored cell '{path.parent}' lacks mteb's {file.relative_to(path.parent)}")
     if not record.digests:
         return
-    if record.digests.get("scores") != record.scored_digest():
+    if "scores" in record.digests and record.digests["scores"] != record.scored_digest():
         raise CorruptCell(f"stored cell '{path}' has scores that differ from the digest written with them (edited?)")
-    try:
-        same = record.digests.get("task_result") == file_sha256(task_json)
-    except OSError as exc:
-        raise CorruptCell(f"stored cell '{task_json}' is unreadable: {exc.strerror}") from None
-    if not same:
-        raise CorruptCell(f"stored cell '{task_json}' differs from the digest written with its cell.json (edited?)")
+    for key, file in files.items():
+        try:
+            same = record.digests.get(key) == file_sha256(file)
+        except OSError as exc:
+            raise CorruptCell(f"stored cell '{file}' is unreadable: {exc.strerror}") from None
+        if not same:
+            raise CorruptCell(f"stored cell '{file}' differs from the digest written with its cell.json (edited?)")
 
 
 @dataclass(frozen=True)
@@ -237,21 +261,34 @@ class RunStore:
         context: str,
         task_result_json: str,
         main_score: str,
-        scores: dict[str, dict[str, float]],
-        per_query: dict[str, dict[str, float]],
+        main: float,
+        scores: list[Part],
+        subtasks: list[Part] | None = None,
+        subtask_results: dict[str, str] | None = None,
         seconds: float | None = None,
         zero_grade_queries: dict[str, int] | None = None,
     ) -> None:
+        """Store one cell whole: mteb's JSON (an aggregate's sub-tasks' too), then the record
+        with their digests, built aside and renamed into place."""
         staging = staging_dir(self.root / ".tmp", cell.key()[:40])
         try:
-            atomic_write_text(staging / f"{cell.task}.json", task_result_json)
             record = CellRecord(cell=cell.describe(), identity=CellIdentity(**identity),
                                 produced_by=code_info(), task=cell.task, context=context,
-                                main_score=main_score, scores=scores, per_query=per_query,
+                                main_score=main_score, main=main, scores=scores, subtasks=subtasks or [],
                                 seconds=None if seconds is None else round(seconds, 2),
                                 zero_grade_queries=zero_grade_queries or {})  # fmt: skip
-            record.digests = {"scores": record.scored_digest(),
-                              "task_result": file_sha256(staging / f"{cell.task}.json")}  # fmt: skip
+            why = record.inconsistency()
+            if why:  # never store numbers the report's statistics would contradict
+                raise LmkEvalError(f"cell {cell.key()}: {why}; nothing was stored for it (a change in mteb's"
+                                   " scoring? report it with the mteb version)")  # fmt: skip
+            files = result_files(record, staging)
+            texts = {"task_result": task_result_json,
+                     **{f"task_result/{k}": v for k, v in (subtask_results or {}).items()}}  # fmt: skip
+            if set(texts) != set(files):
+                raise LmkEvalError(f"cell {cell.key()}: mteb's results of {sorted(texts)} do not match its parts")
+            for name, file in files.items():
+                atomic_write_text(file, texts[name])
+            record.digests = {"scores": record.scored_digest(), **{k: file_sha256(f) for k, f in files.items()}}
             atomic_write_text(staging / "cell.json", record.model_dump_json(indent=1))
             target = self.cell_dir(cell)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -267,17 +304,22 @@ class RunStore:
         """Keep a checkpoint's training record with the results (checkpoints are not committed)."""
         atomic_write_text(self.root / "training" / f"{name}.json", json.dumps(record, indent=1))
 
-    def write_sweep(self, sweep_dict: dict[str, Any], cells: list[Cell]) -> None:
-        manifest = [c.manifest_entry() for c in cells]
-        atomic_write_text(self.root / "sweep.json", json.dumps({**sweep_dict, "cells": manifest}, indent=1))
+    def write_sweep(self, sweep_dict: dict[str, Any], cells: list[Cell],
+                    benchmarks: dict[str, list[str]] | None = None) -> None:  # fmt: skip
+        """The sweep as run, its cells (the manifest) and the mteb benchmarks its tasks were named
+        by (benchmark -> tasks), which the report averages over."""
+        record = {**sweep_dict, "cells": [c.manifest_entry() for c in cells]}
+        if benchmarks:
+            record["benchmarks"] = benchmarks
+        atomic_write_text(self.root / "sweep.json", json.dumps(record, indent=1))
 
     # -- tables ------------------------------------------------------------------------------
     def scores_frame(self, records: list[CellRecord] | None = None) -> pd.DataFrame:
         rows = []
         for r in self.records() if records is None else records:
             c, v = r.cell, r.variant
-            for split, metrics in r.scores.items():
-                for metric, value in metrics.items():
+            for part in r.scores:  # the task's own entries (an aggregate's: mteb's combined ones)
+                for metric, value in part.scores.items():
                     rows.append({
                         "model": c.model,
                         "variant": v.key(),
@@ -286,7 +328,8 @@ class RunStore:
                         "options": json.dumps(v.relevant_options(), sort_keys=True),
                         "task": r.task,
                         "context": r.context,
-                        "split": split,
+                        "subset": part.subset,
+                        "split": part.split,
                         "max_length": v.max_length,
                         "strategy": v.reading(),
                         "metric": metric,
@@ -294,7 +337,7 @@ class RunStore:
                         "main": metric == r.main_score,
                     })  # fmt: skip
         frame = pd.DataFrame(rows, columns=SCORE_COLUMNS)
-        return frame.sort_values(["task", "split", "max_length", "variant", "model", "metric"],
+        return frame.sort_values(["task", "subset", "split", "max_length", "variant", "model", "metric"],
                                  kind="stable").reset_index(drop=True)  # fmt: skip
 
     def write_scores_csv(self) -> Path:

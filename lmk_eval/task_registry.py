@@ -1,4 +1,9 @@
-"""Task names to mteb tasks: bundled offline data, mteb's hub tasks, and local BEIR folders."""
+"""Task specs to mteb tasks: bundled offline data, local BEIR folders, and mteb's own tasks and
+benchmarks (``mteb_tasks.py``).
+
+A spec is ``name``, ``name:split1+split2``, ``Name[subset1+subset2]:split`` (mteb's language
+subsets), an mteb benchmark (``beir``, ``longembed``, ``BEIR``, ``CoIR``, ...), or a BEIR folder
+path (``path[:split]``)."""
 
 from __future__ import annotations
 
@@ -6,57 +11,23 @@ import json
 import lzma
 import os
 import random
+import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from . import hub
 from .beir import RetrievalSplit, beir_files, read_beir_folder
 from .errors import LmkEvalError
 from .files import atomic_write_bytes
 from .provenance import digest, files_digest
 from .synthetic import SyntheticSpec
-
-BEIR = (
-    "MSMARCO", "TRECCOVID", "NFCorpus", "NQ", "HotpotQA", "FiQA2018", "ArguAna", "Touche2020",
-    "CQADupstackRetrieval", "QuoraRetrieval", "DBPedia", "SCIDOCS", "FEVER", "ClimateFEVER", "SciFact",
-)  # fmt: skip
-LONGEMBED = (
-    "LEMBNarrativeQARetrieval", "LEMBQMSumRetrieval", "LEMBWikimQARetrieval",
-    "LEMBSummScreenFDRetrieval", "LEMBPasskeyRetrieval", "LEMBNeedleRetrieval",
-)  # fmt: skip
-ONLINE_GROUPS = {"beir": BEIR, "longembed": LONGEMBED}
-ONLINE_ALIASES = {"CQADupstack": "CQADupstackRetrieval", "Quora": "QuoraRetrieval"}
+from .taskref import TaskRef
 
 
 def data_dir(name: str) -> Path:
     return Path(str(resources.files("lmk_eval") / "data" / name))
-
-
-@dataclass(frozen=True)
-class TaskRef:
-    """A resolvable task: its name in the results store, context class, and how to build it."""
-
-    name: str  # the name cells and reports use (folders that share a basename are told apart)
-    context: str  # "short" | "long"
-    source: str  # "bundled" | "mteb" | the folder path as given
-    splits: tuple[str, ...]
-    make: Callable[[TaskRef], object] = field(compare=False, repr=False)
-    data_identity: Callable[[], dict] = field(compare=False, repr=False)
-    base_name: str = ""  # the name before disambiguation
-
-    @property
-    def spec_key(self) -> tuple:
-        return (self.source, self.base_name or self.name, self.splits)
-
-    def slot(self) -> dict:
-        """What fixes this task's place in the store (its data is checked by content)."""
-        return {"name": self.base_name or self.name, "source": self.source, "splits": list(self.splits)}
-
-    def build(self):
-        return self.make(self)
 
 
 # -- bundled data ----------------------------------------------------------------------------
@@ -114,7 +85,6 @@ def _beir_loader(name: str, quick: tuple[int, int] | None = None):
 
 @dataclass(frozen=True)
 class Bundled:
-    context: str
     description: str
     loader: Callable[[], dict[str, RetrievalSplit]]
     splits: list[str]
@@ -136,32 +106,32 @@ def _synth(kind: str) -> tuple[str, ...]:
 
 
 BUNDLED: dict[str, Bundled] = {
-    "scifact": Bundled("short", "BEIR SciFact test (300 claims, 5,183 abstracts)",
+    "scifact": Bundled("BEIR SciFact test (300 claims, 5,183 abstracts)",
                        _beir_loader("scifact"), ["test"], "ndcg_at_10", _SCIFACT_FILES, "full"),
-    "scifact-quick": Bundled("short", "SciFact: first 100 test claims, 400 abstracts (their relevant ones + sampled)",
+    "scifact-quick": Bundled("SciFact: first 100 test claims, 400 abstracts (their relevant ones + sampled)",
                              _beir_loader("scifact", (100, 400)), ["test"], "ndcg_at_10", _SCIFACT_FILES,
                              "subset(100 queries, 400 docs, seed 0)"),
-    "qmsum": Bundled("long", "QMSum meetings: 1,534 queries -> 232 transcripts (median ~9k words)",
+    "qmsum": Bundled("QMSum meetings: 1,534 queries -> 232 transcripts (median ~9k words)",
                      _beir_loader("qmsum"), ["test"], "ndcg_at_10", _QMSUM_FILES, "full"),
-    "qmsum-quick": Bundled("long", "QMSum: first 200 queries, all 232 transcripts",
+    "qmsum-quick": Bundled("QMSum: first 200 queries, all 232 transcripts",
                            _beir_loader("qmsum", (200, 232)), ["test"], "ndcg_at_10", _QMSUM_FILES,
                            "subset(200 queries, 232 docs, seed 0)"),
-    "passkey": Bundled("long", "LongEmbed-style passkey, 256..32768 tokens, 50 queries x 100 docs/length",
+    "passkey": Bundled("LongEmbed-style passkey, 256..32768 tokens, 50 queries x 100 docs/length",
                        _synthetic_loader("passkey", False), _LENGTH_SPLITS, "ndcg_at_1", _synth("passkey"), "full"),
-    "needle": Bundled("long", "LongEmbed-style needle: 100 candidates per length share one public-domain book passage, 256..32768 tokens, 50 x 100",
+    "needle": Bundled("LongEmbed-style needle: 100 candidates per length share one public-domain book passage, 256..32768 tokens, 50 x 100",
                       _synthetic_loader("needle", False), _LENGTH_SPLITS, "ndcg_at_1", _synth("needle"),
                       "full; shared haystack per length", curve="needle"),
-    "needle-depth": Bundled("long", "needle at depth 0.0, 0.1, ..., 1.0 of 368-token documents (fit whole), 50 x 100",
+    "needle-depth": Bundled("needle at depth 0.0, 0.1, ..., 1.0 of 368-token documents (fit whole), 50 x 100",
                             _synthetic_loader("needle-depth", False), _DEPTH_SPLITS, "ndcg_at_1",
                             _synth("needle-depth"), "full"),
-    "passkey-quick": Bundled("long", "passkey, 256..4096 tokens, 20 queries x 30 docs/length",
+    "passkey-quick": Bundled("passkey, 256..4096 tokens, 20 queries x 30 docs/length",
                              _synthetic_loader("passkey", True), _QUICK_SPLITS, "ndcg_at_1", _synth("passkey"),
                              "subset(20 queries, 30 docs, seed 0) per length"),
-    "needle-quick": Bundled("long", "needle, 256..4096 tokens, 20 queries x 30 docs/length",
+    "needle-quick": Bundled("needle, 256..4096 tokens, 20 queries x 30 docs/length",
                             _synthetic_loader("needle", True), _QUICK_SPLITS, "ndcg_at_1", _synth("needle"),
                             "subset(20 queries, 30 docs, seed 0) per length; shared haystack per length",
                             curve="needle"),
-    "needle-depth-quick": Bundled("long", "needle at 11 depths of 368-token documents, 10 x 10 per depth",
+    "needle-depth-quick": Bundled("needle at 11 depths of 368-token documents, 10 x 10 per depth",
                                   _synthetic_loader("needle-depth", True), _DEPTH_SPLITS, "ndcg_at_1",
                                   _synth("needle-depth"), "subset(10 queries, 10 docs, seed 0) per depth"),
 }  # fmt: skip
@@ -215,8 +185,8 @@ def _bundled(name: str, splits: tuple[str, ...] | None = None) -> TaskRef:
             f"task '{name}' has no split {', '.join(sorted(unknown))}; it has {', '.join(b.splits)}"
         )
     chosen = tuple(s for s in b.splits if s in set(splits or b.splits))  # the task's own order
-    return TaskRef(name, b.context, "bundled", chosen,
-                   _build_local(b.loader, b.main_score, b.description), _bundled_identity(name))  # fmt: skip
+    return TaskRef(name, "bundled", chosen, _build_local(b.loader, b.main_score, b.description),
+                   _bundled_identity(name))  # fmt: skip
 
 
 def _folder(path: str, split: str) -> TaskRef:
@@ -226,7 +196,7 @@ def _folder(path: str, split: str) -> TaskRef:
     def identity() -> dict:
         return {"kind": "folder", "files": files_digest(folder, beir_files(folder, split))}
 
-    return TaskRef(folder.name, "short", os.path.normpath(path), (split,),
+    return TaskRef(folder.name, os.path.normpath(path), (split,),
                    _build_local(lambda: {split: read_beir_folder(folder, split)}, "ndcg_at_10",
                                 f"local BEIR folder {folder}"), identity)  # fmt: skip
 
@@ -236,9 +206,12 @@ def disambiguate(refs: list[TaskRef]) -> dict[tuple, TaskRef]:
     folder named like a bundled task, or like another folder, gets '@' and a hash of its path."""
     out: dict[tuple, TaskRef] = {}
     by_name: dict[str, set[tuple]] = {}
+    named_by: dict[tuple, tuple[str, ...]] = {}  # a task named alone and by a benchmark: both
     for r in refs:
         by_name.setdefault(r.name, set()).add(r.spec_key)
+        named_by[r.spec_key] = tuple(dict.fromkeys([*named_by.get(r.spec_key, ()), *r.benchmarks]))
     for r in refs:
+        r = replace(r, benchmarks=named_by[r.spec_key])
         clash = r.name in BUNDLED or len(by_name[r.name]) > 1
         if r.source not in ("bundled", "mteb") and clash:
             out[r.spec_key] = replace(r, name=f"{r.name}@{digest(r.source, 6)}", base_name=r.name)
@@ -247,57 +220,51 @@ def disambiguate(refs: list[TaskRef]) -> dict[tuple, TaskRef]:
     return out
 
 
-# -- mteb hub tasks --------------------------------------------------------------------------
-def _online(name: str, splits: tuple[str, ...] | None) -> TaskRef:
-    import mteb
-
-    canonical = ONLINE_ALIASES.get(name, name)
-    try:
-        metadata = mteb.get_task(canonical).metadata
-    except (KeyError, ValueError):
-        raise LmkEvalError(unknown_task_message(name)) from None
-    unknown = set(splits or ()) - set(metadata.eval_splits)
-    if unknown:
-        raise LmkEvalError(f"mteb task '{canonical}' has no split {', '.join(sorted(unknown))};"
-                           f" it has {', '.join(metadata.eval_splits)}")  # fmt: skip
-    context = "long" if canonical in LONGEMBED else "short"
-
-    def make(ref: TaskRef):
-        return mteb.get_task(canonical, eval_splits=list(ref.splits))
-
-    def identity() -> dict:
-        """The dataset repo and revision mteb pins, and the commit the hub (or the cache,
-        offline) resolves it to: asked before any work, so a wrong revision, a missing repo or a
-        dead endpoint ends the run in one line."""
-        dataset = dict(metadata.dataset)
-        resolved = hub.commit(dataset["path"], "dataset", dataset.get("revision"),
-                              f" (mteb task {canonical})")  # fmt: skip
-        return {"kind": "mteb", "dataset": dataset, "commit": resolved}
-
-    return TaskRef(canonical, context, "mteb", tuple(splits or metadata.eval_splits), make, identity)
+# -- specs -----------------------------------------------------------------------------------
+SPEC = re.compile(r"^(?P<name>[^\[\]]+?)(?:\[(?P<subsets>[^\[\]]*)\])?(?::(?P<splits>[^:]*))?$")
 
 
 def unknown_task_message(name: str) -> str:
     return (
-        f"unknown task '{name}': not a bundled task ({', '.join(BUNDLED)}), not a group"
-        f" ({', '.join(ONLINE_GROUPS)}), not an mteb task and not an existing folder;"
+        f"unknown task '{name}': not a bundled task ({', '.join(BUNDLED)}), not an mteb task or"
+        " benchmark (beir, longembed, BEIR, LongEmbed, ...) and not an existing folder;"
         " see `lmk-eval tasks`"
     )
 
 
+def _parts(spec: str) -> tuple[str, tuple[str, ...] | None, tuple[str, ...] | None]:
+    """(name, subsets, splits) of ``Name[sub1+sub2]:split1+split2``; a folder path keeps its
+    colons but the last."""
+    found = SPEC.match(spec)
+    if found is None or (found.group("subsets") is not None and not found.group("subsets").strip("+")):
+        raise LmkEvalError(f"task spec '{spec}' is not NAME, NAME:split1+split2 or NAME[subset1+subset2]:split;"
+                           " see `lmk-eval tasks`")  # fmt: skip
+
+    def listed(text: str | None) -> tuple[str, ...] | None:
+        return (tuple(x for x in text.split("+") if x) or None) if text is not None else None
+
+    return found.group("name"), listed(found.group("subsets")), listed(found.group("splits"))
+
+
 def resolve(spec: str) -> list[TaskRef]:
-    """``name``, ``name:split1+split2``, a group, or a BEIR folder path (``path[:split]``)."""
-    name, _, split_part = spec.partition(":")
-    splits = tuple(s for s in split_part.split("+") if s) or None
+    """``name``, ``name:split1+split2``, ``Name[subsets]:splits``, an mteb benchmark, or a BEIR
+    folder path (``path[:split]``)."""
+    from . import mteb_tasks
+
+    name, subsets, splits = _parts(spec)
+    local = name in BUNDLED or Path(name).expanduser().exists() or "/" in name or name.startswith(".")
+    if subsets is not None and local:
+        raise LmkEvalError(f"task '{name}' has no subsets: [..] picks the language subsets of an mteb task")
     if name in BUNDLED:
         return [_bundled(name, splits)]
-    if name in ONLINE_GROUPS:
-        return [_online(n, None) for n in ONLINE_GROUPS[name]]
-    if Path(name).expanduser().exists() or "/" in name or name.startswith("."):
+    if local:
         if not Path(name).expanduser().is_dir():
             raise LmkEvalError(f"task folder '{name}' does not exist")
         return [_folder(name, splits[0] if splits else "test")]
-    return [_online(name, splits)]
+    found = mteb_tasks.resolve(name, splits, subsets)
+    if found is None:
+        raise LmkEvalError(unknown_task_message(name))
+    return found
 
 
 def resolve_all(specs: list[str]) -> list[TaskRef]:

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import LmkEvalError
+from .mteb_tasks import context_of, scored_tasks
 from .plan import Cell, CellGroup
+from .records import Part
 from .sweep import Sweep
 
 if TYPE_CHECKING:
@@ -52,9 +54,9 @@ def pytrec_measure(main_score: str) -> str | None:
     return None
 
 
-def per_query_scores(task, predictions_file: Path, main_score: str) -> dict[str, dict[str, float]]:
-    """Per-query main-metric values of mteb's saved rankings, by pytrec_eval (what mteb itself
-    averages), so the mean over queries is mteb's main score."""
+def per_query_scores(task, predictions_file: Path, main_score: str) -> dict[tuple[str, str], dict[str, float]]:
+    """(subset, split) -> per-query main-metric values of mteb's saved rankings, by pytrec_eval
+    (what mteb itself averages), so the mean over a part's queries is its mteb score."""
     import pytrec_eval
 
     key = pytrec_measure(main_score)
@@ -62,7 +64,7 @@ def per_query_scores(task, predictions_file: Path, main_score: str) -> dict[str,
         return {}
     request = ".".join(key.rsplit("_", 1))  # ndcg_cut_10 -> ndcg_cut.10
     saved = json.loads(predictions_file.read_text(encoding="utf-8"))
-    out: dict[str, dict[str, float]] = {}
+    out: dict[tuple[str, str], dict[str, float]] = {}
     for subset, splits in saved.items():
         if subset == "mteb_model_meta":
             continue
@@ -71,56 +73,125 @@ def per_query_scores(task, predictions_file: Path, main_score: str) -> dict[str,
             if task.ignore_identical_ids:
                 results = {q: {d: s for d, s in docs.items() if d != q} for q, docs in results.items()}
             evaluated = pytrec_eval.RelevanceEvaluator(qrels, {request}).evaluate(results)
-            out[split] = {q: m[key] for q, m in evaluated.items()}
+            out[(subset, split)] = {q: m[key] for q, m in evaluated.items()}
     return out
+
+
+def load(task) -> None:
+    """Load a task's data once (an aggregate: each sub-task's; it has no dataset of its own)."""
+    for part in scored_tasks(task):
+        part.load_data()
+
+
+def unload(task) -> None:
+    """Free what ``load`` read: mteb keeps one instance of an aggregate's sub-tasks per process."""
+    for part in scored_tasks(task):
+        if part.data_loaded:
+            part.unload_data()
 
 
 def zero_grade_queries(task) -> dict[str, int]:
-    """Per split, the queries whose judgements are all grade 0 or less. mteb keeps them (it drops
-    only queries with no judgement at all) and scores them 0; so does lmk-eval, to stay comparable
-    with mteb's numbers, and says how many. A split with no positive judgement is refused."""
+    """Per part (split, subset/split, sub-task/split), the queries whose judgements are all grade
+    0 or less. mteb keeps them (it drops only queries with no judgement at all) and scores them 0;
+    so does lmk-eval, to stay comparable with mteb's numbers, and says how many. A split with no
+    positive judgement is refused."""
     out: dict[str, int] = {}
-    for subset, splits in task.dataset.items():
-        for split, data in splits.items():
-            if split not in task.metadata.eval_splits:
-                continue
-            qrels = data["relevant_docs"]
-            zero = sum(1 for docs in qrels.values() if not any(g > 0 for g in docs.values()))
-            if qrels and zero == len(qrels):
-                raise LmkEvalError(
-                    f"{task.metadata.name} split {split}: no query has a relevant document (every"
-                    " judgement is grade 0), so every score would be 0; check the task's qrels"
-                )
-            if zero:
-                name = split if subset == "default" else f"{subset}/{split}"
-                out[name] = out.get(name, 0) + zero
+    own = task.metadata.name
+    for part in scored_tasks(task):
+        for subset, splits in part.dataset.items():
+            for split, data in splits.items():
+                if split not in part.metadata.eval_splits:
+                    continue
+                qrels = data["relevant_docs"]
+                zero = sum(1 for docs in qrels.values() if not any(g > 0 for g in docs.values()))
+                name = Part(task=part.metadata.name, subset=subset, split=split, scores={}).label(own)
+                if qrels and zero == len(qrels):
+                    raise LmkEvalError(
+                        f"{own} {name}: no query has a relevant document (every judgement is grade"
+                        " 0), so every score would be 0; check the task's qrels"
+                    )
+                if zero:
+                    out[name] = out.get(name, 0) + zero
     return out
 
 
-def evaluate_cell(task, encoder) -> tuple[object, dict[str, dict[str, float]]]:
+@dataclass
+class Evaluated:
+    """mteb's results of one cell: the task's TaskResult (an aggregate's combined by mteb) and,
+    for an aggregate, each sub-task's; every part with its per-query scores."""
+
+    task_result: Any
+    subtask_results: list[Any]
+    scores: list[Part]
+    subtasks: list[Part]
+
+    @property
+    def main(self) -> float:
+        return float(self.task_result.get_score())
+
+
+def evaluate_cell(task, encoder) -> Evaluated:
+    """One cell as mteb runs it. An aggregate runs its sub-tasks and is scored by its own
+    ``combine_task_results`` (mteb's aggregation, what ``mteb.evaluate`` does with it)."""
     import mteb
 
+    parts = scored_tasks(task)
     with tempfile.TemporaryDirectory(prefix="lmk-eval-pred-") as folder:
-        result = mteb.evaluate(encoder, task, cache=None, prediction_folder=folder,
-                               show_progress_bar=False, co2_tracker=False, raise_error=True)  # fmt: skip
-        task_result = result.task_results[0]
-        main = task.metadata.main_score
-        per_query = per_query_scores(
-            task, Path(folder) / f"{task.metadata.name}_predictions.json", main
-        )
-    return task_result, per_query
+        result = mteb.evaluate(encoder, parts if task.is_aggregate else task, cache=None,
+                               prediction_folder=folder, show_progress_bar=False, co2_tracker=False,
+                               raise_error=True)  # fmt: skip
+        per_query = {p.metadata.name: per_query_scores(p, Path(folder) / f"{p.metadata.name}_predictions.json",
+                                                       p.metadata.main_score)
+                     for p in parts}  # fmt: skip
+    results = list(result.task_results)
+    if not task.is_aggregate:
+        return Evaluated(results[0], [], parts_of(results[0], per_query), [])
+    combined = task.combine_task_results(results)
+    return Evaluated(combined, results, parts_of(combined, {}), [p for r in results for p in parts_of(r, per_query)])
 
 
-def split_scores(task_result) -> dict[str, dict[str, float]]:
-    out = {}
+def parts_of(task_result, per_query: dict[str, dict[tuple[str, str], dict[str, float]]]) -> list[Part]:
+    """The entries of an mteb TaskResult as Parts, each with its per-query scores."""
+    name = task_result.task_name
+    out = []
     for split, entries in task_result.scores.items():
-        entry = entries[0]
-        out[split] = {
-            k: float(v)
-            for k, v in entry.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)
-        }
+        for entry in entries:
+            subset = entry.get("hf_subset", "default")
+            numbers = {k: float(v) for k, v in entry.items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool)}  # fmt: skip
+            queries = per_query.get(name, {}).get((subset, split), {})
+            out.append(Part(task=name, subset=subset, split=split, scores=numbers, per_query=queries))
     return out
+
+
+def document_context(task) -> str:
+    """Short or long from the documents the cell evaluates (their mean length in characters,
+    title and text as mteb's statistics count them), for a task mteb ships no statistics for:
+    local folders, bundled data."""
+    total = n = 0
+    for part in scored_tasks(task):
+        for splits in part.dataset.values():
+            for split, data in splits.items():
+                if split not in part.metadata.eval_splits:
+                    continue
+                characters, documents = _characters(data["corpus"])
+                total, n = total + characters, n + documents
+    return context_of(total / n if n else 0)
+
+
+def _characters(corpus) -> tuple[int, int]:
+    """(characters of title + " " + text, documents) of a corpus: an mteb Dataset, counted in
+    Arrow (a million documents take a second), or id -> {text} from older loaders."""
+    if isinstance(corpus, dict):
+        return sum(len(f"{d.get('title') or ''} {d['text']}".strip()) for d in corpus.values()), len(corpus)
+    import pyarrow.compute as pc
+
+    arrow = corpus.with_format("arrow")
+    total = pc.sum(pc.utf8_length(arrow["text"])).as_py() or 0
+    if "title" in corpus.column_names:
+        titles = pc.utf8_length(pc.fill_null(arrow["title"], ""))
+        total += (pc.sum(titles).as_py() or 0) + (pc.sum(pc.greater(titles, 0)).as_py() or 0)
+    return total, len(corpus)
 
 
 @dataclass
@@ -130,9 +201,11 @@ class CellPayload:
     key: str
     context: str
     task_result_json: str
+    subtask_results: dict[str, str]  # an aggregate's sub-tasks: name -> mteb's TaskResult JSON
     main_score: str
-    scores: dict[str, dict[str, float]]
-    per_query: dict[str, dict[str, float]]
+    main: float
+    scores: list[Part]
+    subtasks: list[Part]
     seconds: float
     zero_grade_queries: dict[str, int]
 
@@ -143,19 +216,24 @@ def compute_group(group: CellGroup, missing: list[Cell], encoder: TextEncoder,
     from .search import GroupSearch
 
     task = group.task.build()
-    task.load_data()  # loaded once, kept across the group's variants
-    zero_grade: dict[str, int] | None = None
-    search = GroupSearch(encoder, [c.variant for c in missing])
-    for cell in missing:
-        if on_start:
-            on_start(cell)
-        cell_started = time.perf_counter()
-        task_result, per_query = evaluate_cell(task, search.view(cell.variant))
-        if zero_grade is None:  # the qrels as mteb scored them (some tasks load them in evaluate)
-            zero_grade = zero_grade_queries(task)
-        yield CellPayload(cell.key(), group.task.context, task_result.model_dump_json(indent=1),
-                          task.metadata.main_score, split_scores(task_result), per_query,
-                          time.perf_counter() - cell_started, zero_grade)  # fmt: skip
+    load(task)  # loaded once, kept across the group's variants
+    try:
+        context = group.task.context or document_context(task)
+        zero_grade: dict[str, int] | None = None
+        search = GroupSearch(encoder, [c.variant for c in missing])
+        for cell in missing:
+            if on_start:
+                on_start(cell)
+            cell_started = time.perf_counter()
+            found = evaluate_cell(task, search.view(cell.variant))
+            if zero_grade is None:  # the qrels as mteb scored them (some tasks load them in evaluate)
+                zero_grade = zero_grade_queries(task)
+            subtasks = {r.task_name: r.model_dump_json(indent=1) for r in found.subtask_results}
+            yield CellPayload(cell.key(), context, found.task_result.model_dump_json(indent=1), subtasks,
+                              task.metadata.main_score, found.main, found.scores, found.subtasks,
+                              time.perf_counter() - cell_started, zero_grade)  # fmt: skip
+    finally:
+        unload(task)
 
 
 def make_encoder(sweep: Sweep, model: str, progress: bool = False, **extra: Any) -> TextEncoder:

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -220,22 +223,29 @@ def _card(configs: dict[str, dict[str, str]]) -> bytes:
     return ("\n".join([*lines, "---", "", "A test dataset.", ""])).encode()
 
 
-def beir_repo(repo_id: str, commit: str, splits: dict) -> Repo:
+def beir_repo(repo_id: str, commit: str, splits: dict, per_split: bool = False) -> Repo:
     """mteb's BEIR layout (configs default = qrels per split, corpus, queries) from
-    ``{split: RetrievalSplit}``; corpus and queries are the union over splits."""
-    corpus = {d["id"]: d for s in splits.values() for d in s.corpus}
-    queries = {q["id"]: q for s in splits.values() for q in s.queries}
-    files = {
-        "corpus.jsonl": _jsonl([{"_id": d["id"], "title": d.get("title", ""), "text": d["text"]}
-                                for d in corpus.values()]),  # fmt: skip
-        "queries.jsonl": _jsonl([{"_id": q["id"], "text": q["text"]} for q in queries.values()]),
-    }
+    ``{split: RetrievalSplit}``; corpus and queries are the union over splits, or with
+    ``per_split`` one split of each per evaluated split (as mteb/LEMBPasskeyRetrieval has them)."""
+    def rows(kind: str, items: list[dict]) -> bytes:
+        if kind == "corpus":
+            return _jsonl([{"_id": d["id"], "title": d.get("title", ""), "text": d["text"]} for d in items])
+        return _jsonl([{"_id": q["id"], "text": q["text"]} for q in items])
+
+    files, card = {}, {}
+    for kind in ("corpus", "queries"):
+        if per_split:
+            for name, s in splits.items():
+                files[f"{kind}/{name}.jsonl"] = rows(kind, getattr(s, kind))
+            card[kind] = {name: f"{kind}/{name}.jsonl" for name in splits}
+        else:
+            union = {x["id"]: x for s in splits.values() for x in getattr(s, kind)}
+            files[f"{kind}.jsonl"] = rows(kind, list(union.values()))
+            card[kind] = {kind: f"{kind}.jsonl"}
     for name, s in splits.items():
         files[f"qrels/{name}.jsonl"] = _jsonl([{"query-id": q, "corpus-id": d, "score": g}
                                                for q, docs in s.qrels.items() for d, g in docs.items()])  # fmt: skip
-    files["README.md"] = _card({"default": {n: f"qrels/{n}.jsonl" for n in splits},
-                                "corpus": {"corpus": "corpus.jsonl"},
-                                "queries": {"queries": "queries.jsonl"}})  # fmt: skip
+    files["README.md"] = _card({"default": {n: f"qrels/{n}.jsonl" for n in splits}, **card})
     return Repo("dataset", repo_id, commit, files)
 
 
@@ -273,3 +283,16 @@ def longembed_repo(commit: str, configs: dict[str, dict]) -> Repo:
         card[name] = {split: f"{name}/{split}.parquet" for split in rows}
     files["README.md"] = _card(card)
     return Repo("dataset", "dwzhu/LongEmbed", commit, files)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(args: list[str], endpoint: str, hf_home: Path, offline: bool = False) -> subprocess.CompletedProcess:
+    """``lmk-eval`` in a fresh process, so HF_ENDPOINT and HF_HOME are set before any import."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "MTEB_"))}
+    env |= {"HF_ENDPOINT": endpoint, "HF_HOME": str(hf_home), "HF_HUB_DISABLE_TELEMETRY": "1"}
+    if offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    return subprocess.run([sys.executable, "-m", "lmk_eval.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=1200)  # fmt: skip

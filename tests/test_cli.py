@@ -56,7 +56,7 @@ def test_flag_defaults_and_choices_are_the_schemas(capsys):
 def test_tasks_lists_bundled_and_online(capsys):
     assert main(["tasks"]) == 0
     out = capsys.readouterr().out
-    assert "passkey-quick" in out and "LEMBNeedleRetrieval" in out and "BEIR folder" in out
+    assert "passkey-quick" in out and "benchmark LongEmbed" in out and "BEIR folder" in out
 
 
 @pytest.mark.parametrize(

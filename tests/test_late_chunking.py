@@ -70,20 +70,20 @@ def test_one_chunk_per_document_searches_exactly_as_mteb_ranks_its_vectors(text_
     task.load_data()
     late = make_variant("late_chunking", interval=10_000, max_length=128)
     alone = LmkEncoder(text_encoder, late, model_meta(text_encoder, late))
-    reference, reference_per_query = evaluate_cell(task, SearchEncoderWrapper(alone))
+    reference = evaluate_cell(task, SearchEncoderWrapper(alone))
     for variants in ([late], [make_variant("mean", max_length=128), late]):
         group = GroupSearch(text_encoder, variants, chunk_bytes=2 * 384 * 4 * 5)  # several corpus chunks
-        result, per_query = evaluate_cell(task, group.view(late))
-        assert result.scores == reference.scores and per_query == reference_per_query
+        result = evaluate_cell(task, group.view(late))
+        assert result.task_result.scores == reference.task_result.scores and result.scores == reference.scores
 
 
 def test_several_chunks_change_the_ranking_and_reranking_is_refused(text_encoder, tiny_beir):
     task = _folder(str(tiny_beir), "test").build()
     task.load_data()
     one, many = (make_variant("late_chunking", interval=k, max_length=128) for k in (10_000, 8))
-    scores = {v: evaluate_cell(task, GroupSearch(text_encoder, [v]).view(v))[0].scores for v in (one, many)}
+    scores = {v: evaluate_cell(task, GroupSearch(text_encoder, [v]).view(v)).task_result.scores for v in (one, many)}
     assert scores[one] != scores[many]
     group = GroupSearch(text_encoder, [many])
     with pytest.raises(LmkEvalError, match="reranking"):
-        group.search(many, None, None, task_metadata=None, hf_split="test", hf_subset="default", top_k=10,
+        group.search(many, None, None, task_metadata=task.metadata, hf_split="test", hf_subset="default", top_k=10,
                      encode_kwargs={}, top_ranked={"q": ["d"]})  # fmt: skip

@@ -191,7 +191,8 @@ def _strategy_frame(rows):
                           "max_length": n, "strategy": s, "scaled": "+" in s, "unscaled": s.partition("+")[0],
                           "pooling": "mean", "label": "mean",
                           "split": "test_256", "score": sum(q.values()) / len(q), "metric": "ndcg_at_1",
-                          "per_query": q} for s, n, q in rows])  # fmt: skip
+                          "per_query": {("test_256", "passkey", "default", k): v for k, v in q.items()}}
+                         for s, n, q in rows])  # fmt: skip
 
 
 def test_strategy_comparisons_pair_on_max_length_and_name_both():

@@ -3,8 +3,10 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from lmk_eval.records import CellRecord, upgrade
-from lmk_eval.store import RunStore, read_record
+from lmk_eval.store import CorruptCell, RunStore, read_record
 from lmk_eval.variants import make_variant
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +50,7 @@ def test_a_record_round_trips_through_its_json(tmp_path):
     path.write_text(record.model_dump_json())
     (path.parent / f"{record.task}.json").write_text("{}")  # mteb's JSON must be beside it
     again = read_record(path)
-    assert again.model_dump() == record.model_dump() and json.loads(path.read_text())["format"] == 3
+    assert again.model_dump() == record.model_dump() and json.loads(path.read_text())["format"] == 4
 
 
 def test_the_shipped_pre_provenance_run_reads_with_its_seeds():
@@ -68,3 +70,26 @@ def test_a_published_curve_is_shown_only_beside_cells_of_its_calibrated_construc
     legacy = write_report(ROOT / "results" / "controlled-minilm", tmp_path).read_text()
     calibrated = write_report(ROOT / "results" / "needle-calibration", tmp_path).read_text()
     assert "published:" not in legacy and "| published: LongEmbed needle" in calibrated
+
+
+def test_a_format_3_cell_is_checked_against_the_digest_it_was_written_with(tmp_path):
+    """Scores by split, digested as lmk-eval wrote them then (pydantic's compact JSON of main_score,
+    scores, per_query, here written by json.dumps), read as one `default` subset."""
+    import hashlib
+
+    record = {**v2_record("m", None), "format": 3}
+    record["cell"] = {"model": "m", "task": "needle-quick", "splits": ["test_256"], "label": "lmk[fixed/32]",
+                      "variant": record["cell"]["variant"]}  # fmt: skip
+    scored = {k: record[k] for k in ("main_score", "scores", "per_query")}
+    record["digests"] = {"scores": hashlib.sha256(json.dumps(scored, separators=(",", ":")).encode()).hexdigest()}
+    path = tmp_path / "c" / "cell.json"
+    path.parent.mkdir()
+    (path.parent / "needle-quick.json").write_text("{}")
+    path.write_text(json.dumps(record))
+    read = read_record(path)
+    assert [(p.subset, p.split, p.per_query) for p in read.scores] == [("default", "test_256", {"q1": 0.5})]
+    assert read.main == 0.5 and read.scores[0].scores == SCORES["test_256"]
+    record["scores"]["test_256"]["ndcg_at_1"] = 0.9
+    path.write_text(json.dumps(record))
+    with pytest.raises(CorruptCell, match="differ from the digest written with them"):
+        read_record(path)

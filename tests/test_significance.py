@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from lmk_eval.report import split_weights
+from lmk_eval.report import part_weights
 from lmk_eval.significance import (
     Comparison,
     adjust,
@@ -58,12 +58,20 @@ def test_seeds_are_averaged_per_query_before_pairing():
     assert seed_averaged(per_seed) == pytest.approx({"a": 2 / 3, "b": 1 / 3})
 
 
-def test_split_weights_make_the_mean_a_mean_of_split_means():
-    keys = ["s1/a", "s2/a", "s2/b", "s2/c"]
-    w = split_weights(keys)
-    values = {"s1/a": 1.0, "s2/a": 0.0, "s2/b": 0.0, "s2/c": 0.0}
+def test_part_weights_make_the_mean_a_mean_of_split_task_and_subset_means():
+    keys = [("s1", "t", "default", "a"), ("s2", "t", "default", "a"), ("s2", "t", "default", "b"),
+            ("s2", "t", "default", "c")]  # fmt: skip
+    w = part_weights(keys)
+    values = dict(zip(keys, [1.0, 0.0, 0.0, 0.0], strict=True))
     weighted = sum(values[k] * w[k] for k in keys) / sum(w.values())
     assert weighted == pytest.approx((1.0 + 0.0) / 2)  # not the pooled 1/4
+    # one split, two sub-tasks (one with two subsets): (mean(en, de) of t1 + t2) / 2, as mteb
+    keys = [("test", "t1", "en", "a"), ("test", "t1", "de", "a"), ("test", "t1", "de", "b"),
+            ("test", "t2", "default", "a")]  # fmt: skip
+    values = dict(zip(keys, [1.0, 0.0, 1.0, 0.0], strict=True))
+    w = part_weights(keys)
+    expected = ((1.0 + (0.0 + 1.0) / 2) / 2 + 0.0) / 2
+    assert sum(values[k] * w[k] for k in keys) / sum(w.values()) == pytest.approx(expected)
 
 
 def test_bootstrap_interval_brackets_the_mean_and_handles_constant_scores():

@@ -18,6 +18,7 @@ from lmk_eval.runner import run_sweep
 from lmk_eval.store import RunStore
 from lmk_eval.sweep import load_sweep, sweep_from_dict
 from lmk_eval.variants import LmkEvalError
+from tests.invariants import check_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,10 +63,7 @@ def test_run_stores_every_cell_with_mteb_results_and_tidy_csv(finished_run):
 
 def test_per_query_scores_average_to_mteb_main_score(finished_run):
     out, _ = finished_run
-    for record in RunStore(out).records():
-        for split, per_query in record.per_query.items():
-            mean = sum(per_query.values()) / len(per_query)
-            assert mean == pytest.approx(record.scores[split][record.main_score], abs=1e-4)
+    assert check_run(out) == 9
 
 
 def test_rerun_of_a_finished_sweep_loads_no_model(finished_run, tiny_beir):
@@ -152,7 +150,7 @@ def test_gate_passes_on_true_baseline_and_names_cells_on_a_doctored_one(finished
     doc = json.loads(baseline.read_text())
     key = next(k for k in doc["scores"] if "|mean|" in k)
     doc["scores"][key] += 0.05
-    doc["scores"]["default|gone|cls|64|truncate|test"] = 0.5
+    doc["scores"]["default|gone|cls|64|truncate|default|test"] = 0.5
     baseline.write_text(json.dumps(doc))
     failures, _ = check(out, baseline, 0.01)
     assert len(failures) == 2
@@ -262,6 +260,24 @@ def redigested(doc: dict) -> dict:
     return {**doc, "digests": {**doc["digests"], "scores": CellRecord.model_validate(doc).scored_digest()}}
 
 
+def test_a_baseline_keyed_before_subsets_reads_as_the_default_subset(finished_run, tmp_path):
+    from lmk_eval.gate import KEY_BEFORE_SUBSETS
+
+    out, _ = finished_run
+    baseline = tmp_path / "baseline.json"
+    n = write_baseline(out, baseline)
+    doc = json.loads(baseline.read_text())
+    assert all(k.split("|")[-2] == "default" for k in doc["scores"])
+    older = {k.replace("|default|", "|"): v for k, v in doc["scores"].items()}
+    baseline.write_text(json.dumps({"key": KEY_BEFORE_SUBSETS, "scores": older}))
+    assert check(out, baseline, 0.0, both_ways=True) == ([], n)
+    first = next(iter(older))
+    older[first] += 0.5
+    baseline.write_text(json.dumps({"key": KEY_BEFORE_SUBSETS, "scores": older}))
+    (failure,) = check(out, baseline, 0.01)[0]
+    assert failure.startswith(first.rsplit("|", 1)[0] + "|default|")
+
+
 def test_check_against_a_run_directory_to_four_decimals(finished_run, tmp_path, capsys):
     import shutil
 
@@ -273,8 +289,7 @@ def test_check_against_a_run_directory_to_four_decimals(finished_run, tmp_path, 
     copy = Path(shutil.copytree(out, tmp_path / "copy"))
     cell = next(p for p in (copy / "cells").glob("*__mean__*/cell.json"))
     doc = json.loads(cell.read_text())
-    split = next(iter(doc["scores"]))
-    doc["scores"][split][doc["main_score"]] += 0.0001  # changes the 4th decimal
+    doc["scores"][0]["scores"][doc["main_score"]] += 0.0001  # changes the 4th decimal
     cell.write_text(json.dumps(redigested(doc)))
     assert main(["check", str(copy), "--baseline", str(out), "--decimals", "4"]) == 1
     out_text = capsys.readouterr().out
@@ -350,7 +365,7 @@ def test_two_placements_in_one_sweep_score_as_each_alone_and_differ(options_run,
         alone = tmp_path / label
         run_sweep(_options_sweep(tiny_beir, [pooling], "alone"), alone, progress=False, log=lambda m: None)
         (record,) = RunStore(alone).records()
-        assert record.scores == together[label].scores and record.per_query == together[label].per_query
+        assert record.scores == together[label].scores and record.scores[0].per_query  # per-query scores too
     assert together["lmk[fixed/8]"].scores != together["lmk[fixed/8/before]"].scores
 
 
@@ -364,7 +379,7 @@ def test_prompt_inclusion_is_its_own_row_column_and_gate_key(options_run, tmp_pa
         "lmk(granularity=fixed,interval=8)", "lmk(granularity=fixed,interval=8,placement=before)",
         "mean", "mean(include_prompt=false)"])  # fmt: skip
     keys = main_scores(options_run)
-    assert len(keys) == 4 and any("|mean(include_prompt=false)|64|truncate|test" in k for k in keys)
+    assert len(keys) == 4 and any("|mean(include_prompt=false)|64|truncate|default|test" in k for k in keys)
     text = write_report(options_run, tmp_path / "reports", baseline="mean(include_prompt=false)").read_text()
     assert "| task | metric | splits | mean[no-prompt] | lmk[fixed/8] | lmk[fixed/8/before] | mean |" in text
     assert text.count("vs mean[no-prompt]") == 3  # each other variant against the baseline
@@ -377,8 +392,7 @@ def test_decimals_compare_distance_not_rounding(finished_run, tmp_path):
     copy = Path(shutil.copytree(out, tmp_path / "copy"))
     cell = next(p for p in (copy / "cells").glob("*__mean__*/cell.json"))
     doc = json.loads(cell.read_text())
-    split = next(iter(doc["scores"]))
-    doc["scores"][split][doc["main_score"]] = 0.12345 + 1e-12  # rounds to 0.1235
+    doc["scores"][0]["scores"][doc["main_score"]] = 0.12345 + 1e-12  # rounds to 0.1235
     cell.write_text(json.dumps(redigested(doc)))
     baseline = tmp_path / "b.json"
     write_baseline(copy, baseline)

@@ -82,11 +82,43 @@ def test_unknown_names_and_splits(tmp_path):
         task_registry.resolve("NoSuchTask")
 
 
+def test_groups_are_mteb_benchmarks_with_their_splits_and_context_from_the_data():
+    import mteb
+
+    beir = task_registry.resolve("beir")
+    assert [r.name for r in beir] == [t.metadata.name for t in mteb.get_benchmark("BEIR").tasks]
+    assert {r.benchmarks for r in beir} == {("BEIR",)} and all(r.context == "short" for r in beir)
+    assert next(r for r in beir if r.name == "MSMARCO").splits == ("dev",)
+    longembed = task_registry.resolve("LongEmbed")
+    assert {r.name for r in longembed} == {t.metadata.name for t in mteb.get_benchmark("LongEmbed").tasks}
+    assert all(r.context == "long" for r in longembed)
+    (mldr,) = task_registry.resolve("MultiLongDocRetrieval[en]:test")
+    assert (mldr.name, mldr.subsets, mldr.splits, mldr.context) == ("MultiLongDocRetrieval[en]", ("en",), ("test",), "long")
+    assert mldr.slot() == {"name": "MultiLongDocRetrieval", "source": "mteb", "splits": ["test"], "subsets": ["en"]}
+    assert task_registry.resolve("LEMBPasskeyRetrieval:test_256")[0].context == "short"  # 256-token documents
+    (every,) = task_registry.resolve("MultiLongDocRetrieval[" + "+".join(mteb.get_task("MultiLongDocRetrieval").hf_subsets) + "]")
+    assert every.subsets is None and every.name == "MultiLongDocRetrieval"  # all of them: as naming none
+    (cqa,) = task_registry.resolve("CQADupstackRetrieval")
+    assert cqa.context == "short" and cqa.splits == ("test",)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("MultiLongDocRetrieval[xx]", "mteb task 'MultiLongDocRetrieval' has no subset xx; it has ar, de, en, es"),
+    ("MultiLongDocRetrieval[en]:train", "mteb task 'MultiLongDocRetrieval' has no split train; it has dev, test"),
+    ("Banking77Classification", "mteb task 'Banking77Classification' is a Classification task: lmk-eval evaluates retrieval"),
+    ("STS12", "is a STS task: lmk-eval evaluates retrieval (and reranking) tasks on text only"),
+    ("MTEB(eng, v2)", "mteb benchmark 'MTEB(eng, v2)' has tasks lmk-eval cannot run: "),
+    ("scifact[en]", "task 'scifact' has no subsets"),
+    ("SciFact[]", "task spec 'SciFact[]' is not NAME"),
+])  # fmt: skip
+def test_what_cannot_run_is_refused_offline_before_the_hub_is_asked(spec, message):
+    """Resolving reads mteb's metadata only (the hub is asked later, for identities)."""
+    with pytest.raises(LmkEvalError, match=re.escape(message)):
+        task_registry.resolve(spec)
+
+
 def test_hub_tasks_fail_fast_offline_naming_alternatives(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    refs = task_registry.resolve("beir")
-    assert len(refs) == 15 and all(r.context == "short" for r in refs)
-    assert {r.name for r in task_registry.resolve("longembed")} == set(task_registry.LONGEMBED)
     ref = task_registry.resolve("LEMBPasskeyRetrieval:test_256+test_512")[0]
     assert ref.splits == ("test_256", "test_512")
     with pytest.raises(
@@ -186,3 +218,15 @@ def test_needle_candidates_of_one_length_share_their_haystack():
     words = [set(d["text"].split()) for d in split.corpus[:5]]
     common = set.intersection(*words)
     assert len(common) > 0.8 * min(map(len, words))  # the same passage, a different needle each
+
+
+@pytest.mark.parametrize("text, context", [("x" * 4094, "short"), ("x" * 4095, "long")])
+def test_a_local_tasks_context_is_counted_from_its_documents(tmp_path, text, context):
+    """Title + " " + text as mteb's statistics count them: 4,096 characters on average is long."""
+    from lmk_eval.work import document_context
+
+    folder = write_beir(tmp_path / "data", [{"id": "d1", "title": "t", "text": text}, {"id": "d2", "text": text + "y"}],
+                        [{"id": "q1", "text": "which?"}], [("q1", "d1", 1)])  # fmt: skip
+    task = task_registry.resolve(str(folder))[0].build()
+    task.load_data()
+    assert document_context(task) == context  # means 4,095.5 and 4,096.5 (the title counted)

@@ -19,6 +19,7 @@ import pytest
 from lmk_eval.cli import main
 from lmk_eval.errors import LmkEvalError
 from lmk_eval.plan import plan
+from lmk_eval.records import Part
 from lmk_eval.runner import run_sweep
 from lmk_eval.store import RunStore
 from lmk_eval.sweep import sweep_from_dict
@@ -54,8 +55,7 @@ def finished(tiny_beir, tmp_path):
 # -- a cell is what its files say -----------------------------------------------------------------
 def _edit_score(cell: Path) -> None:
     record = json.loads((cell / "cell.json").read_text())
-    split = next(iter(record["scores"]))
-    record["scores"][split][record["main_score"]] = 0.123
+    record["scores"][0]["scores"][record["main_score"]] = 0.123
     (cell / "cell.json").write_text(json.dumps(record))
 
 
@@ -140,8 +140,10 @@ def nan_run(tiny_beir, tmp_path):
         for cell in cells:
             bad = cell.variant.pooling == "mean"
             per_query = {f"q{i}": math.nan if bad else i / 4 for i in range(5)}
+            main = math.nan if bad else 0.5
+            part = Part(task=cell.task, split="test", scores={"ndcg_at_10": main}, per_query=per_query)
             store.save(cell, identity=identity, context="short", task_result_json="{}", main_score="ndcg_at_10",
-                       scores={"test": {"ndcg_at_10": math.nan if bad else 0.5}}, per_query={"test": per_query})  # fmt: skip
+                       main=main, scores=[part])  # fmt: skip
     return store.root, next(c.key() for c in cells if c.variant.pooling == "mean")
 
 
@@ -176,7 +178,7 @@ def test_queries_judged_only_zero_are_named_kept_and_scored_zero(tmp_path):
     (line,) = [m for m in log if "judge no document relevant" in m]
     assert "test: 1 of 3 queries" in line
     (record,) = RunStore(out).records()
-    assert record.zero_grade_queries == {"test": 1} and record.per_query["test"]["q2"] == 0
+    assert record.zero_grade_queries == {"test": 1} and record.scores[0].per_query["q2"] == 0
     from lmk_eval.report import write_report
 
     settings = write_report(out, tmp_path / "r").read_text().split("## Main scores")[0]
@@ -187,8 +189,8 @@ def test_a_split_without_positive_judgements_is_refused_before_scoring():
     from lmk_eval.work import zero_grade_queries
 
     task = SimpleNamespace(dataset={"default": {"test": {"relevant_docs": {"q1": {"d1": 0}, "q2": {"d2": 0}}}}},
-                           metadata=SimpleNamespace(name="HubTask", eval_splits=["test"]))  # fmt: skip
-    with pytest.raises(LmkEvalError, match="HubTask split test: no query has a relevant document"):
+                           metadata=SimpleNamespace(name="HubTask", eval_splits=["test"]), is_aggregate=False)  # fmt: skip
+    with pytest.raises(LmkEvalError, match="HubTask test: no query has a relevant document"):
         zero_grade_queries(task)
 
 

@@ -13,7 +13,7 @@ from ..errors import LmkEvalError
 from ..files import atomic_write_text, check_writable_dir, check_writable_file, remove_tree
 from ..store import RunStore
 from .data import ReportData, report_data
-from .frames import main_frame, matched_seeds, split_weights, strategy_pivots
+from .frames import main_frame, matched_seeds, part_weights, strategy_pivots
 from .markdown import render
 from .plots import draw
 from .sections import remaining_seconds
@@ -22,7 +22,7 @@ from .tables import best_strategy_table, main_table, seed_table
 
 __all__ = ["ReportData", "best_strategy_table", "check_report_paths", "compare_rows", "compare_scales",
            "compare_strategies", "main_frame", "main_table", "matched_seeds", "remaining_seconds", "report_data",
-           "report_paths", "seed_table", "split_weights", "strategy_pivots", "write_report"]  # fmt: skip
+           "report_paths", "seed_table", "part_weights", "strategy_pivots", "write_report"]  # fmt: skip
 
 
 def report_paths(run_dir: Path, reports_dir: Path) -> tuple[Path, Path]:

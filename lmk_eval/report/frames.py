@@ -49,21 +49,43 @@ def construction_of(group: pd.DataFrame) -> str | None:
 def main_frame(records: list[CellRecord], root: Path) -> pd.DataFrame:
     """One row per (cell, split), keyed by the cell's typed fields: ``pooling`` is the variant's
     key (``Variant.key()``), ``label`` how it is shown; a checkpoint's row model is its [train]
-    folder and its seed is its own."""
+    folder and its seed is its own. ``score`` is mteb's score of the split (the mean over its
+    subsets, or an aggregate's over its sub-tasks); ``per_query`` keys each query by (split,
+    task, subset, query id), so queries of two sub-tasks or languages never pair up."""
     rows = []
     for r in records:
         c, v = r.cell, r.variant
         construction = r.identity.data.get("construction") if r.identity else None
-        for split, metrics in r.scores.items():
+        for split in r.splits:
+            per_query = {(split, p.task, p.subset, q): x for p in r.scored_parts() if p.split == split
+                         for q, x in p.per_query.items()}  # fmt: skip
             rows.append({"model": c.row_model, "seed": c.seed, "task": r.task, "context": r.context,
                          "construction": construction,
                          "max_length": v.max_length, "strategy": v.reading(), "scaled": v.scale != "none",
                          "unscaled": v.unscaled().reading(),
                          "pooling": v.key(), "label": v.label(), "split": split,
-                         "score": metrics[r.main_score], "metric": r.main_score,
-                         "per_query": r.per_query.get(split, {})})  # fmt: skip
+                         "score": r.split_score(split), "metric": r.main_score,
+                         "subsets": len({p.subset for p in r.scores}), "per_query": per_query})  # fmt: skip
     if not rows:
         raise LmkEvalError(f"no finished cells in '{root}'; nothing to report")
+    return pd.DataFrame(rows)
+
+
+def parts_frame(records: list[CellRecord]) -> pd.DataFrame:
+    """One row per (cell, part) of the cells mteb scored in several parts (language subsets, an
+    aggregate's sub-tasks): the part's main score, its mean over the cell's splits."""
+    rows = []
+    for r in records:
+        parts = r.scored_parts()
+        keys = list(dict.fromkeys((p.task, p.subset) for p in parts))
+        if len(keys) < 2:
+            continue
+        c, v, own = r.cell, r.variant, r.scores[0].task
+        for task, subset in keys:
+            scores = [p.scores[r.main_score] for p in parts if (p.task, p.subset) == (task, subset)]
+            rows.append({"model": c.row_model, "seed": c.seed, "row": r.task, "max_length": v.max_length,
+                         "strategy": v.reading(), "pooling": v.key(), "part": task if task != own else subset,
+                         "score": sum(scores) / len(scores)})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -140,25 +162,35 @@ def row_label(key: tuple, vary: dict[str, bool]) -> str:
     return label
 
 
-def pooled_queries(group: pd.DataFrame, pooling: str) -> dict[str, float]:
-    """Per-query scores of one pooling across all splits of a row (keyed split/query), each
-    query's score averaged over the seeds first: one observation per query, not per (seed, query)."""
+QueryKey = tuple[str, str, str, str]  # (split, task, subset, query id)
+
+
+def pooled_queries(group: pd.DataFrame, pooling: str) -> dict[QueryKey, float]:
+    """Per-query scores of one pooling across all splits of a row, each query's score averaged
+    over the seeds first: one observation per query, not per (seed, query)."""
     per_seed = []
     for _seed, rows in group[group["pooling"] == pooling].groupby("seed", dropna=False):
-        scores: dict[str, float] = {}
-        for split, per_query in zip(rows["split"], rows["per_query"], strict=True):
-            scores.update({f"{split}/{q}": v for q, v in per_query.items()})
+        scores: dict[QueryKey, float] = {}
+        for per_query in rows["per_query"]:
+            scores.update(per_query)
         per_seed.append(scores)
     return seed_averaged(per_seed)
 
 
-def split_weights(keys: list[str] | set[str]) -> dict[str, float]:
-    """Weights that make a mean over split/query keys the mean over splits of per-split means
-    (how a multi-split task's main score is averaged), whatever each split's query count."""
-    counts: dict[str, int] = {}
-    for k in keys:
-        counts[k.split("/", 1)[0]] = counts.get(k.split("/", 1)[0], 0) + 1
-    return {k: 1.0 / (len(counts) * counts[k.split("/", 1)[0]]) for k in keys}
+def part_weights(keys: list[QueryKey] | set[QueryKey]) -> dict[QueryKey, float]:
+    """Weights that make a weighted mean over (split, task, subset, query) keys mteb's main score:
+    splits weigh equally, within a split each (sub-)task, within it each subset, within it each
+    query, whatever the counts at each level (mteb's mean over splits and subsets, and an
+    aggregate's mean over its sub-tasks)."""
+    keys = list(keys)
+    weights = dict.fromkeys(keys, 1.0)
+    for depth in range(4):
+        below: dict[tuple, set[tuple]] = {}
+        for k in keys:
+            below.setdefault(k[:depth], set()).add(k[: depth + 1])
+        for k in keys:
+            weights[k] /= len(below[k[:depth]])
+    return weights
 
 
 def seed_std(group: pd.DataFrame, pooling: str) -> float | None:

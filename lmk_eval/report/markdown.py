@@ -5,14 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..mteb_tasks import LONG_CONTEXT_CHARS
 from ..significance import ALPHA, CI_NAME, CORRECTION, TEST_NAME
 from .data import ReportData
-from .frames import ROW_KEYS, reference_strategy
+from .frames import ROW_KEYS, parts_frame, reference_strategy
 from .sections import compute_section, dtypes, provenance_section, unfinished_note, zero_grade_line
 from .tables import (
     best_strategy_table,
     interval_table,
     main_table,
+    part_tables,
     seed_table,
     significance_lines,
     split_tables,
@@ -27,7 +29,7 @@ def render(data: ReportData, figures: Figures) -> str:
     if data.sweep.get("description"):
         parts += [data.sweep["description"], ""]
     parts += unfinished_note(data.store, data.records, data.training)
-    for section in (settings, main_scores, per_seed, lengths, depths, attention_scale, significance):
+    for section in (settings, main_scores, parts_section, per_seed, lengths, depths, attention_scale, significance):
         parts += section(data, figures)
     parts += compute_section(data.records, data.training)
     parts += provenance_section(data.records)
@@ -63,23 +65,42 @@ def main_scores(data: ReportData, _figures: Figures) -> list[str]:
     parts = [
         "## Main scores",
         "",
-        "Main score ×100 (mean over a task's splits, as LongEmbed averages over lengths"
-        + (", and over seeds" if data.seeded else "")
+        "Main score ×100: mteb's main score of each task (the mean over its splits, as LongEmbed"
+        " averages over lengths, and over its language subsets; an aggregate's, CQADupstack's, is"
+        " mteb's mean over its sub-tasks"
+        + ("; then the mean over seeds" if data.seeded else "")
         + f"). Best per row in **bold**; † marks a difference from `{names[data.baseline]}` that stays"
         f" significant (p < {ALPHA}) after {CORRECTION} correction over all"
-        f" {data.family.size} comparisons of this report (see Significance).",
+        f" {data.family.size} comparisons of this report (see Significance). A benchmark's average"
+        " is the mean of its tasks' scores (mteb's Mean(Task)), at each reading it ran at; a"
+        f" context's, of its rows (long: the documents evaluated average {LONG_CONTEXT_CHARS:,}"
+        " characters or more).",
         "",
     ]
     if data.unmatched:
         parts += ["Seeds not yet run for every pooling of a row are left out of every table, plot"
                   " and test below, so that each pooling is averaged over the same seeds (the store"
                   f" keeps them): {'; '.join(data.unmatched)}.", ""]  # fmt: skip
-    parts += [main_table(frame, data.poolings, data.family.rows, names), ""]
+    parts += [main_table(frame, data.poolings, data.family.rows, names, data.sweep.get("benchmarks")), ""]
     intervals = interval_table(frame, data.poolings, names)
     if intervals:
         parts += ["95% confidence intervals of the main scores ×100: " + CI_NAME
                   + (", each query's score averaged over seeds first" if data.seeded else "") + ".",
                   "", intervals, ""]  # fmt: skip
+    return parts
+
+
+def parts_section(data: ReportData, _figures: Figures) -> list[str]:
+    tables = part_tables(parts_frame(data.records), data.poolings, data.names)
+    if not tables:
+        return []
+    parts = ["## Subsets and sub-tasks", "",
+             "Tasks mteb scores in parts: each language subset, or each sub-task of an aggregate"
+             " (CQADupstack), its main score ×100 (mean over the task's splits and over seeds). The"
+             " task's main score above is mteb's mean over these parts; its queries are paired within"
+             " each part.", ""]  # fmt: skip
+    for label, t in tables:
+        parts += [f"**{label}**", "", t, ""]
     return parts
 
 
@@ -140,7 +161,8 @@ def significance(data: ReportData, _figures: Figures) -> list[str]:
         " on per-query main scores"
         + (" with each query's score first averaged over seeds (n counts queries, not"
            " seed x query pairs)" if data.seeded else "")
-        + "; a task with several splits weighs each split equally. Its Δ interval is the"
+        + "; a task with several splits weighs each split equally, and within a split each"
+        " sub-task and language subset, as mteb averages them. Its Δ interval is the"
         f" {CI_NAME} of the paired differences."
         + (f" Each other strategy is also compared with `{reference_strategy(data.frame)}` for the same"
            " pooling, model and task, at the same max_length or, where it has none (truncate"

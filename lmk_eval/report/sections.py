@@ -7,6 +7,7 @@ import statistics
 from collections.abc import Callable
 from pathlib import Path
 
+from ..records import query_counts
 from ..store import CellRecord, RunStore
 from .tables import markdown_table
 
@@ -108,14 +109,18 @@ def _short(identity: dict | None) -> str:
     if not identity:
         return "not recorded"
     parts = []
-    for key in ("package", "repo", "commit", "content", "files", "construction", "dataset"):
+    for key in ("package", "repo", "commit", "content", "files", "construction", "dataset", "subsets"):
         if key in identity:
             value = identity[key]
             if isinstance(value, dict):
                 value = ", ".join(f"{k} {v}" for k, v in value.items())
+            elif isinstance(value, list):
+                value = "+".join(map(str, value))
             elif key in ("commit", "content", "files"):
                 value = f"`{str(value)[:12]}`"
             parts.append(f"{key} {value}")
+    if identity.get("kind") == "mteb-aggregate":  # each sub-task's dataset, revision and commit
+        parts += [f"{name} ({_short(sub).removeprefix('?: ')})" for name, sub in identity["tasks"].items()]
     if identity.get("kind") == "checkpoint":
         t = identity["training"]
         parts.append(f"trained from base ({_short(t['base'])}) on data `{str(t['data'])[:12]}`,"
@@ -188,8 +193,8 @@ def provenance_section(records: list[CellRecord]) -> list[str]:
 
 def zero_grade_line(records: list[CellRecord]) -> list[str]:
     """The settings line naming queries whose judgements are all grade 0 (scored 0, as mteb does)."""
-    seen = {(r.task, split): f"{r.task} {split} {n} of {len(r.per_query.get(split, {})) or '?'}"
-            for r in records for split, n in r.zero_grade_queries.items()}  # fmt: skip
+    seen = {(r.task, part): f"{r.task} {part} {n} of {query_counts(r.scores, r.subtasks).get(part) or '?'}"
+            for r in records for part, n in r.zero_grade_queries.items()}  # fmt: skip
     if not seen:
         return []
     return ["- queries that judge no document relevant (only grade-0 judgements), kept and scored 0"

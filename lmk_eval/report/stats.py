@@ -15,11 +15,11 @@ from ..significance import (
 from .frames import (
     ROW_KEYS,
     Names,
+    part_weights,
     pooled_queries,
     reference_length,
     reference_strategy,
     row_label,
-    split_weights,
     varying,
 )
 
@@ -37,7 +37,7 @@ def compare_rows(frame: pd.DataFrame, poolings: list[str], baseline: str):
             if p == baseline or p not in set(group["pooling"]):
                 continue
             cand = pooled_queries(group, p)
-            cmp = paired_test(cand, base_q, split_weights(set(cand) & set(base_q)))
+            cmp = paired_test(cand, base_q, part_weights(set(cand) & set(base_q)))
             if cmp.reported:
                 found.append((row_label(key, vary), p, cmp))
     return found
@@ -73,7 +73,7 @@ def _paired(candidate: pd.DataFrame, base: pd.DataFrame, pooling: str) -> Compar
     cand, ref = pooled_queries(candidate, pooling), pooled_queries(base, pooling)
     if not cand or not ref:
         return None
-    cmp = paired_test(cand, ref, split_weights(set(cand) & set(ref)))
+    cmp = paired_test(cand, ref, part_weights(set(cand) & set(ref)))
     return cmp if cmp.reported else None
 
 

@@ -13,11 +13,11 @@ from .frames import (
     ROW_KEYS,
     Names,
     Panel,
+    part_weights,
     pooled_queries,
     reference_for,
     row_label,
     seed_std,
-    split_weights,
     strategy_pivots,
     varying,
 )
@@ -36,13 +36,14 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 def main_table(
     frame: pd.DataFrame, poolings: list[str], comparisons: list[tuple[str, str, Comparison]],
-    names: Names,
+    names: Names, benchmarks: dict[str, list[str]] | None = None,
 ) -> str:
     """Per-row main score (mean over splits and seeds), best in bold, † where the Holm-adjusted
-    difference from the baseline is significant."""
+    difference from the baseline is significant; then each mteb benchmark's average over its
+    tasks (per reading), and each context's average over its rows."""
     vary = varying(frame)
     marked = {(row, p) for row, p, c in comparisons if c.significant}
-    rows, context_means = [], {}
+    rows, row_means = [], {}
     for key, group in frame.groupby(ROW_KEYS, sort=False):
         means = group.groupby("pooling")["score"].mean()
         best = means.max()
@@ -54,20 +55,40 @@ def main_table(
             for p in poolings
         ]
         rows.append([label, group["metric"].iloc[0], str(group["split"].nunique()), *cells])
-        context_means.setdefault(key[2], []).append(means)
-    for context, series in context_means.items():
-        table = pd.concat(series, axis=1).reindex(poolings)
-        complete = table.loc[:, table.notna().all()]  # rows every pooling has: a fair average
-        if complete.shape[1] == 0:
-            continue
-        avg = complete.mean(axis=1)
-        best = avg.max()
-        label = f"*{context}-context average*"
-        if complete.shape[1] < table.shape[1]:
-            label = f"*{context}-context average over the {complete.shape[1]} of {table.shape[1]} rows every pooling has*"
-        rows.append([label, "", str(complete.shape[1]),
-                     *[fmt_score(avg[p], avg[p] == best) for p in poolings]])  # fmt: skip
+        row_means[key] = means
+    for name, tasks in (benchmarks or {}).items():
+        readings: dict[tuple, list[pd.Series]] = {}
+        for (model, task, _context, length, strategy), means in row_means.items():
+            if task in tasks:
+                readings.setdefault((model, length, strategy), []).append(means)
+        for (model, length, strategy), series in readings.items():
+            where = (f"{model}: " if vary["model"] else "") + name
+            where += f" @{length}" + (f"/{strategy}" if vary["strategy"] else "") if len(readings) > 1 else ""
+            rows += _average_row(f"{where} average (mteb benchmark, {len(tasks)} tasks)",
+                                 f"{where} average", "tasks", series, len(tasks), poolings)  # fmt: skip
+    by_context: dict[str, list[pd.Series]] = {}
+    for key, means in row_means.items():
+        by_context.setdefault(key[2], []).append(means)
+    for context, series in by_context.items():
+        rows += _average_row(f"{context}-context average", f"{context}-context average", "rows", series,
+                             len(series), poolings)  # fmt: skip
     return markdown_table(["task", "metric", "splits", *(names[p] for p in poolings)], rows)
+
+
+def _average_row(label: str, short: str, unit: str, series: list[pd.Series], total: int,
+                 poolings: list[str]) -> list[list[str]]:  # fmt: skip
+    """One average row: the mean over the rows every pooling has (a fair average), saying over
+    how many of ``total`` when some are missing; none when no row has every pooling."""
+    table = pd.concat(series, axis=1).reindex(poolings)
+    complete = table.loc[:, table.notna().all()]
+    if complete.shape[1] == 0:
+        return []
+    avg = complete.mean(axis=1)
+    best = avg.max()
+    label = f"*{label}*"
+    if complete.shape[1] < total:
+        label = f"*{short} over the {complete.shape[1]} of {total} {unit} every pooling has*"
+    return [[label, "", str(complete.shape[1]), *[fmt_score(avg[p], avg[p] == best) for p in poolings]]]
 
 
 def interval_table(frame: pd.DataFrame, poolings: list[str], names: Names) -> str | None:
@@ -78,7 +99,7 @@ def interval_table(frame: pd.DataFrame, poolings: list[str], names: Names) -> st
         cells = []
         for p in poolings:
             scores = pooled_queries(group, p) if p in set(group["pooling"]) else {}
-            ci = bootstrap_ci(scores, split_weights(set(scores))) if scores else None
+            ci = bootstrap_ci(scores, part_weights(set(scores))) if scores else None
             cells.append(f"{ci[0] * 100:.1f} – {ci[1] * 100:.1f}" if ci else "–")
         rows.append([row_label(key, vary), str(len(pooled_queries(group, poolings[0])) or "–"), *cells])
     if all(c == "–" for r in rows for c in r[2:]):
@@ -168,4 +189,23 @@ def split_tables(panels: list[Panel], poolings: list[str], column: str,
         header = [column, *(names[p] for p in poolings)]
         header += [f"published: {reference['label']}"] if reference else []
         out.append((panel.label, markdown_table(header, rows)))
+    return out
+
+
+def part_tables(parts: pd.DataFrame, poolings: list[str], names: Names) -> list[tuple[str, str]]:
+    """Per task scored in parts (subsets, an aggregate's sub-tasks): each part's score x pooling,
+    averaged over seeds, best per part in bold."""
+    if parts.empty:
+        return []
+    vary = {k: parts[k].nunique() > 1 for k in ("model", "max_length", "strategy")}
+    out = []
+    for (model, row, length, strategy), group in parts.groupby(["model", "row", "max_length", "strategy"], sort=False):
+        table = group.pivot_table(index="part", columns="pooling", values="score", sort=False)
+        rows = []
+        for part, r in table.iterrows():
+            best = r.max()
+            rows.append([str(part), *[fmt_score(r[p], r[p] == best) if p in r and pd.notna(r[p]) else "–"
+                                      for p in poolings]])  # fmt: skip
+        label = row_label((model, row, None, length, strategy), vary)
+        out.append((label, markdown_table(["part", *(names[p] for p in poolings)], rows)))
     return out
