@@ -55,6 +55,17 @@ def cpu_description() -> str:
     return f"{name}, {torch.get_num_threads()} threads, bf16 features: {', '.join(bf16) or 'none'}"
 
 
+def machine_description(device: str) -> str:
+    """Where a cell was computed, for its timing: the accelerator's name, or the CPU's."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(torch.device(device))} ({device})"
+    if device.startswith("mps"):
+        return "Apple GPU (mps)"
+    return cpu_description()
+
+
 def default_device() -> str:
     import torch
 

@@ -267,13 +267,15 @@ class RunStore:
         subtask_results: dict[str, str] | None = None,
         seconds: float | None = None,
         zero_grade_queries: dict[str, int] | None = None,
+        machine: str | None = None,
     ) -> None:
         """Store one cell whole: mteb's JSON (an aggregate's sub-tasks' too), then the record
         with their digests, built aside and renamed into place."""
         staging = staging_dir(self.root / ".tmp", cell.key()[:40])
         try:
             record = CellRecord(cell=cell.describe(), identity=CellIdentity(**identity),
-                                produced_by=code_info(), task=cell.task, context=context,
+                                produced_by={**code_info(), **({"machine": machine} if machine else {})},
+                                task=cell.task, context=context,
                                 main_score=main_score, main=main, scores=scores, subtasks=subtasks or [],
                                 seconds=None if seconds is None else round(seconds, 2),
                                 zero_grade_queries=zero_grade_queries or {})  # fmt: skip

@@ -208,6 +208,7 @@ class CellPayload:
     subtasks: list[Part]
     seconds: float
     zero_grade_queries: dict[str, int]
+    machine: str  # where it was computed (the seconds' machine): accelerator or CPU
 
 
 def compute_group(group: CellGroup, missing: list[Cell], encoder: TextEncoder,
@@ -218,6 +219,9 @@ def compute_group(group: CellGroup, missing: list[Cell], encoder: TextEncoder,
     task = group.task.build()
     load(task)  # loaded once, kept across the group's variants
     try:
+        from .hardware import machine_description
+
+        machine = machine_description(encoder.device)
         context = group.task.context or document_context(task)
         zero_grade: dict[str, int] | None = None
         search = GroupSearch(encoder, [c.variant for c in missing])
@@ -231,7 +235,7 @@ def compute_group(group: CellGroup, missing: list[Cell], encoder: TextEncoder,
             subtasks = {r.task_name: r.model_dump_json(indent=1) for r in found.subtask_results}
             yield CellPayload(cell.key(), context, found.task_result.model_dump_json(indent=1), subtasks,
                               task.metadata.main_score, found.main, found.scores, found.subtasks,
-                              time.perf_counter() - cell_started, zero_grade)  # fmt: skip
+                              time.perf_counter() - cell_started, zero_grade, machine)  # fmt: skip
     finally:
         unload(task)
 

@@ -96,8 +96,11 @@ def test_a_subset_loads_and_scores_that_language_only(paper, hub):
 
 
 def test_the_report_averages_follow_mteb_benchmarks(paper):
+    from lmk_eval.hardware import cpu_description
+
     out, report = paper
     text = report.read_text()
+    assert f"Measured on: {cpu_description()}." in text  # the machine beside the timings
     records = RunStore(out).records()
     header = next(line for line in text.splitlines() if line.startswith("| task | metric | splits |"))
     poolings = [c.strip() for c in header.strip("|").split("|")[3:]]

@@ -71,10 +71,11 @@ def main_scores(data: ReportData, _figures: Figures) -> list[str]:
         + ("; then the mean over seeds" if data.seeded else "")
         + f"). Best per row in **bold**; † marks a difference from `{names[data.baseline]}` that stays"
         f" significant (p < {ALPHA}) after {CORRECTION} correction over all"
-        f" {data.family.size} comparisons of this report (see Significance). A benchmark's average"
-        " is the mean of its tasks' scores (mteb's Mean(Task)), at each reading it ran at; a"
-        f" context's, of its rows (long: the documents evaluated average {LONG_CONTEXT_CHARS:,}"
-        " characters or more).",
+        f" {data.family.size} comparisons of this report (see Significance)."
+        + (" A benchmark's average is the mean of its tasks' scores (mteb's Mean(Task)), at each"
+           " reading it ran at." if data.sweep.get("benchmarks") else "")
+        + f" A context's average is the mean of its rows (long: the documents evaluated average"
+        f" {LONG_CONTEXT_CHARS:,} characters or more).",
         "",
     ]
     if data.unmatched:

@@ -37,12 +37,16 @@ def compute_section(records: list[CellRecord], training: dict[str, dict]) -> lis
     total = sum(map(sum, per_task.values())) + training_seconds
     rows.append(["**total**", "", f"**{_duration(total)}**"])
     untimed = len(records) - sum(map(len, per_task.values()))
+    machines = sorted({r.produced_by["machine"] for r in records if r.produced_by.get("machine")})
+    unnamed = sum(1 for r in records if r.seconds is not None and not r.produced_by.get("machine"))
+    where = (f" Measured on: {'; '.join(machines)}." if machines else "") + (
+        f" {unnamed} cell(s) from older runs do not record their machine." if unnamed else "")
     return [
         "## Compute",
         "",
         "Wall time measured per cell (encoding + mteb scoring) and per trained checkpoint, summed;"
         " a run interrupted and resumed counts only the work it kept."
-        + (f" {untimed} cell(s) from older runs carry no timing." if untimed else ""),
+        + (f" {untimed} cell(s) from older runs carry no timing." if untimed else "") + where,
         "",
         markdown_table(["step", "cells / checkpoints", "wall time"], rows),
         "",
@@ -174,7 +178,7 @@ def provenance_section(records: list[CellRecord]) -> list[str]:
         splits = "+".join(r.cell.splits)
         tasks_seen.setdefault(f"{r.task} ({splits})", _short(r.identity.data))
         scoring.add(", ".join(f"{k} {v}" for k, v in r.identity.scoring.items()))
-        produced.add(", ".join(f"{k} {v}" for k, v in sorted(r.produced_by.items())))
+        produced.add(", ".join(f"{k} {v}" for k, v in sorted(r.produced_by.items()) if k != "machine"))
     lines = ["## Provenance", ""]
     if legacy:
         lines += [f"{len(legacy)} of {len(records)} cells were written before lmk-eval recorded"
