@@ -66,8 +66,9 @@ def main_scores(data: ReportData, _figures: Figures) -> list[str]:
         "## Main scores",
         "",
         "Main score ×100: mteb's main score of each task (the mean over its splits, as LongEmbed"
-        " averages over lengths, and over its language subsets; an aggregate's, CQADupstack's, is"
-        " mteb's mean over its sub-tasks"
+        " averages over lengths"
+        + (", and over its language subsets" if _subsets(data) else "")
+        + ("; an aggregate's (CQADupstack) is mteb's mean over its sub-tasks" if _aggregates(data) else "")
         + ("; then the mean over seeds" if data.seeded else "")
         + f"). Best per row in **bold**; † marks a difference from `{names[data.baseline]}` that stays"
         f" significant (p < {ALPHA}) after {CORRECTION} correction over all"
@@ -89,6 +90,14 @@ def main_scores(data: ReportData, _figures: Figures) -> list[str]:
                   + (", each query's score averaged over seeds first" if data.seeded else "") + ".",
                   "", intervals, ""]  # fmt: skip
     return parts
+
+
+def _subsets(data: ReportData) -> bool:
+    return any(len({p.subset for p in r.scores}) > 1 for r in data.records)
+
+
+def _aggregates(data: ReportData) -> bool:
+    return any(r.subtasks for r in data.records)
 
 
 def parts_section(data: ReportData, _figures: Figures) -> list[str]:
@@ -162,8 +171,10 @@ def significance(data: ReportData, _figures: Figures) -> list[str]:
         " on per-query main scores"
         + (" with each query's score first averaged over seeds (n counts queries, not"
            " seed x query pairs)" if data.seeded else "")
-        + "; a task with several splits weighs each split equally, and within a split each"
-        " sub-task and language subset, as mteb averages them. Its Δ interval is the"
+        + "; a task with several splits weighs each split equally"
+        + (", and within a split each sub-task and language subset, as mteb averages them"
+           if _subsets(data) or _aggregates(data) else "")
+        + ". Its Δ interval is the"
         f" {CI_NAME} of the paired differences."
         + (f" Each other strategy is also compared with `{reference_strategy(data.frame)}` for the same"
            " pooling, model and task, at the same max_length or, where it has none (truncate"
