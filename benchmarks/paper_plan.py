@@ -5,9 +5,11 @@ Run with ``.venv/bin/python benchmarks/paper_plan.py`` (about a minute); writes
 tokenizer and configuration and, for the time on this machine, a short forward of the model. With
 no hub here, a stand-in hub on 127.0.0.1 (the test suite's) serves ``answerdotai/ModernBERT-base``
 as a model of exactly ModernBERT-base's configuration (transformers' ModernBertConfig defaults:
-22 layers, width 768, 8,192 positions) with random weights and MiniLM's WordPiece tokenizer:
-speed does not depend on the weights, and the hub tasks' token counts come from mteb's statistics,
-not from the tokenizer. With the hub reachable, run the command itself instead.
+22 layers, width 768, 8,192 positions) with random weights and MiniLM's WordPiece tokenizer, and
+every dataset of the sweep at mteb's pinned revision (miniature copies: the plan asks the hub for
+each dataset's commit, as the run does, and counts from mteb's statistics): speed does not depend
+on the weights, and the hub tasks' token counts come from mteb's statistics, not from the
+tokenizer or the files. With the hub reachable, run the command itself instead.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from lmk_eval.hardware import cpu_description  # noqa: E402
 from tests.fake_hub import FakeHub, Repo, folder_files  # noqa: E402
+from tests.hub_catalogue import paper_tasks, repos_for  # noqa: E402
 
 
 def build_modernbert_base(folder: Path) -> Path:
@@ -44,7 +47,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lmk-paper-plan-") as tmp:
         model = build_modernbert_base(Path(tmp) / "modernbert-base")
         repo = Repo("model", "answerdotai/ModernBERT-base", "8" * 40, folder_files(model))
-        with FakeHub([repo]) as hub:
+        with FakeHub([repo, *repos_for(paper_tasks())]) as hub:
             env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
             env |= {"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(Path(tmp) / "hf")}
             done = subprocess.run([sys.executable, "-m", "lmk_eval.cli", "plan", "--config", "paper", "--on", "h100"],
