@@ -64,8 +64,7 @@ def main_frame(records: list[CellRecord], root: Path) -> pd.DataFrame:
                          "max_length": v.max_length, "strategy": v.reading(), "scaled": v.scale != "none",
                          "unscaled": v.unscaled().reading(),
                          "pooling": v.key(), "label": v.label(), "split": split,
-                         "score": r.split_score(split), "metric": r.main_score,
-                         "subsets": len({p.subset for p in r.scores}), "per_query": per_query})  # fmt: skip
+                         "score": r.split_score(split), "metric": r.main_score, "per_query": per_query})  # fmt: skip
     if not rows:
         raise LmkEvalError(f"no finished cells in '{root}'; nothing to report")
     return pd.DataFrame(rows)
