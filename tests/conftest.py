@@ -16,6 +16,24 @@ if "LMK_EVAL_CACHE" not in os.environ:  # file digests: a cache of the test sess
     os.environ["LMK_EVAL_CACHE"] = tempfile.mkdtemp(prefix="lmk-eval-test-cache-")
 
 
+@pytest.fixture(autouse=True)
+def every_computed_cell_satisfies_the_invariant(monkeypatch):
+    """Every cell a run of any test computes and stores (in this process) is checked as it is
+    stored: its per-query means are its parts' scores, its main score mteb's TaskResult's."""
+    from lmk_eval.runner import Sink
+    from lmk_eval.store import read_record
+    from tests.invariants import check_cell
+
+    stored = Sink.save
+
+    def save(self, payload):
+        stored(self, payload)
+        folder = self.store.cell_dir(payload.key)
+        check_cell(read_record(folder / "cell.json"), folder)
+
+    monkeypatch.setattr(Sink, "save", save)
+
+
 @pytest.fixture(scope="session")
 def text_encoder():
     from lmk_eval.encoding import TextEncoder
