@@ -186,8 +186,8 @@ def task_ref(name: str, splits: tuple[str, ...] | None = None, subsets: tuple[st
 
 
 def benchmark_refs(name: str) -> list[TaskRef] | None:
-    """The tasks of mteb's benchmark ``name`` (or its lmk-eval alias), each with the splits and
-    subsets the benchmark evaluates; None when mteb has no such benchmark."""
+    """The tasks of mteb's benchmark ``name``, each with the splits and subsets the benchmark
+    evaluates; None when mteb has no such benchmark."""
     bench = _benchmark(name)
     if bench is None:
         return None
@@ -209,8 +209,7 @@ def resolve(
 ) -> list[TaskRef] | None:
     """An mteb task (a task name wins over a benchmark of the same name), else a benchmark; None
     when mteb has neither."""
-    canonical = ALIASES.get(name, name)
-    if _task(canonical) is None and splits is None and subsets is None:
-        return benchmark_refs(canonical)
     ref = task_ref(name, splits, subsets)
-    return [ref] if ref is not None else None
+    if ref is not None:
+        return [ref]
+    return benchmark_refs(ALIASES.get(name, name)) if splits is None and subsets is None else None
