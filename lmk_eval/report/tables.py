@@ -197,7 +197,7 @@ def part_tables(parts: pd.DataFrame, poolings: list[str], names: Names) -> list[
     averaged over seeds, best per part in bold."""
     if parts.empty:
         return []
-    vary = {k: parts[k].nunique() > 1 for k in ("model", "max_length", "strategy")}
+    vary = varying(parts)
     out = []
     for (model, row, length, strategy), group in parts.groupby(["model", "row", "max_length", "strategy"], sort=False):
         table = group.pivot_table(index="part", columns="pooling", values="score", sort=False)
