@@ -2,12 +2,14 @@
 
 mteb scores a retrieval task through a ``SearchProtocol`` (``index`` / ``search``). The group's
 first cell to search (the leader) runs mteb's own ``SearchEncoderWrapper`` with chunks sized by
-bytes; each chunk (and the queries) is encoded once for *every* pooling of the group, one forward
-pass per tokenisation. The leader's vectors go back to mteb; each sibling's are scored against the
-sibling's queries at once and folded into its top-k, exactly as mteb's heap would (per chunk
-``torch.topk`` of top_k + 1, then the top_k largest (score, document id) pairs overall). The
-siblings' cells then read their results instead of encoding anything. Peak memory is the model,
-one chunk of vectors and queries x poolings x top_k results, never documents x poolings x dim.
+bytes, so queries and documents reach the encoder exactly as mteb prepares them; each chunk (and
+the queries) is encoded once for *every* pooling of the group, one forward pass per tokenisation.
+Every pooling, the leader too, is ranked by one path here (``TopK``): its queries scored against
+each chunk and folded into its top-k (per chunk ``torch.topk`` of top_k + 1, then the top_k
+largest (score, document id) pairs overall), which gives what mteb's own search gives; a test holds
+the two equal on a corpus full of ties. mteb's wrapper ranks nothing that is used. Peak memory is
+the model, one chunk of vectors and queries x poolings x top_k results, never documents x
+poolings x dim. Reranking tasks (a given ``top_ranked``) go through mteb's wrapper alone.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def vectors_per_document(variant: Variant) -> int:
 
 @dataclass
 class TopK:
-    """A sibling's running best documents per query: scores (Q, <=k) float32, ids (Q, <=k) str."""
+    """A pooling's running best documents per query: scores (Q, <=k) float32, ids (Q, <=k) str."""
 
     k: int
     scores: np.ndarray
@@ -83,7 +85,7 @@ class TopK:
 
 
 class GroupSearch:
-    """The shared state of one cell group's searches: who leads each (task, subset, split), the siblings'
+    """The shared state of one cell group's searches: who leads each (task, subset, split), the poolings'
     query vectors while the leader's pass runs, and their top-k results until their cells ask."""
 
     def __init__(self, encoder: TextEncoder, variants: Sequence[Variant], chunk_bytes: int = CHUNK_BYTES):
@@ -103,15 +105,15 @@ class GroupSearch:
         return self._pass is not None and self._pass.leader == variant
 
     def encode(self, texts: list[str], prompt: str, prompt_type) -> np.ndarray:
-        """The leader's encode call, answered for every sibling at once."""
+        """The leader's encode call, answered for every pooling of the pass at once."""
         pass_ = self._pass
-        encoded = self.encoder.encode_all(texts, list(dict.fromkeys([pass_.leader, *pass_.siblings])), prompt)
+        encoded = self.encoder.encode_all(texts, list(dict.fromkeys([pass_.leader, *pass_.ranked])), prompt)
         vectors = encoded.vectors
         if prompt_type is not None and PromptType(prompt_type) is PromptType.query:
-            pass_.queries = {v: vectors[v] for v in pass_.siblings}
-            pass_.top = {v: TopK.empty(len(texts), pass_.top_k) for v in pass_.siblings}
+            pass_.queries = {v: vectors[v] for v in pass_.ranked}
+            pass_.top = {v: TopK.empty(len(texts), pass_.top_k) for v in pass_.ranked}
         else:
-            for v in pass_.siblings:
+            for v in pass_.ranked:
                 if v in encoded.chunks:  # a document scores as its best chunk
                     scores = self.best_chunk_scores(v, pass_.queries[v], encoded.chunks[v])
                 else:
@@ -133,29 +135,28 @@ class GroupSearch:
         ready = self._done.get(where, {})
         if variant in ready and top_ranked is None:
             return ready.pop(variant)
-        multi = variant.spec.multi_vector
-        if multi and top_ranked is not None:
+        if variant.spec.multi_vector and top_ranked is not None:
             raise LmkEvalError(f"{variant.pooling} scores a document by its best chunk; reranking tasks"
                                " (a given top_ranked list) are not supported for it yet")  # fmt: skip
-        siblings = [v for v in self.adapters if v != variant] if top_ranked is None else []
-        if multi:  # it leads mteb's pass with its single vectors, and is scored as a sibling
-            siblings.append(variant)
+        # every pooling ranked here, the leader first; a reranking task's list is mteb's to rank
+        ranked = list(dict.fromkeys([variant, *self.adapters])) if top_ranked is None else []
         dim = self.encoder.facts.config.hidden_size
-        per_document = sum(vectors_per_document(v) for v in dict.fromkeys([variant, *siblings]))
+        per_document = sum(vectors_per_document(v) for v in dict.fromkeys([variant, *ranked]))
         wrapper = SearchEncoderWrapper(self.adapters[variant],
                                        corpus_chunk_size=chunk_documents(per_document, dim, self.chunk_bytes))  # fmt: skip
         wrapper.index(corpus, task_metadata=task_metadata, hf_split=hf_split, hf_subset=hf_subset,
                       encode_kwargs=encode_kwargs, num_proc=num_proc)  # fmt: skip
-        self._pass = _Pass(variant, siblings, top_k, list(corpus["id"]) if siblings else [])
+        self._pass = _Pass(variant, ranked, top_k, list(corpus["id"]) if ranked else [])
         try:
             results = wrapper.search(queries, task_metadata=task_metadata, hf_split=hf_split,
-                                     hf_subset=hf_subset, top_k=top_k, encode_kwargs=encode_kwargs,
-                                     top_ranked=top_ranked, num_proc=num_proc, **kwargs)  # fmt: skip
-            query_ids = list(queries["id"])
-            found = {v: self._pass.top[v].results(query_ids) for v in siblings}
-            if multi:
-                results = found.pop(variant)  # mteb ranked its mean vectors; its chunks rank it
-            self._done.setdefault(where, {}).update(found)
+                                     hf_subset=hf_subset, top_k=top_k if top_ranked is not None else 1,
+                                     encode_kwargs=encode_kwargs, top_ranked=top_ranked,
+                                     num_proc=num_proc, **kwargs)  # fmt: skip  (top_k 1: its ranking is unused)
+            if ranked:
+                query_ids = list(queries["id"])
+                found = {v: self._pass.top[v].results(query_ids) for v in ranked}
+                results = found.pop(variant)
+                self._done.setdefault(where, {}).update(found)
         finally:
             self._pass = None
         return results
@@ -164,7 +165,7 @@ class GroupSearch:
 @dataclass
 class _Pass:
     leader: Variant
-    siblings: list[Variant]
+    ranked: list[Variant]  # every pooling ranked in this pass (the leader too)
     top_k: int
     document_ids: list[str]
     offset: int = 0

@@ -3,18 +3,16 @@ search, whatever the chunking, with ties broken as mteb's heap breaks them."""
 
 from __future__ import annotations
 
-import mteb
 import numpy as np
-import pytest
 import torch
-from datasets import Dataset
-from mteb.models.search_wrappers import SearchEncoderWrapper, chunked_full_corpus_search
+from mteb.models.search_wrappers import SearchEncoderWrapper
 
 from lmk_eval.mteb_adapter import LmkEncoder, model_meta
-from lmk_eval.search import GroupSearch, TopK, chunk_documents
+from lmk_eval.search import GroupSearch, TopK, chunk_documents, vectors_per_document
 from lmk_eval.task_registry import _folder
 from lmk_eval.variants import make_variant
 from lmk_eval.work import evaluate_cell
+from tests.conftest import write_beir
 
 
 def test_chunks_are_sized_by_bytes():
@@ -23,31 +21,43 @@ def test_chunks_are_sized_by_bytes():
     assert chunk_documents(6, 384) < chunk_documents(1, 384)
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 40, 1000])
-def test_top_k_folds_chunks_exactly_as_mteb_heap(chunk):
-    """Integer scores make many ties, across the cut and across chunks."""
-    rng = np.random.default_rng(0)
-    queries = torch.tensor(rng.integers(0, 3, (9, 4)), dtype=torch.float32)
-    docs = torch.tensor(rng.integers(0, 3, (120, 4)), dtype=torch.float32)
-    ids = [f"d{i:03d}" for i in rng.permutation(120)]
-    corpus = Dataset.from_dict({"id": ids, "text": [""] * len(ids)})
-    calls = iter(range(0, len(ids), chunk))
+def test_top_k_keeps_the_larger_ids_at_a_tied_cut():
+    top = TopK.empty(1, 2)
+    top.add(torch.tensor([[1.0, 0.5, 0.5, 0.5]]), ["a", "c", "b", "d"])
+    assert top.results(["q"]) == {"q": {"a": 1.0, "d": 0.5}}
 
-    def encode(_loader, **_kwargs):
-        start = next(calls)
-        return docs[start : start + chunk]
 
-    heaps = chunked_full_corpus_search(
-        task_corpus=corpus, corpus_chunk_size=chunk, query_idx_to_id=dict(enumerate(f"q{i}" for i in range(9))),
-        query_embeddings=queries, task_metadata=mteb.get_task("SciFact").metadata, hf_subset="default", hf_split="test", top_k=10,
-        encode_kwargs={"show_progress_bar": False}, encode_fn=encode, similarity_fn=lambda q, d: q @ d.T,
-        search_k_offset=1,
-    )  # fmt: skip
-    top = TopK.empty(9, 10)
-    for start in range(0, len(ids), chunk):
-        top.add(queries @ docs[start : start + chunk].T, ids[start : start + chunk])
-    ours = top.results([f"q{i}" for i in range(9)])
-    assert ours == {q: {d: s for s, d in heap} for q, heap in heaps.items()}
+def test_every_pooling_ranks_as_mteb_search_does_on_a_corpus_full_of_ties(text_encoder, tmp_path):
+    """Six texts, each seven times under shuffled ids, in chunks of five: many documents share a
+    score across the top-k cut and across chunks. Every pooling of the group, the leader too, gets
+    exactly the ranking mteb's own SearchEncoderWrapper gives that pooling searched alone."""
+    texts = ["Aspirin lowers the risk of heart attack.", "Vitamin D does not prevent fractures.",
+             "Sleep loss impairs memory.", "Coffee is linked to longer life.",
+             "Exercise improves insulin sensitivity.", "Salt raises blood pressure."]  # fmt: skip
+    ids = [f"d{i:02d}" for i in np.random.default_rng(0).permutation(len(texts) * 7)]
+    corpus = [{"id": d, "text": texts[i % len(texts)]} for i, d in enumerate(ids)]
+    queries = [{"id": f"q{i}", "text": texts[i]} for i in range(4)]
+    task = _folder(str(write_beir(tmp_path / "ties", corpus, queries, [(f"q{i}", ids[i], 1) for i in range(4)])), "test").build()
+    task.load_data()
+    data = task.dataset["default"]["test"]
+    vs = [make_variant(p, max_length=64) for p in ("cls", "mean", "max", "lmk")]
+    per_document = sum(vectors_per_document(v) for v in vs)
+    dim = text_encoder.facts.config.hidden_size
+    chunk = 5
+    group = GroupSearch(text_encoder, vs, chunk_bytes=chunk * per_document * dim * 4)
+    common = {"task_metadata": task.metadata, "hf_split": "test", "hf_subset": "default",
+              "encode_kwargs": {"show_progress_bar": False}}  # fmt: skip
+    tied_cuts = 0
+    for v in vs:
+        ours = group.view(v)
+        ours.index(data["corpus"], **common)
+        found = ours.search(data["queries"], top_k=4, **common)
+        alone = SearchEncoderWrapper(LmkEncoder(text_encoder, v, model_meta(text_encoder, v)), corpus_chunk_size=chunk)
+        alone.index(data["corpus"], **common)
+        assert found == alone.search(data["queries"], top_k=4, **common), v.key()
+        # four kept at one score that seven copies share: the cut fell inside a tie
+        tied_cuts += sum(len(set(found[q].values())) == 1 for q in found)
+    assert tied_cuts >= len(vs) * len(queries) // 2  # (a copy in another batch can differ in the last bit)
 
 
 def test_one_pass_gives_each_poolings_own_mteb_results(text_encoder, tiny_beir):
