@@ -107,6 +107,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    out = export_run(Path(args.run_dir), Path(args.mteb_results))
+    _info(f"export: {len(out.files)} result files, {len(out.experiments)} experiments (one per model"
+          f" revision and variant) under {Path(args.mteb_results) / 'results'}")  # fmt: skip
+    for name, revision, experiment in sorted(out.experiments):
+        _info(f"  {name} @ {revision}: experiments/{experiment}")
+    for task, why in sorted(out.not_on_leaderboard.items()):
+        _info(f"  {task}: mteb's leaderboard will not show it ({why})")
+    return 0
+
+
 def cmd_baseline(args: argparse.Namespace) -> int:
     from .gate import write_baseline
 
@@ -176,7 +189,7 @@ def _info(message: str) -> None:
 
 
 COMMANDS = {"list": cmd_list, "tasks": cmd_tasks, "run": cmd_run, "report": cmd_report,
-            "baseline": cmd_baseline, "check": cmd_check, "generate": cmd_generate,
+            "baseline": cmd_baseline, "check": cmd_check, "generate": cmd_generate, "export": cmd_export,
             "train": cmd_train, "plan": cmd_plan}  # fmt: skip
 
 

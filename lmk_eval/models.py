@@ -83,8 +83,22 @@ def identity(source: ModelSource) -> dict[str, Any]:
 
 def revision(source: ModelSource) -> str:
     """A short revision for mteb's ModelMeta: the content hash or the hub commit."""
-    ident = identity(source)
-    return str(ident.get("commit") or ident["content"])[:12]
+    return revision_of(identity(source))
+
+
+def revision_of(ident: dict[str, Any]) -> str:
+    """The short revision of a model identity as a cell records it (a checkpoint's: its files'
+    digest, else a digest of how it was trained)."""
+    return str(ident.get("commit") or ident.get("content") or ident.get("files") or digest(ident))[:12]
+
+
+def recorded_name(model: str) -> str:
+    """The name ``resolve_model`` gives a model as a sweep named it, also once a model directory
+    is gone (an exported run may outlive its checkpoints)."""
+    try:
+        return resolve_model(model).name
+    except LmkEvalError:
+        return f"local/{Path(model).expanduser().resolve().name}"
 
 
 def _from_pretrained_kwargs(source: ModelSource, options: EncodeOptions) -> dict[str, Any]:

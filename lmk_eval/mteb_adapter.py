@@ -44,7 +44,19 @@ def _texts(inputs: Iterable) -> list[str]:
 def model_meta(encoder: TextEncoder, variant: Variant) -> ModelMeta:
     """Full metadata; experiment_kwargs make every variant its own entry in mteb's result cache."""
     source = encoder.source
-    facts = models.describe(source)
+    native = encoder.facts.native if variant.pooling == "native" else None
+    return variant_meta(source.name, models.revision(source), variant, encoder.options.identity(),
+                        similarity=native.similarity if native else "cosine",
+                        use_instructions=bool(prompts_of(encoder)), facts=models.describe(source),
+                        model_ref=source.ref)  # fmt: skip
+
+
+def variant_meta(
+    name: str, revision: str, variant: Variant, options: dict[str, Any], *, similarity: str,
+    use_instructions: bool, facts: dict[str, Any], model_ref: str,
+) -> ModelMeta:  # fmt: skip
+    """mteb's ModelMeta of one model revision pooled as ``variant`` with the non-default encoding
+    ``options``: the variant is an mteb *experiment* (its options are the experiment_kwargs)."""
     base: dict[str, Any] = {
         "license": None,
         "release_date": None,
@@ -52,31 +64,30 @@ def model_meta(encoder: TextEncoder, variant: Variant) -> ModelMeta:
         "reference": None,
         "languages": None,
     }
-    if source.name == models.PACKAGED_NAME:
+    facts = dict(facts)
+    if name == models.PACKAGED_NAME:
         import mteb
 
         known = mteb.get_model_meta(models.PACKAGED_NAME)
         base = {k: getattr(known, k) for k in base}
         facts["n_parameters"] = known.n_parameters
         facts["memory_usage_mb"] = known.memory_usage_mb
-    native = encoder.facts.native if variant.pooling == "native" else None
-    similarity = ScoringFunction(native.similarity) if native else ScoringFunction.COSINE
     return ModelMeta(
         loader=_load_from_meta,
-        loader_kwargs={"model": source.ref, **variant.to_dict(), **encoder.options.identity()},
-        name=source.name,
-        revision=models.revision(source),
+        loader_kwargs={"model": model_ref, **variant.to_dict(), **options},
+        name=name,
+        revision=revision,
         open_weights=True,
         public_training_code=None,
         public_training_data=None,
         framework=["PyTorch", "Transformers"],
-        similarity_fn_name=similarity,
-        use_instructions=bool(prompts_of(encoder)),
+        similarity_fn_name=ScoringFunction(similarity),
+        use_instructions=use_instructions,
         max_tokens=variant.max_length,
-        embed_dim=facts["embed_dim"],
-        n_parameters=facts["n_parameters"],
-        memory_usage_mb=facts["memory_usage_mb"],
-        experiment_kwargs={**variant.relevant_options(), **encoder.options.identity()},
+        embed_dim=facts.get("embed_dim"),
+        n_parameters=facts.get("n_parameters"),
+        memory_usage_mb=facts.get("memory_usage_mb"),
+        experiment_kwargs={**variant.relevant_options(), **options},
         **base,
     )
 

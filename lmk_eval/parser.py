@@ -303,6 +303,28 @@ def _gate_parsers(sub) -> None:
         "--output-dir", default="reports", help="where reports go (default reports/)"
     )
     report.add_argument("--baseline", help="pooling to test against (default: the sweep's)")
+    report.add_argument(
+        "--latex",
+        action="store_true",
+        help="also write the main and per-length tables as LaTeX (booktabs, best in bold) beside it",
+    )
+
+    export = sub.add_parser(
+        "export",
+        help="write a run's results in mteb's results layout, one experiment per pooling variant",
+        description="Write every finished cell of RUN as mteb's results repository lays them out: "
+        "results/<org__model>/<revision>/experiments/<variant's options>/<Task>.json with a "
+        "model_meta.json, which mteb's ResultCache reads back and `mteb submit-results` submits. "
+        "mteb's leaderboard takes a result only when it was computed on the dataset revision "
+        "the task's metadata names; lmk-eval's own bundled data never is.",
+    )
+    export.add_argument("run_dir", help=RUN_DIR_HELP)
+    export.add_argument(
+        "--mteb-results",
+        required=True,
+        metavar="DIR",
+        help="a clone of mteb's results repository (or any folder); files go under DIR/results/",
+    )
 
     base = sub.add_parser("baseline", help="write a baseline JSON of a run's main scores")
     base.add_argument("run_dir", help=RUN_DIR_HELP)

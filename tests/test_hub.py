@@ -187,3 +187,37 @@ def test_a_hub_error_is_shortened_at_a_word(monkeypatch):
     inside = text.split("did not answer (", 1)[1].split(")", 1)[0]
     assert inside.endswith(" ...") and all(re.fullmatch(r"word\d+", w) for w in inside.removesuffix(" ...").split())
 
+
+
+def test_export_is_read_back_by_mteb_one_experiment_per_variant(online_run, tmp_path):
+    """mteb's own ResultCache reads the exported layout: one experiment per pooling variant, each
+    task's score the run's main score, and a variant's kwargs select exactly its results."""
+    import mteb
+
+    from lmk_eval.cli import main
+    from lmk_eval.export import experiment_meta
+
+    _, out = online_run
+    assert main(["export", str(out), "--mteb-results", str(tmp_path / "mteb")]) == 0
+    records = RunStore(out).records()
+    cache = mteb.ResultCache(tmp_path / "mteb")
+    loaded = cache.load_results(include_remote=False, load_experiments="match_name")
+    read = {(m.model_name, m.model_revision, m.experiment_name, t.task_name): t.get_score()
+            for m in loaded.model_results for t in m.task_results}  # fmt: skip
+    metas = {r.key: experiment_meta(r) for r in records}
+    expected = {(MODEL, MODEL_COMMIT[:12], metas[r.key].experiment_name, r.task): r.main for r in records}
+    assert len({k[2] for k in read}) == 2 and len(read) == 6  # mean and lmk, three tasks each
+    assert read == pytest.approx(expected, abs=1e-12)
+    lmk = next(m for m in metas.values() if m.experiment_kwargs["pooling"] == "lmk")
+    only = cache.load_results(models=[lmk], include_remote=False, experiment_kwargs=lmk.experiment_kwargs)
+    assert {(m.experiment_name, len(m.task_results)) for m in only.model_results} == {(lmk.experiment_name, 3)}
+
+
+def test_export_names_the_results_the_leaderboard_will_skip(online_run, tmp_path):
+    from lmk_eval.export import export_run, leaderboard_mismatch
+
+    _, out = online_run
+    assert export_run(out, tmp_path / "hub").not_on_leaderboard == {}  # served at mteb's pinned revisions
+    bundled = export_run(Path(__file__).parents[1] / "results" / "quick", tmp_path / "bundled")
+    assert set(bundled.not_on_leaderboard) == {"scifact-quick", "passkey-quick", "needle-quick", "needle-depth-quick"}
+    assert SCIFACT_REV in leaderboard_mismatch("SciFact", "0" * 40)
