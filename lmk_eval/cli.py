@@ -102,8 +102,8 @@ def cmd_plan(args: argparse.Namespace, sweep=None) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    path = write_report(Path(args.run_dir), Path(args.output_dir), baseline=args.baseline)
-    _info(f"report: {path}")
+    path = write_report(Path(args.run_dir), Path(args.output_dir), baseline=args.baseline, latex=args.latex)
+    _info(f"report: {path}" + (f" and {path.with_suffix('.tex')}" if args.latex else ""))
     return 0
 
 

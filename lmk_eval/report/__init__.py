@@ -38,9 +38,9 @@ def check_report_paths(run_dir: Path, reports_dir: Path) -> None:
     check_writable_dir(assets, "report's figure folder")
 
 
-def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) -> Path:
-    """Write the report; a failure (a full disk) leaves none of the folders it created, nor the
-    figures it drew into them."""
+def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None, latex: bool = False) -> Path:
+    """Write the report (and with ``latex`` its tables as ``<run>.tex`` beside it); a failure (a
+    full disk) leaves none of the folders it created, nor the figures it drew into them."""
     markdown, assets = report_paths(run_dir, reports_dir)
     created = [p for p in (reports_dir, assets) if not p.exists()]
     try:
@@ -49,7 +49,12 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None) 
             raise LmkEvalError(f"'{run_dir}' is not a run directory (no cells/); run `lmk-eval run` first")
         check_report_paths(run_dir, reports_dir)
         data = report_data(store, baseline)
-        atomic_write_text(markdown, render(data, draw(data, assets)))
+        text = render(data, draw(data, assets))
+        if latex:
+            from .latex import render_latex
+
+            atomic_write_text(markdown.with_suffix(".tex"), render_latex(data))
+        atomic_write_text(markdown, text)
         return markdown
     except BaseException:
         if created:
