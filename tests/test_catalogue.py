@@ -152,3 +152,20 @@ def test_plan_of_a_hub_task_uses_mteb_statistics_and_writes_nothing(hub, tmp_pat
     row = next(line for line in done.stdout.splitlines() if "| SciFact |" in line)
     assert "| 5,183 | 300 |" in row and "estimated" in row
     assert not out.exists()
+
+
+def test_export_writes_an_aggregate_with_its_sub_tasks(paper, tmp_path):
+    from lmk_eval.export import experiment_meta, export_run
+
+    out, _ = paper
+    export_run(out, tmp_path)
+    loaded = mteb.ResultCache(tmp_path).load_results(include_remote=False, load_experiments="match_name")
+    scores = {(m.experiment_name, t.task_name): t.get_score() for m in loaded.model_results for t in m.task_results}
+    records = RunStore(out).records()
+    subtasks = [t.metadata.name for t in mteb.get_task(AGGREGATE).tasks]
+    assert len(scores) == len(records) + 3 * len(subtasks)  # every cell, and each sub-task of the three aggregates
+    for r in records:
+        name = experiment_meta(r).experiment_name
+        assert scores[(name, r.scores[0].task)] == pytest.approx(r.main, abs=1e-12)  # mteb's name, no subset
+        if r.task == AGGREGATE:
+            assert all((name, s) in scores for s in subtasks)
