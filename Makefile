@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint ci-gate benchmark scifact controlled controlled-reduced clean
+.PHONY: demo test lint ci-gate install-check benchmark scifact controlled controlled-reduced clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test: $(STAMP)
 ci-gate: $(STAMP)
 	$(BIN)/lmk-eval run --config ci --output results/ci --recompute --no-report
 	$(BIN)/lmk-eval check results/ci --baseline tasks/ci.baseline.json --both-ways
+
+# What CI runs first: the wheel built, installed into a fresh venv, and the ci gate, its report,
+# check and export run from an empty folder with it (.ci/install-check).
+install-check: $(STAMP)
+	BIN=$(BIN) bash .ci/install-check
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
