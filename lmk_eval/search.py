@@ -141,17 +141,17 @@ class GroupSearch:
         # every pooling ranked here, the leader first; a reranking task's list is mteb's to rank
         ranked = list(dict.fromkeys([variant, *self.adapters])) if top_ranked is None else []
         dim = self.encoder.facts.config.hidden_size
-        per_document = sum(vectors_per_document(v) for v in dict.fromkeys([variant, *ranked]))
+        per_document = sum(vectors_per_document(v) for v in ranked or [variant])
         wrapper = SearchEncoderWrapper(self.adapters[variant],
                                        corpus_chunk_size=chunk_documents(per_document, dim, self.chunk_bytes))  # fmt: skip
         wrapper.index(corpus, task_metadata=task_metadata, hf_split=hf_split, hf_subset=hf_subset,
                       encode_kwargs=encode_kwargs, num_proc=num_proc)  # fmt: skip
         self._pass = _Pass(variant, ranked, top_k, list(corpus["id"]) if ranked else [])
-        try:
+        try:  # mteb's wrapper drives the pass; its own ranking is used for reranking only (else top_k 1)
             results = wrapper.search(queries, task_metadata=task_metadata, hf_split=hf_split,
                                      hf_subset=hf_subset, top_k=top_k if top_ranked is not None else 1,
                                      encode_kwargs=encode_kwargs, top_ranked=top_ranked,
-                                     num_proc=num_proc, **kwargs)  # fmt: skip  (top_k 1: its ranking is unused)
+                                     num_proc=num_proc, **kwargs)  # fmt: skip
             if ranked:
                 query_ids = list(queries["id"])
                 found = {v: self._pass.top[v].results(query_ids) for v in ranked}
