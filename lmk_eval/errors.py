@@ -25,15 +25,20 @@ def _shown(value: object) -> str:
     return first_line(repr(value), 60)
 
 
+def _renamed(loc: str, names: Mapping[str, str]) -> str:
+    """``loc`` with its longest named prefix (a field or a dotted path) replaced."""
+    for key in sorted(names, key=len, reverse=True):
+        if loc == key or loc.startswith(key + "."):
+            return names[key] + loc[len(key) :]
+    return loc
+
+
 def schema_error(exc: ValidationError, where: str, names: Mapping[str, str] | None = None) -> LmkEvalError:
     """``where: field.path: what is wrong (got X); ...`` from a pydantic ValidationError;
-    ``names`` renames top-level fields as the user typed them (``learning_rate`` -> ``--lr``)."""
+    ``names`` renames fields, or dotted paths, as the user typed them (``learning_rate`` -> ``--lr``)."""
     parts = []
     for err in exc.errors(include_url=False):
-        path = [str(x) for x in err["loc"]]
-        if names and path and path[0] in names:
-            path[0] = names[path[0]]
-        loc = ".".join(path)
+        loc = _renamed(".".join(str(x) for x in err["loc"]), names or {})
         if err["type"] == "extra_forbidden":
             parts.append(f"unknown key '{loc}'")
             continue

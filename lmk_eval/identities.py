@@ -96,6 +96,10 @@ def preflight(sweep: Sweep, groups: list[CellGroup]) -> None:
                 raise LmkEvalError(why)
             if c.variant.changes_attention:
                 check_implementation(sweep.attn_implementation)
+            positions = facts.tokenisation.max_positions
+            if c.variant.se_window is not None and c.variant.se_window >= positions:
+                raise LmkEvalError(f"se_window {c.variant.se_window} is not below {g.model}'s {positions} positions:"
+                                   " self-extend keeps its neighbour window inside them; use a smaller one")  # fmt: skip
     if sweep.train is not None:
         from .train import load_pairs
 

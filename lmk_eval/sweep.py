@@ -32,7 +32,7 @@ from .errors import LmkEvalError, schema_error
 from .options import MIN_TOKEN_BUDGET, OPTION_KEYS, EncodeOptions
 from .provenance import digest
 from .train import TrainConfig
-from .variants import Variant, make_variant
+from .variants import READING, Variant, check_se_group, inapplicable_options, make_variant
 
 DEFAULT_MODEL = "default"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -76,6 +76,8 @@ class GridSpec(BaseModel):
 
     _wrap = field_validator("tasks", "max_length", "strategy", "attention_scale", mode="before")(_listify)
 
+    _se_group = field_validator("se_group")(check_se_group)
+
     @field_validator("attention_scale")
     @classmethod
     def _scales(cls, v: list[str] | None) -> list[str] | None:
@@ -85,6 +87,13 @@ class GridSpec(BaseModel):
             parse_scale(scale)
         return v
 
+    @model_validator(mode="after")
+    def _self_extend_values(self) -> GridSpec:
+        given = [k for k in ("se_group", "se_window") if getattr(self, k) is not None]
+        if given and "self-extend" not in self.strategy:
+            raise ValueError(f"{' and '.join(given)} set how self-extend reads; add strategy self-extend or drop them")
+        return self
+
     def runs(self, pooling: dict[str, Any]) -> bool:
         """Whether this block runs one of the sweep's poolings (its table, by pooling name)."""
         return self.poolings is None or pooling.get("pooling") in self.poolings
@@ -93,7 +102,8 @@ class GridSpec(BaseModel):
         """Every (max_length, strategy, attention scale) of this block as Variant options."""
         scales = self.attention_scale or [None]
         se = {k: getattr(self, k) for k in ("se_group", "se_window") if getattr(self, k) is not None}
-        return [{"max_length": n, "strategy": strategy, "attention_scale": scale, **se}
+        return [{"max_length": n, "strategy": strategy, "attention_scale": scale,
+                 **(se if strategy == "self-extend" else {})}
                 for strategy in self.strategy for n in self.max_length for scale in scales]  # fmt: skip
 
 
@@ -211,14 +221,15 @@ def find_sweep_file(spec: str | Path) -> Path:
     )
 
 
-def sweep_from_dict(d: Any, default_name: str, where: str = "sweep") -> Sweep:
+def sweep_from_dict(d: Any, default_name: str, where: str = "sweep", names: dict[str, str] | None = None) -> Sweep:
+    """A validated sweep; ``names`` renames schema fields in errors (to the flags that set them)."""
     if isinstance(d, dict) and "name" not in d:
         d = {**d, "name": default_name}
     try:
         sweep = Sweep.model_validate(d)
     except ValidationError as exc:
-        raise schema_error(exc, where) from None
-    validate(sweep)
+        raise schema_error(exc, where, names) from None
+    validate(sweep, where)
     return sweep
 
 
@@ -243,13 +254,32 @@ def read_sweep_file(spec: str | Path) -> tuple[dict[str, Any], str, str]:
     return data, path.stem, f"sweep config '{spec}'"
 
 
-def validate(sweep: Sweep) -> None:
+def check_pooling_tables(poolings: list[dict[str, Any]], where: str) -> None:
+    """Every pooling table builds, and sets only what changes its pooling (a length or strategy
+    belongs in [[grid]], ``interval`` on ``cls`` changes nothing): refused, not dropped."""
+    for i, table in enumerate(poolings):
+        try:
+            extra = inapplicable_options(table)
+        except LmkEvalError as exc:
+            raise LmkEvalError(f"{where}: poolings.{i}: {exc}") from None
+        reading = [k for k in extra if k in READING]
+        if reading:
+            raise LmkEvalError(f"{where}: poolings.{i}: {', '.join(reading)} is how a document is read, not"
+                               " a pooling option; set it in [[grid]] (or the top-level shorthand)")  # fmt: skip
+        if extra:
+            pooling = table.get("pooling", "lmk")
+            raise LmkEvalError(f"{where}: poolings.{i}: {', '.join(extra)} does not apply to {pooling}"
+                               f" (it changes nothing there); remove it")  # fmt: skip
+
+
+def validate(sweep: Sweep, where: str = "sweep") -> None:
     """Build every variant, name every model and check the baseline now, so a typo fails before
     any work. Tasks are checked by ``plan``, which also runs before any model loads. Changes
     nothing: a sweep is what its file and flags say."""
     from . import models
 
     sweep.encode_options()
+    check_pooling_tables(sweep.poolings, where)
     if sweep.device is not None:
         from .hardware import check_device
 
@@ -327,6 +357,9 @@ def sweep_dict_from_args(args) -> tuple[dict, str, str]:
     shaping = {"poolings": args.pooling, "tasks": args.tasks, "max_length": args.max_length,
                "strategy": args.strategy, "attention_scale": args.attention_scale,
                "se_group": args.se_group, "se_window": args.se_window}  # fmt: skip
+    if (args.se_group is not None or args.se_window is not None) and "self-extend" not in (args.strategy or []):
+        raise LmkEvalError("--se-group and --se-window set how --strategy self-extend reads; add"
+                           " --strategy self-extend or drop them")  # fmt: skip
     if args.config and any(v is not None for k, v in shaping.items() if k != "poolings"):
         raise LmkEvalError(
             "--tasks, --max-length, --strategy, --attention-scale and --se-* build a sweep from flags;"
@@ -347,9 +380,10 @@ def sweep_dict_from_args(args) -> tuple[dict, str, str]:
         options["include_prompt"] = False
     if options and isinstance(data.get("poolings"), list):
         try:
-            data["poolings"] = [{**p, **options} for p in pooling_tables(data["poolings"])]
+            tables = pooling_tables(data["poolings"])
         except ValueError as exc:
             raise LmkEvalError(f"{where}: poolings: {exc}") from None
+        data["poolings"] = _with_flag_options(tables, options)
     if args.model:
         data["models"] = [args.model]
     data |= {k: getattr(args, k) for k in ENCODING_FLAGS if getattr(args, k) is not None}
@@ -358,6 +392,30 @@ def sweep_dict_from_args(args) -> tuple[dict, str, str]:
     return data, name, where
 
 
+def _with_flag_options(tables: list[dict[str, Any]], options: dict[str, Any]) -> list[dict[str, Any]]:
+    """Pooling flags (--interval 64) set on every pooling they apply to; one that applies to none
+    of them is refused, as a sweep file's ``interval = 64`` on ``cls`` is."""
+    out, used = [], set()
+    for table in tables:
+        merged = {**table, **options}
+        extra = set(inapplicable_options(merged)) - set(table)
+        used |= set(options) - extra
+        out.append({k: v for k, v in merged.items() if k not in extra})
+    unused = [k for k in options if k not in used]
+    if unused:
+        flags = ", ".join("--exclude-prompt" if k == "include_prompt" else "--" + k.replace("_", "-") for k in unused)
+        names = ", ".join(t.get("pooling", "lmk") for t in tables)
+        raise LmkEvalError(f"{flags} applies to none of the poolings ({names}); drop it or add a pooling it changes")
+    return out
+
+
+def flag_names(args) -> dict[str, str]:
+    """Schema fields -> the flags that set them, so an error names what the user typed."""
+    flags = {k: k for k in (*ENCODING_FLAGS, *SHORTHAND)} | {"models": "model", "poolings": "pooling"}
+    names = {k: "--" + flag.replace("_", "-") for k, flag in flags.items() if getattr(args, flag, None) is not None}
+    return names | {f"grid.0.{k}": names.pop(k) for k in SHORTHAND if k in names}
+
+
 def sweep_from_args(args):
     """The sweep of a `run` command line, validated once (see ``sweep_dict_from_args``)."""
-    return sweep_from_dict(*sweep_dict_from_args(args))
+    return sweep_from_dict(*sweep_dict_from_args(args), names=flag_names(args))

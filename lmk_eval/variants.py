@@ -63,6 +63,12 @@ READING = ("max_length", "strategy", "attention_scale", "se_group", "se_window")
 MIN_MAX_LENGTH = 3  # [CLS], one content token, one landmark (or the closing [SEP])
 
 
+def check_se_group(v: int | None) -> int | None:
+    if v == 1:
+        raise ValueError("a group of 1 groups nothing (self-extend would read as plain truncation); use 2 or more")
+    return v
+
+
 def _choose(kind: str, value: str, options: dict[str, str]) -> str:
     if value not in options:
         raise ValueError(
@@ -109,7 +115,7 @@ class Variant:
     def _positive(cls, v: int | None, info) -> int | None:
         if v is not None and v < 1:
             raise ValueError(f"{info.field_name} must be an integer >= 1, got {v!r}")
-        return v
+        return check_se_group(v) if info.field_name == "se_group" else v
 
     @field_validator("intervals")
     @classmethod
@@ -169,15 +175,19 @@ class Variant:
         """How the text is turned into tokens: 'landmark', 'multi_cls' or 'plain'."""
         return self.spec.tokenisation
 
+    def pooling_option_names(self) -> set[str]:
+        """The pooling's own options that change its output here (chunking options only for the
+        granularity in use)."""
+        wanted = set(self.spec.options)
+        if self.spec.chunked:
+            wanted -= {"interval", "intervals", "seed"}
+            wanted |= {"fixed": {"interval"}, "variable": {"intervals", "seed"}}.get(self.granularity, set())
+        return wanted
+
     def relevant_options(self) -> dict[str, Any]:
         """Only the options that change this pooling's output, so equal variants compare equal."""
         opts: dict[str, Any] = {"pooling": self.pooling}
-        wanted = set(self.spec.options)
-        if self.spec.chunked:  # chunking options matter only for the granularity in use
-            wanted -= {"interval", "intervals", "seed"}
-            wanted |= {"fixed": {"interval"}, "variable": {"intervals", "seed"}}.get(
-                self.granularity, set()
-            )
+        wanted = self.pooling_option_names()
         for name in ("granularity", "interval", "intervals", "seed", "layers"):
             if name in wanted:
                 value = getattr(self, name)
@@ -285,3 +295,11 @@ def make_variant(pooling: str = "lmk", **options: Any) -> Variant:
         return Variant(pooling=pooling, **options).canonical()
     except ValidationError as exc:
         raise schema_error(exc, f"pooling '{pooling}'") from None
+
+
+def inapplicable_options(table: dict[str, Any]) -> list[str]:
+    """The keys of a pooling table (``{pooling = "cls", interval = 64}``) that would change nothing
+    for its pooling, so that a sweep refuses them rather than drop them without a word."""
+    variant = make_variant(**table)
+    applies = variant.pooling_option_names() | {"pooling", "normalize", "include_prompt"}
+    return sorted(k for k in table if k not in applies)

@@ -172,7 +172,25 @@ CASES = {
     "train late_chunking": (lambda t: ["train", "--pooling", "late_chunking", "--output", str(t / "c")],
                             "late_chunking is evaluation-only"),
     "--token-budget 1": (lambda t: ["run", "--token-budget", "1", "--output", str(t / "out"), *RUN],
-                         "token_budget: Input should be greater than or equal to 16"),
+                         "--token-budget: Input should be greater than or equal to 16"),
+    "--token-budget 15 built from flags": (lambda t: ["run", *SMALL, "--token-budget", "15", "--output", str(t / "out"), *RUN],
+                                           "flags: --token-budget: Input should be greater than or equal to 16"),
+    "--se-group without self-extend": (lambda t: ["run", *SMALL, "--se-group", "4", "--output", str(t / "out"), *RUN],
+                                       "--se-group and --se-window set how --strategy self-extend reads"),
+    "--se-window without self-extend": (lambda t: ["run", *SMALL, "--strategy", "grouped", "--se-window", "64",
+                                                   "--output", str(t / "out"), *RUN], "add --strategy self-extend or drop them"),
+    "--se-group 1": (lambda t: ["run", *SMALL, "--strategy", "self-extend", "--se-group", "1", "--output", str(t / "out"), *RUN],
+                     "--se-group: a group of 1 groups nothing"),
+    "se_group without self-extend in a file": (lambda t: config(t, "se_group = 4\n"),
+                                               "grid.0: se_group set how self-extend reads"),
+    "an option that does not apply to its pooling": (lambda t: config(t, 'poolings = [{pooling = "cls", interval = 64}]\n'),
+                                                     "bad.toml': poolings.0: interval does not apply to cls"),
+    "a length in a pooling table": (lambda t: config(t, 'poolings = [{pooling = "mean", max_length = 64}]\n'),
+                                    "poolings.0: max_length is how a document is read, not a pooling option"),
+    "an unknown option in a pooling table": (lambda t: config(t, 'poolings = [{pooling = "lmk", intervall = 64}]\n'),
+                                             "bad.toml': poolings.0: unknown option(s) intervall"),
+    "--interval on poolings without one": (lambda t: ["run", *SMALL, "--interval", "64", "--output", str(t / "out"), *RUN],
+                                           "--interval applies to none of the poolings (mean)"),
     "--baseline not in the sweep": (lambda t: ["run", "--pooling", "mean,lmk", "--baseline", "cls", "--output", str(t / "out"), *RUN],
                                     "baseline 'cls' is not a pooling of this sweep; choose one of: lmk[fixed/32], mean"),
     "--baseline ambiguous": (lambda t: ["run", "--config", str(write(t / "two.toml", 'name = "two"\ntasks = ["needle"]\npoolings = ["lmk", {pooling = "lmk", granularity = "sentence"}]\n')),
@@ -272,3 +290,13 @@ def test_a_model_without_landmark_is_refused_before_any_cell(tmp_path):
     assert main(args) == 2
     assert not out.exists()
     shutil.rmtree(tmp_path / "no-landmark")
+
+
+def test_a_self_extend_window_past_the_positions_is_refused(tiny, tmp_path, capsys):
+    qwen2 = tiny[0]["qwen2"]  # 2,048 rotary positions
+    args = ["plan", "--no-measure", "--model", str(qwen2), "--strategy", "self-extend", "--max-length", "4096",
+            "--tasks", "passkey-quick:test_256", "--pooling", "mean"]  # fmt: skip
+    assert main([*args, "--se-window", "1024"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--se-window", "2048"]) == 2
+    assert "se_window 2048 is not below" in capsys.readouterr().err
