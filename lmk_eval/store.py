@@ -69,7 +69,7 @@ def read_record(path: Path, training: dict[str, dict[str, Any]] | None = None) -
             f"stored cell '{path}' is not a cell record" + (f" ({where}: {first['msg']})" if first else "")
         ) from None
     record.key = path.parent.name
-    _check_files(record, path)
+    _check_files(record, path, written_with_digests=isinstance(d, dict) and d.get("format", 2) >= RECORD_FORMAT)
     return record
 
 
@@ -89,14 +89,17 @@ def result_files(record: CellRecord, folder: Path) -> dict[str, Path]:
     return files
 
 
-def _check_files(record: CellRecord, path: Path) -> None:
+def _check_files(record: CellRecord, path: Path, written_with_digests: bool) -> None:
     """A cell is what its files say: mteb's JSON files are beside the record, and all match the
-    digests written with them (cells of older lmk-eval carry none; only mteb's JSON is required
-    there, and a record of format 3 or older had its scores checked as stored)."""
+    digests written with them. Only a record of an older format may go without digests (only
+    mteb's JSON is required there); one of format 3 or older had its scores checked as stored."""
     files = result_files(record, path.parent)
     for file in files.values():
         if not file.is_file():
             raise CorruptCell(f"stored cell '{path.parent}' lacks mteb's {file.relative_to(path.parent)}")
+    if written_with_digests and "scores" not in record.digests:
+        raise CorruptCell(f"stored cell '{path}' has no digests, which every cell of format {RECORD_FORMAT}"
+                          " is written with (edited?)")  # fmt: skip
     if not record.digests:
         return
     if "scores" in record.digests and record.digests["scores"] != record.scored_digest():

@@ -72,8 +72,16 @@ def _edit_mteb_json(cell: Path) -> None:
     path.write_text(json.dumps(result))
 
 
+def _drop_digests_and_edit_score(cell: Path) -> None:
+    record = json.loads((cell / "cell.json").read_text())
+    del record["digests"]
+    (cell / "cell.json").write_text(json.dumps(record))
+    _edit_score(cell)
+
+
 TAMPERING = {
     "score edited in cell.json": (_edit_score, "differ from the digest written with them"),
+    "digests removed and score edited": (_drop_digests_and_edit_score, "has no digests, which every cell of"),
     "mteb's JSON edited": (_edit_mteb_json, "differs from the digest written with its cell.json"),
     "mteb's JSON missing": (lambda cell: _mteb_json(cell).unlink(), "lacks mteb's"),
 }
