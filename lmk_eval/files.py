@@ -57,6 +57,21 @@ def staging_dir(parent: Path, prefix: str) -> Path:
             continue
 
 
+def honour_umask(folder: Path) -> None:
+    """Give every file under ``folder`` the mode a plain ``open`` would: libraries that save models
+    (safetensors) create their files 0600 whatever the umask. The mode is read from a probe file
+    created 0666 and narrowed by the kernel, not from a process-wide ``os.umask`` call."""
+    probe = _unique(folder, ".mode-", ".probe")
+    os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    try:
+        mode = probe.stat().st_mode & 0o777
+    finally:
+        probe.unlink()
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o777 != mode:
+            path.chmod(mode)
+
+
 def remove_if_empty(path: Path) -> None:
     try:
         path.rmdir()

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import models
 from .beir import beir_files, read_beir_folder
 from .errors import LmkEvalError, schema_error
-from .files import atomic_write_text
+from .files import atomic_write_text, honour_umask
 from .provenance import digest, files_digest, tree_files
 from .task_registry import data_dir
 from .variants import make_variant
@@ -198,6 +198,7 @@ def train_one(
             setattr(transformer, key, saved[key])
     shutil.rmtree(staging / "trainer", ignore_errors=True)
     model.save(str(staging))
+    honour_umask(staging)
     record = {
         "identity": training_identity(cfg, pooling, seed),
         "base": base.name,

@@ -1,6 +1,7 @@
 """Matched fine-tuning: a few real steps on a tiny generated folder."""
 
 import json
+import os
 import shutil
 import statistics
 from pathlib import Path
@@ -69,6 +70,16 @@ def test_checkpoint_round_trips_through_the_harness_encoder(trained):
     assert (st * ours).sum(axis=1).min() > 0.9999
     card = (Path(path) / "TRAINING.md").read_text()
     assert "pooling: lmk" in card and "variable" in card and "seed 0" in card
+
+
+def test_checkpoint_files_follow_the_umask(trained):
+    cfg, _ = trained
+    umask = os.umask(0o022)
+    os.umask(umask)  # read back: the checkpoint was written under this process's umask
+    modes = {p.relative_to(checkpoint_dir(cfg, "lmk", 0)).as_posix(): p.stat().st_mode & 0o777
+             for p in checkpoint_dir(cfg, "lmk", 0).rglob("*") if p.is_file()}  # fmt: skip
+    assert "model.safetensors" in modes
+    assert set(modes.values()) == {0o666 & ~umask}, modes
 
 
 def test_finished_checkpoints_are_skipped(trained):

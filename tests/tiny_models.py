@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from lmk_eval.files import honour_umask
+
 SIZE = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
 PROMPTS = {"query": "query: ", "document": "passage: "}
 NATIVE = {"modernbert": "mean", "roberta": "cls", "qwen2": "lasttoken"}  # their ST directories' pooling
@@ -82,6 +84,7 @@ def _save(folder: Path, model, tokenizer) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     model.eval().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    honour_umask(folder)  # safetensors writes its file 0600
     return folder
 
 
@@ -106,6 +109,7 @@ def as_sentence_transformer(model_dir: Path, target: Path, pooling_mode: str, *,
     if target.exists():
         shutil.rmtree(target)
     st.save(str(target))
+    honour_umask(target)
     return target
 
 
