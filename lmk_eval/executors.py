@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import LmkEvalError, first_line
@@ -185,7 +186,9 @@ def _init(address: str | None, cpus: int | None, timeout: float = RAY_TIMEOUT, s
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": show_logs,
                               "logging_level": logging.INFO if show_logs else logging.ERROR}  # fmt: skip
     where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
-    log_file = os.path.join(tempfile.gettempdir(), f"lmk-eval-ray-{os.getpid()}.log")
+    if address:
+        _probe(address, timeout)  # before any redirect: an unreachable address leaves nothing behind
+    log_file = Path(tempfile.gettempdir()) / f"lmk-eval-ray-{os.getpid()}.log"
     outcome: dict[str, BaseException] = {}
 
     def join() -> None:
@@ -194,30 +197,42 @@ def _init(address: str | None, cpus: int | None, timeout: float = RAY_TIMEOUT, s
         except BaseException as exc:  # handed to the caller's thread
             outcome["error"] = exc
 
-    with _stderr_to(log_file, quiet=not show_logs):
-        if address:
-            _probe(address, timeout)
-            kwargs["address"] = address
-            # a thread only for joining: a local cluster's processes die with the thread that
-            # started them (PR_SET_PDEATHSIG), and starting one does not hang
-            thread = threading.Thread(target=join, name="lmk-eval-ray-join", daemon=True)
-            thread.start()
-            thread.join(timeout)
-            if thread.is_alive():
-                raise LmkEvalError(
-                    f"{where} did not answer within {timeout:g} s (--ray-timeout); check --ray-address"
-                    f" and that the cluster is up (Ray's log: {log_file})"
-                )
-        else:
-            if cpus:
-                kwargs["num_cpus"] = cpus
-            join()
+    try:
+        with _stderr_to(str(log_file), quiet=not show_logs):
+            if address:
+                kwargs["address"] = address
+                # a thread only for joining: a local cluster's processes die with the thread that
+                # started them (PR_SET_PDEATHSIG), and starting one does not hang
+                thread = threading.Thread(target=join, name="lmk-eval-ray-join", daemon=True)
+                thread.start()
+                thread.join(timeout)
+                if thread.is_alive():
+                    said = _last_line(log_file)
+                    raise LmkEvalError(
+                        f"{where} did not answer within {timeout:g} s (--ray-timeout); check --ray-address"
+                        " and that the cluster is up" + (f" (Ray: {said})" if said else "")
+                    )
+            else:
+                if cpus:
+                    kwargs["num_cpus"] = cpus
+                join()
+    finally:  # Ray's lines during the join are in the error or gone: nothing is left in the temp folder
+        log_file.unlink(missing_ok=True)
     error = outcome.get("error")
     if isinstance(error, (ConnectionError, RuntimeError, ValueError)):
         raise LmkEvalError(f"cannot start or join {where}: {first_line(error)}") from None
     if error is not None:
         raise error
     return True
+
+
+def _last_line(path: Path) -> str:
+    """The last line Ray wrote to ``path`` (its own log lines while it joined), cut short."""
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return first_line(lines[-1], 120) if lines else ""
 
 
 def _resources() -> dict[str, float]:

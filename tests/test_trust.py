@@ -6,6 +6,7 @@ reused, NaN passed the gate, a lost lock race deleted the winner's cells, a dead
 
 import json
 import math
+import os
 import shutil
 import socket
 import subprocess
@@ -339,10 +340,14 @@ def test_an_unanswering_ray_address_is_one_line_within_its_timeout(head, tmp_pat
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "lmk_eval.cli", "run", "--executor", "ray", "--ray-address", f"127.0.0.1:{port}",
             "--ray-timeout", "5", *SMALL, "--output", str(out), "--no-report", "--no-progress"]  # fmt: skip
+    temp = tmp_path / "tmp"
+    temp.mkdir()
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                              env={**os.environ, "TMPDIR": str(temp)})  # fmt: skip
     finally:
         listener.close()
+    assert not list(temp.glob("lmk-eval-ray-*")), "a refused join left its log in the temp folder"
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("lmk-eval: error: ")
