@@ -99,9 +99,10 @@ def commit(repo_id: str, repo_type: str = "model", revision: str | None = None, 
 
 @lru_cache(maxsize=8)
 def serves(repo_id: str) -> bool:
-    """Whether the hub answers for this model now (False offline or when it does not answer)."""
+    """Whether this model's hub files can be had now: the hub answers for it or, offline, the
+    Hugging Face cache holds its snapshot (the model the id names, as an online run recorded it)."""
     if offline():
-        return False
+        return _cached_commit(repo_id, "model", None) is not None
     try:
         commit(repo_id)
     except LmkEvalError:
@@ -111,9 +112,10 @@ def serves(repo_id: str) -> bool:
 
 @lru_cache(maxsize=8)
 def stand_in(repo_id: str, packaged: str) -> bool:
-    """True where the packaged copy stands in for ``repo_id`` (the hub does not serve it); said once."""
+    """True where the packaged copy stands in for ``repo_id`` (neither the hub nor, offline, the cache
+    has it); said once."""
     if serves(repo_id):
         return False
-    why = "HF_HUB_OFFLINE is set" if offline() else f"the hub at {endpoint()} does not serve it"
+    why = "HF_HUB_OFFLINE is set and the cache does not hold it" if offline() else f"the hub at {endpoint()} does not serve it"
     log.warning(f"lmk-eval: {repo_id}: {why}, so the packaged copy ({packaged}) is used")
     return True

