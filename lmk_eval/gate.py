@@ -24,14 +24,26 @@ class BaselineFile(BaseModel):
     key: str | None = None  # how a score's key is built (KEY); older files say another
 
 
+def how_to_fill(run_dir: Path) -> str:
+    """The command that computes a run folder: its shipped sweep where the folder is named after
+    one (``make ci-gate`` for results/ci, ``make demo`` for results/demo), else a sweep to name."""
+    from .sweep import shipped_sweeps
+
+    name = Path(run_dir).name
+    if name == "demo":
+        return "`make demo` (the quick sweep into results/demo)"
+    if name in shipped_sweeps():
+        also = " (or `make ci-gate` in a checkout)" if name == "ci" else ""
+        return f"`lmk-eval run --config {name} --output {run_dir}`{also}"
+    return f"`lmk-eval run --config SWEEP --output {run_dir}`"
+
+
 def main_scores(run_dir: Path) -> dict[str, float]:
     """``model|task|variant|max_length|strategy|subset|split`` -> main score, for every cell of
     the run and every (subset, split) of mteb's result (an aggregate's: its combined ones)."""
     records = RunStore(run_dir).records()
     if not records:
-        raise LmkEvalError(
-            f"no finished cells in '{run_dir}'; run `lmk-eval run --output {run_dir}` first"
-        )
+        raise LmkEvalError(f"no finished cells in '{run_dir}'; compute them first: {how_to_fill(run_dir)}")
     out = {}
     for r in records:
         v = r.variant

@@ -62,7 +62,7 @@ class Sink:
             if (cell.task, part) not in self.said:
                 self.said.add((cell.task, part))
                 self.log(f"{cell.task} {part}: {n} of {queries.get(part) or 'its'} queries judge no document"
-                         " relevant (only grade 0); mteb keeps them and scores them 0, and so does lmk-eval")  # fmt: skip
+                         " relevant (every judgement grade 0 or less); mteb keeps them and scores them 0, and so does lmk-eval")  # fmt: skip
         fields = {k: v for k, v in vars(payload).items() if k != "key"}
         self.store.save(cell, identity=self.identities[payload.key], **fields)
         self.bar.update(1)

@@ -176,22 +176,23 @@ def test_a_comparison_with_a_nan_side_is_reported_untested(nan_run, tmp_path):
 
 
 # -- qrels conventions as mteb's, said out loud --------------------------------------------------
-def test_queries_judged_only_zero_are_named_kept_and_scored_zero(tmp_path):
+@pytest.mark.parametrize("grade", [0, -1])
+def test_queries_judged_only_zero_are_named_kept_and_scored_zero(grade, tmp_path):
     docs = [{"id": f"d{i}", "text": t} for i, t in enumerate(["Cats sit on mats.", "Rain falls in Spain.", "Bees make honey."])]
     queries = [{"id": "q0", "text": "Where do cats sit?"}, {"id": "q1", "text": "Where does rain fall?"},
                {"id": "q2", "text": "Who makes honey?"}]  # fmt: skip
-    folder = write_beir(tmp_path / "data", docs, queries, [("q0", "d0", 1), ("q1", "d1", 1), ("q2", "d2", 0)])
+    folder = write_beir(tmp_path / "data", docs, queries, [("q0", "d0", 1), ("q1", "d1", 1), ("q2", "d2", grade)])
     log = []
     out = tmp_path / "out"
     run_sweep(sweep_of(folder), out, progress=False, log=log.append)
     (line,) = [m for m in log if "judge no document relevant" in m]
-    assert "test: 1 of 3 queries" in line
+    assert "test: 1 of 3 queries" in line and "every judgement grade 0 or less" in line
     (record,) = RunStore(out).records()
     assert record.zero_grade_queries == {"test": 1} and record.scores[0].per_query["q2"] == 0
     from lmk_eval.report import write_report
 
     settings = write_report(out, tmp_path / "r").read_text().split("## Main scores")[0]
-    assert "judge no document relevant" in settings and "test 1 of 3" in settings
+    assert "judge no document relevant (every judgement grade 0 or less)" in settings and "test 1 of 3" in settings
 
 
 def test_a_split_without_positive_judgements_is_refused_before_scoring():

@@ -196,10 +196,10 @@ def provenance_section(records: list[CellRecord]) -> list[str]:
 
 
 def zero_grade_line(records: list[CellRecord]) -> list[str]:
-    """The settings line naming queries whose judgements are all grade 0 (scored 0, as mteb does)."""
+    """The settings line naming queries whose judgements are all grade 0 or less (scored 0, as mteb does)."""
     seen = {(r.task, part): f"{r.task} {part} {n} of {query_counts(r.scores, r.subtasks).get(part) or '?'}"
             for r in records for part, n in r.zero_grade_queries.items()}  # fmt: skip
     if not seen:
         return []
-    return ["- queries that judge no document relevant (only grade-0 judgements), kept and scored 0"
+    return ["- queries that judge no document relevant (every judgement grade 0 or less), kept and scored 0"
             f" as mteb scores them: {'; '.join(seen[k] for k in sorted(seen))}"]  # fmt: skip
