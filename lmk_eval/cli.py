@@ -205,10 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     except LmkEvalError as exc:
         print(f"lmk-eval: error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # a disk that filled up or vanished mid-run: still one line
+    except OSError as exc:  # a disk that filled up or vanished mid-run: one line, and not a failed gate's 1
         where = f" '{exc.filename}'" if exc.filename else ""
         print(f"lmk-eval: error: cannot read or write{where}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        return 2
     except KeyboardInterrupt:
         print(f"lmk-eval: interrupted; {interrupted_hint(args)}", file=sys.stderr)
         return 130

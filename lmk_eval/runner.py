@@ -10,6 +10,7 @@ The executor (``executors.py``) computes; the ``Sink`` here is the single writer
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -148,8 +149,11 @@ def run_sweep(
         sink = Sink(sweep, store, resolved, todo, progress, log)
         try:
             worker.run(sweep, todo, sink, log)
-        finally:
-            sink.close()
+        except BaseException:
+            with contextlib.suppress(OSError):  # a full disk fails scores.csv too: say the first failure
+                sink.close()
+            raise
+        sink.close()
     return RunSummary(total, n_missing, time.perf_counter() - started, True, set_aside)
 
 

@@ -404,9 +404,29 @@ def test_a_full_disk_names_the_file_and_leaves_nothing_half_made(command, finish
     monkeypatch.setattr(os, "fsync", full)
     target = tmp_path / ("base.json" if command == "baseline" else "reports")
     argv = ["baseline", str(out), "-o", str(target)] if command == "baseline" else ["report", str(out), "--output-dir", str(target)]
-    assert main(argv) == 1
+    assert main(argv) == 2  # not 1, a failed gate's code
     (line,) = capsys.readouterr().err.strip().splitlines()
     named = target if command == "baseline" else target / f"{out.name}.md"
     assert f"'{named}': No space left on device" in line
     assert not target.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_a_disk_that_fills_mid_run_names_the_first_write_that_failed(tiny_beir, tmp_path, monkeypatch, capsys):
+    import errno
+
+    real = os.fsync
+
+    def fills_after_the_first_cell(fd):
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if "__cls__" in path or "scores.csv" in path:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fills_after_the_first_cell)
+    out = tmp_path / "out"
+    argv = ["run", "--tasks", str(tiny_beir), "--pooling", "mean,cls", "--max-length", "64", "--output", str(out),
+            "--no-report", "--no-progress"]  # fmt: skip
+    assert main(argv) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "__cls__" in line and "No space left on device" in line, line  # the cell, not scores.csv after it
