@@ -86,16 +86,21 @@ def cmd_plan(args: argparse.Namespace, sweep=None) -> int:
     from .costs import estimate, render
     from .hardware import default_device, resolve_dtype
     from .identities import preflight
-    from .runner import resolve_sweep
+    from .runner import pending, resolve_sweep
+    from .store import RunStore
     from .sweep import sweep_from_args
 
     sweep = sweep or sweep_from_args(args)
-    groups = resolve_sweep(sweep).groups  # as the run resolves it: what it would refuse is refused here
-    preflight(sweep, groups)
+    resolved = resolve_sweep(sweep)  # as the run resolves it: what it would refuse is refused here
+    preflight(sweep, resolved.groups)
+    output = Path(args.output or f"results/{sweep.name}")
+    todo = pending(RunStore(output), resolved, args.recompute)  # what the run would compute, no more
+    stored = len(resolved.cells) - sum(len(missing) for _, missing in todo)
     device = sweep.device or default_device()
     dtype, _why = resolve_dtype(sweep.dtype, device)
+    costs = estimate(sweep, todo, on=args.on, measure=not args.no_measure, progress=not args.no_progress)
     print(f"plan of sweep '{sweep.name}':")
-    print(render(estimate(sweep, groups, on=args.on, measure=not args.no_measure), args.on, device, dtype))
+    print(render(costs, args.on, device, dtype, stored, str(output)))
     return 0
 
 

@@ -1,27 +1,34 @@
 """What a sweep will cost, before any forward pass: documents, queries and tokens per cell, the
 forward passes its poolings share, and wall time and peak memory here and on a named accelerator.
 
-Local data (bundled tasks, BEIR folders) is counted exactly with the harness's own tokenisation;
-mteb's hub tasks are estimated from the descriptive statistics mteb ships with each task (4
-characters a token). Time here comes from a short measured forward of the model on this device and
-dtype; on an accelerator, from its bf16 peak, the model's FLOPs per token and an assumed
-utilisation (both printed). Estimates, to decide whether to start: the run measures itself.
+Local data (bundled tasks, BEIR folders) is counted exactly: the run's own path drives an encoder
+that tokenises instead of running the model, so identical windows are counted once as the encoder
+shares them; mteb's hub tasks are estimated from the descriptive statistics mteb ships with each
+task (4 characters a token). Time here is the counted tokens at a throughput measured on the task's
+own texts on this device and dtype; on an accelerator, from its bf16 peak, the model's FLOPs per
+token and an assumed utilisation (both printed). Cells already stored are not planned.
 """
 
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from .batching import text_slices, unique_windows
 from .errors import LmkEvalError
 from .hardware import ACCELERATORS, flops_per_token
 from .mteb_tasks import CHARS_PER_TOKEN, count
-from .plan import CellGroup
+from .plan import Cell, CellGroup
 from .search import CHUNK_BYTES
 from .sweep import Sweep
 
 UTILISATION = 0.4  # assumed share of an accelerator's bf16 peak an encoder forward reaches
 TOP_K = 1000  # mteb's retrieval keeps this many documents per query
+SAMPLE_TEXTS = 64  # the task's own texts a throughput is measured on, at most ...
+SAMPLE_TOKENS = 8_192  # ... and about this many tokens of them
 
 
 @dataclass
@@ -45,25 +52,21 @@ class GroupCost:
     notes: list[str] = field(default_factory=list)
 
 
-def _local_texts(group: CellGroup) -> tuple[list[str], list[str]]:
-    task = group.task.build()
-    splits = task._load_splits()  # noqa: SLF001 - our own local task class, as it loads its data
-    docs, queries = [], []
-    for name in group.task.splits:
-        s = splits[name]
-        docs += [f"{d.get('title', '')} {d['text']}".strip() for d in s.corpus]
-        queries += [q["text"] for q in s.queries]
-    return docs, queries
+def _local_counts(group: CellGroup) -> tuple[int, int]:
+    """Documents and queries of a local task's scored splits."""
+    splits = group.task.build()._load_splits()  # noqa: SLF001 - our own local task class, as it loads its data
+    return (sum(len(splits[n].corpus) for n in group.task.splits),
+            sum(len(splits[n].queries) for n in group.task.splits))  # fmt: skip
 
 
-def _hub_counts(group: CellGroup, max_length: int, strategy: str) -> tuple[int, int, int]:
-    """Documents, queries and tokens from mteb's descriptive statistics of what the cell scores
-    (its splits and subsets; an aggregate's sub-tasks)."""
+def _hub_counts(group: CellGroup, max_length: int, strategy: str) -> tuple[int, int, int, float]:
+    """Documents, queries, tokens and the documents' mean characters from mteb's descriptive
+    statistics of what the cell scores (its splits and subsets; an aggregate's sub-tasks)."""
     found = group.task.statistics() if group.task.statistics else None
     if not found:
         raise LmkEvalError(f"mteb ships no statistics for {group.task.name} ({'+'.join(group.task.splits)});"
                            " cannot estimate it (plan a local copy of its data instead)")  # fmt: skip
-    docs = queries = tokens = 0
+    docs = queries = tokens = characters = 0
     for s in found:
         doc_stats, query_stats = s.get("documents_text_statistics") or {}, s.get("queries_text_statistics") or {}
         n_docs, n_queries = count(s, "num_documents", doc_stats), count(s, "num_queries", query_stats)
@@ -72,68 +75,152 @@ def _hub_counts(group: CellGroup, max_length: int, strategy: str) -> tuple[int, 
         per_doc = doc_tokens if strategy != "truncate" else min(doc_tokens, max_length)
         docs, queries = docs + n_docs, queries + n_queries
         tokens += int(n_docs * per_doc + n_queries * min(query_tokens, max_length))
-    return docs, queries, tokens
+        characters += n_docs * doc_stats.get("average_text_length", 0)
+    return docs, queries, tokens, characters / docs if docs else 0.0
 
 
-def _measured_tokens_per_s(encoder, max_length: int) -> float:
-    """Tokens/s of the harness on this device and dtype: one warm-up, then a few full windows."""
-    from .variants import make_variant
+WORDS = ("the of and to in is was for on that with as by at from his an were are which this be or has had"
+         " one their first also its new after who they two her she been other when there all during into"
+         " school time may years more most only over city some world would where later up such used many"
+         " can state about national out known university united then made").split()  # fmt: skip
 
-    text = "the quick brown fox jumps over the lazy dog " * (max_length // 8 + 1)
-    texts = [text] * max(2, min(32, 16_384 // max_length))
-    v = make_variant("mean", max_length=max_length)
-    encoder.encode(texts[:2], [v])
+
+def stand_in_texts(characters: float, n: int = SAMPLE_TEXTS) -> list[str]:
+    """``n`` different texts of about ``characters`` each, to time a hub task whose documents are
+    not loaded by a plan (different, so that no window is shared: a fair throughput)."""
+    import random
+
+    out = []
+    for i in range(n):
+        pick = random.Random(i)
+        words, size = [], 0
+        while size < max(characters, 1):
+            words.append(pick.choice(WORDS))
+            size += len(words[-1]) + 1
+        out.append(" ".join(words))
+    return out
+
+
+def token_counter(model: str, options, bar):
+    """The run's encoder with its model replaced by a count (see ``TokenCounter``); built here so
+    that torch loads only when a plan counts."""
+    from .encoding import Encoded, TextEncoder
+
+    class TokenCounter(TextEncoder):
+        """Runs no model: counts the tokens ``encode_all`` would put through it (identical windows
+        once per slice, as the encoder shares them) and answers with random vectors, so that the
+        run's own path (``work.compute_group``: mteb, the group's search and its corpus chunks)
+        drives it and the count is exactly the run's. Keeps the longest call's texts to time."""
+
+        def __init__(self) -> None:
+            super().__init__(model, options=options, device="cpu")
+            self.by_key: dict[tuple, int] = defaultdict(int)
+            self.longest: tuple[list[str], str] = ([], "")
+            self._random = np.random.default_rng(0)
+
+        def encode_all(self, texts, variants, prompt: str = "") -> Encoded:
+            concrete, groups = self.tokenisation_groups(variants)
+            for group in groups:
+                for lo, hi in text_slices(texts, self.slice_tokens):
+                    windows = self.tokenisation.windows(texts[lo:hi], group[0], prompt)
+                    distinct, _users = unique_windows(windows)
+                    tokens = sum(len(w.ids) for w in distinct)
+                    self.by_key[group[0].tokenisation_key()] += tokens
+                    self.stats.real_tokens += tokens
+                    self.stats.windows += len(distinct)
+                    self.stats.reused_windows += len(windows) - len(distinct)
+            self.stats.texts += len(texts)
+            bar.update(len(texts))
+            if texts and sum(map(len, texts)) / len(texts) > _mean_length(self.longest[0]):
+                self.longest = (list(texts[:SAMPLE_TEXTS]), prompt)
+            dim = self.facts.config.hidden_size
+            vectors = {c: self._random.standard_normal((len(texts), dim)).astype(np.float32)
+                       for group in groups for c in group}  # fmt: skip
+            chunks = {c: [v[i : i + 1] for i in range(len(texts))] for c, v in vectors.items() if c.spec.multi_vector}
+            return Encoded({v: vectors[c] for v, c in concrete.items()},
+                           {v: chunks[c] for v, c in concrete.items() if c in chunks})  # fmt: skip
+
+    return TokenCounter()
+
+
+def _mean_length(texts: list[str]) -> float:
+    return sum(map(len, texts)) / len(texts) if texts else 0.0
+
+
+def _measured_tokens_per_s(encoder, variants: list, texts: list[str], prompt: str) -> float:
+    """Tokens/s of the harness on this device and dtype over the task's own texts (distinct, at
+    their own length, read as the group reads them): one warm-up text, then up to about
+    ``SAMPLE_TOKENS`` tokens of them."""
+    whole = any(v.strategy == "window" for v in variants)  # windows read a text to its end
+    limit = max(v.max_length or encoder.max_positions for v in variants)
+    sample, size = [], 0.0
+    for text in texts:
+        sample.append(text)
+        size += len(text) / CHARS_PER_TOKEN if whole else min(len(text) / CHARS_PER_TOKEN, limit)
+        if size >= SAMPLE_TOKENS:
+            break
+    encoder.encode(sample[:1], variants, prompt)
     started, before = time.perf_counter(), encoder.stats.real_tokens
-    encoder.encode(texts, [v])
+    encoder.encode(sample, variants, prompt)
     return (encoder.stats.real_tokens - before) / (time.perf_counter() - started)
 
 
-def estimate(sweep: Sweep, groups: list[CellGroup], on: str | None = None,
-             measure: bool = True) -> list[GroupCost]:  # fmt: skip
-    """Every group's cost; nothing is written, no corpus is encoded."""
+def estimate(sweep: Sweep, todo: list[tuple[CellGroup, list[Cell]]], on: str | None = None,
+             measure: bool = True, progress: bool = False) -> list[GroupCost]:  # fmt: skip
+    """The cost of every group's cells to compute; nothing is written, no model runs to count.
+
+    Local data is counted exactly: the run's own path (mteb, the group's search, its chunks and
+    prompts) drives an encoder that tokenises and counts instead of running the model. Hub tasks
+    are estimated from mteb's statistics. Time here: the counted tokens at a throughput measured
+    on the task's own texts."""
+    from tqdm.auto import tqdm
+
     from . import models
     from .encoding import TextEncoder
+    from .work import compute_group, quiet_libraries
 
     if on is not None and on not in ACCELERATORS:
         raise LmkEvalError(f"--on {on!r} is not one of {', '.join(ACCELERATORS)}")
-    out, speeds, encoders = [], {}, {}  # a model loads once, whatever the lengths it is measured at
-    for g in groups:
-        facts = models.inspect_model(models.resolve_model(g.model), sweep.encode_options())
-        concrete = [facts.concrete(c.variant) for c in g.cells]
+    quiet_libraries()
+    out, encoders = [], {}  # a model loads once, whatever it is measured at
+    for g, missing in todo:
+        base = sweep.train.base if g.model in sweep.checkpoints() else g.model  # tokenised as its base
+        facts = models.inspect_model(models.resolve_model(base), sweep.encode_options())
+        concrete = [facts.concrete(c.variant) for c in missing]
         v = concrete[0]
-        by_key = {c.tokenisation_key(): c for c in concrete}  # one forward pass per tokenisation
+        keys = list(dict.fromkeys(c.tokenisation_key() for c in concrete))  # one forward pass each
+        sample: tuple[list[str], str] = ([], "")
         if g.task.source == "mteb":
-            docs, queries, tokens = _hub_counts(g, v.max_length, v.strategy)
-            per_key = dict.fromkeys(by_key, tokens)
-            counted = "estimated"
+            docs, queries, tokens, characters = _hub_counts(g, v.max_length, v.strategy)
+            per_key = dict.fromkeys(keys, tokens)
+            counted, sample = "estimated", (stand_in_texts(characters), "")
         else:
-            doc_texts, query_texts = _local_texts(g)
-            docs, queries, counted = len(doc_texts), len(query_texts), "counted"
-            per_key = {k: sum(len(w.ids) for w in facts.tokenisation.windows(doc_texts + query_texts, c))
-                       for k, c in by_key.items()}  # fmt: skip
-        cost = GroupCost(g.model, g.task.name, v.max_length, v.reading(), len(g.cells), len(by_key), docs,
-                         queries, sum(per_key.values()), counted,
+            docs, queries = _local_counts(g)
+            with tqdm(desc=f"counting {g.task.name} @{v.max_length} {v.reading()}", unit="text", leave=False,
+                      disable=not progress) as bar:  # fmt: skip
+                counter = token_counter(base, sweep.encode_options(), bar)
+                for _payload in compute_group(g, missing, counter):
+                    pass
+            per_key, counted, sample = counter.by_key, "counted", counter.longest
+        cost = GroupCost(g.model, g.task.name, v.max_length, v.reading(), len(missing), len(keys), docs, queries,
+                         sum(per_key[k] for k in keys), counted,
                          unshared=sum(per_key[c.tokenisation_key()] for c in concrete))  # fmt: skip
         config = facts.config
-        if measure:
-            key = (g.model, min(v.max_length, facts.tokenisation.max_positions))
-            if key not in speeds:
-                try:
-                    if g.model not in encoders:
-                        encoders[g.model] = TextEncoder(g.model, options=sweep.encode_options(), device=sweep.device)
-                    speeds[key] = _measured_tokens_per_s(encoders[g.model], key[1])
-                except LmkEvalError as exc:
-                    speeds[key] = None
-                    cost.notes.append(f"not measured here: {exc}")
-            if speeds[key]:
-                cost.seconds_here = cost.tokens / speeds[key]
+        if measure and sample[0]:
+            try:
+                if base not in encoders:
+                    encoders[base] = TextEncoder(base, options=sweep.encode_options(), device=sweep.device)
+                speed = _measured_tokens_per_s(encoders[base], list(dict.fromkeys(concrete)), *sample)
+                cost.seconds_here = cost.tokens / speed
+            except LmkEvalError as exc:
+                cost.notes.append(f"not measured here: {exc}")
         if on is not None:
             _name, peak = ACCELERATORS[on]
             length = min(v.max_length, facts.tokenisation.max_positions)
             cost.seconds_on = cost.tokens * flops_per_token(config, length) / (peak * UTILISATION)
         params = flops_per_token(config, 0) / 2 + config.vocab_size * config.hidden_size
         dtype_bytes = 2 if sweep.dtype in ("bfloat16", "float16") else 4
-        results = queries * len(g.cells) * TOP_K * 16  # score and id per kept document
+        results = queries * len(missing) * TOP_K * 16  # score and id per kept document
         activations = (sweep.token_budget or 8192) * config.hidden_size * 4 * 12
         cost.peak_gb = (params * dtype_bytes + CHUNK_BYTES + results + activations) / 2**30
         out.append(cost)
@@ -150,8 +237,9 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
-def render(costs: list[GroupCost], on: str | None, device: str, dtype: str) -> str:
-    """The plan as a markdown table, with totals and what each estimate assumes."""
+def render(costs: list[GroupCost], on: str | None, device: str, dtype: str, stored: int = 0,
+           output: str = "") -> str:  # fmt: skip
+    """The plan as a markdown table, with totals and what each number is: counted or estimated."""
     here = f"here ({device}, {dtype})"
     there = f"on {ACCELERATORS[on][0]}" if on else None
     head = ["model", "task", "length", "strategy", "cells", "corpus passes", "documents", "queries", "tokens",
@@ -166,15 +254,21 @@ def render(costs: list[GroupCost], on: str | None, device: str, dtype: str) -> s
     cells = sum(c.cells for c in costs)
     shared = sum(c.unshared for c in costs)
     lines.append("")
-    lines.append(f"{cells} cells in {len(costs)} groups; {total_tokens:,} tokens through the model"
-                 f" ({shared:,} if every pooling ran its own pass).")  # fmt: skip
+    kept = f"; {stored} already stored in {output} are not planned" if stored else ""
+    lines.append(f"{cells} cells to compute in {len(costs)} groups{kept}.")
+    if not costs:
+        return "\n".join(lines[2:])
+    lines.append(f"Tokens through the model: {total_tokens:,} ({shared:,} if every pooling ran its own pass);"
+                 " 'counted' rows tokenised every text as the run will (identical windows once, as the encoder"
+                 " shares them), 'estimated' rows come from mteb's statistics.")  # fmt: skip
     if all(c.seconds_here is not None for c in costs):
-        lines.append(f"Time {here}: {_duration(sum(c.seconds_here for c in costs))} (measured throughput).")
+        lines.append(f"Time {here}: {_duration(sum(c.seconds_here for c in costs))}, estimated: the tokens at"
+                     " a throughput measured on each task's own texts (the run adds loading and scoring).")  # fmt: skip
     if there:
         lines.append(f"Time {there}: {_duration(sum(c.seconds_on for c in costs))}, from its bf16 peak"
                      f" {ACCELERATORS[on][1] / 1e12:.0f} TFLOP/s at an assumed {UTILISATION:.0%} utilisation"
                      " and the model's FLOPs per token (weights and attention).")  # fmt: skip
-    lines.append("Peak memory: weights + one corpus chunk (64 MB of vectors) + one batch's activations +"
+    lines.append("Peak memory, estimated: weights + one corpus chunk (64 MB of vectors) + one batch's activations +"
                  f" queries x poolings x top-{TOP_K} results; 'estimated' counts come from mteb's"
                  f" statistics at {CHARS_PER_TOKEN} characters a token.")  # fmt: skip
     for c in costs:

@@ -156,13 +156,10 @@ class TextEncoder:
     def encode_all(self, texts: Sequence[str], variants: Sequence[Variant], prompt: str = "") -> Encoded:
         """``encode``'s vectors and, for multi-vector poolings, every text's chunk vectors."""
         started = time.perf_counter()
-        concrete = {v: self.facts.concrete(v) for v in dict.fromkeys(variants)}
-        groups: dict[tuple, list[Variant]] = defaultdict(list)
-        for c in dict.fromkeys(concrete.values()):
-            groups[c.tokenisation_key()].append(c)
+        concrete, groups = self.tokenisation_groups(variants)
         vectors: dict[Variant, np.ndarray] = {}
         chunks: dict[Variant, list[np.ndarray]] = {}
-        for group in groups.values():
+        for group in groups:
             got = self._encode_group(texts, group, prompt)
             vectors.update(got.vectors)
             chunks.update(got.chunks)
@@ -170,6 +167,15 @@ class TextEncoder:
         self.stats.encode_seconds += time.perf_counter() - started
         return Encoded({v: vectors[c] for v, c in concrete.items()},
                        {v: chunks[c] for v, c in concrete.items() if c in chunks})  # fmt: skip
+
+    def tokenisation_groups(self, variants: Sequence[Variant]) -> tuple[dict[Variant, Variant], list[list[Variant]]]:
+        """Each variant made concrete for this model, and the concrete variants grouped by what they
+        read (``tokenisation_key``): one forward pass per group."""
+        concrete = {v: self.facts.concrete(v) for v in dict.fromkeys(variants)}
+        groups: dict[tuple, list[Variant]] = defaultdict(list)
+        for c in dict.fromkeys(concrete.values()):
+            groups[c.tokenisation_key()].append(c)
+        return concrete, list(groups.values())
 
     def _encode_group(self, texts: Sequence[str], group: list[Variant], prompt: str) -> Encoded:
         budget = self.token_budget  # sized here, never first on the preparing thread

@@ -157,6 +157,17 @@ def run_sweep(
     return RunSummary(total, n_missing, time.perf_counter() - started, True, set_aside)
 
 
+def pending(store: RunStore, resolved: Resolved, recompute: bool = False) -> list[tuple[CellGroup, list[Cell]]]:
+    """The groups with the cells a run into ``store`` would compute: every cell under
+    ``recompute``, else those the store does not hold as they are now. Reads only."""
+    todo = []
+    for g in resolved.groups:
+        missing = [c for c in g.cells if recompute or store.lookup(c, resolved.identities[c.key()]).state != "ok"]
+        if missing:
+            todo.append((g, missing))
+    return todo
+
+
 def _missing_cells(store: RunStore, groups, identities, recompute: bool, log):
     """Groups with the cells to compute; stale or corrupt cells are set aside with one line each."""
     todo, set_aside = [], 0
