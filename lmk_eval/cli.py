@@ -98,8 +98,8 @@ def cmd_plan(args: argparse.Namespace, sweep=None) -> int:
     stored = len(resolved.cells) - sum(len(missing) for _, missing in todo)
     device = sweep.device or default_device()
     dtype, _why = resolve_dtype(sweep.dtype, device)
+    print(f"plan of sweep '{sweep.name}':", flush=True)  # counting a long sweep shows a bar meanwhile
     costs = estimate(sweep, todo, on=args.on, measure=not args.no_measure, progress=not args.no_progress)
-    print(f"plan of sweep '{sweep.name}':")
     print(render(costs, args.on, device, dtype, stored, str(output)))
     return 0
 
