@@ -1,6 +1,6 @@
 """The plan of the shipped `paper` sweep, made on a machine without the Hugging Face hub.
 
-Run with ``.venv/bin/python benchmarks/paper_plan.py`` (about a minute); writes
+Run with ``.venv/bin/python benchmarks/paper_plan.py`` (about ten minutes on 2 cores: it times the model on each task's texts); writes
 ``reports/paper-plan.md``. `lmk-eval plan --config paper --on h100` needs ModernBERT-base's
 tokenizer and configuration and, for the time on this machine, a short forward of the model. With
 no hub here, a stand-in hub on 127.0.0.1 (the test suite's) serves ``answerdotai/ModernBERT-base``

@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .batching import text_slices, unique_windows
+from .encoding import Encoded, TextEncoder
 from .errors import LmkEvalError
 from .hardware import ACCELERATORS, flops_per_token
 from .mteb_tasks import CHARS_PER_TOKEN, count
+from .options import EncodeOptions
 from .plan import Cell, CellGroup
 from .search import CHUNK_BYTES
 from .sweep import Sweep
@@ -101,49 +103,44 @@ def stand_in_texts(characters: float, n: int = SAMPLE_TEXTS) -> list[str]:
     return out
 
 
-def token_counter(model: str, options, bar):
-    """The run's encoder with its model replaced by a count (see ``TokenCounter``); built here so
-    that torch loads only when a plan counts."""
-    from .encoding import Encoded, TextEncoder
+class TokenCounter(TextEncoder):
+    """The run's encoder without its model: counts the tokens ``encode_all`` would put through the
+    model (identical windows once per slice, as the encoder shares them) and answers with random
+    vectors, so that the run's own path (``work.compute_group``: mteb, the group's search, its
+    corpus chunks and prompts) drives it and the count is exactly the run's. Keeps the texts of
+    its longest call (documents, as a rule) to time the model on."""
 
-    class TokenCounter(TextEncoder):
-        """Runs no model: counts the tokens ``encode_all`` would put through it (identical windows
-        once per slice, as the encoder shares them) and answers with random vectors, so that the
-        run's own path (``work.compute_group``: mteb, the group's search and its corpus chunks)
-        drives it and the count is exactly the run's. Keeps the longest call's texts to time."""
+    def __init__(self, model: str, options: EncodeOptions, bar) -> None:
+        super().__init__(model, options=options, device="cpu")
+        self.bar = bar
+        self.by_key: dict[tuple, int] = defaultdict(int)  # tokens per tokenisation (forward pass)
+        self.longest: tuple[list[str], str] = ([], "")
+        self._random = np.random.default_rng(0)
 
-        def __init__(self) -> None:
-            super().__init__(model, options=options, device="cpu")
-            self.by_key: dict[tuple, int] = defaultdict(int)
-            self.longest: tuple[list[str], str] = ([], "")
-            self._random = np.random.default_rng(0)
-
-        def encode_all(self, texts, variants, prompt: str = "") -> Encoded:
-            concrete, groups = self.tokenisation_groups(variants)
-            for group in groups:
-                for lo, hi in text_slices(texts, self.slice_tokens):
-                    windows = self.tokenisation.windows(texts[lo:hi], group[0], prompt)
-                    distinct, _users = unique_windows(windows)
-                    tokens = sum(len(w.ids) for w in distinct)
-                    self.by_key[group[0].tokenisation_key()] += tokens
-                    self.stats.real_tokens += tokens
-                    self.stats.windows += len(distinct)
-                    self.stats.reused_windows += len(windows) - len(distinct)
-            self.stats.texts += len(texts)
-            bar.update(len(texts))
-            if texts and sum(map(len, texts)) / len(texts) > _mean_length(self.longest[0]):
-                self.longest = (list(texts[:SAMPLE_TEXTS]), prompt)
-            dim = self.facts.config.hidden_size
-            vectors = {c: self._random.standard_normal((len(texts), dim)).astype(np.float32)
-                       for group in groups for c in group}  # fmt: skip
-            chunks = {c: [v[i : i + 1] for i in range(len(texts))] for c, v in vectors.items() if c.spec.multi_vector}
-            return Encoded({v: vectors[c] for v, c in concrete.items()},
-                           {v: chunks[c] for v, c in concrete.items() if c in chunks})  # fmt: skip
-
-    return TokenCounter()
+    def encode_all(self, texts, variants, prompt: str = "") -> Encoded:
+        concrete, groups = self.tokenisation_groups(variants)
+        for group in groups:
+            for lo, hi in text_slices(texts, self.slice_tokens):
+                windows = self.tokenisation.windows(texts[lo:hi], group[0], prompt)
+                distinct, _users = unique_windows(windows)
+                tokens = sum(len(w.ids) for w in distinct)
+                self.by_key[group[0].tokenisation_key()] += tokens
+                self.stats.real_tokens += tokens
+                self.stats.windows += len(distinct)
+                self.stats.reused_windows += len(windows) - len(distinct)
+        self.stats.texts += len(texts)
+        self.bar.update(len(texts))
+        if texts and _mean_length(texts) > _mean_length(self.longest[0]):
+            self.longest = (list(texts[:SAMPLE_TEXTS]), prompt)
+        dim = self.facts.config.hidden_size
+        vectors = {c: self._random.standard_normal((len(texts), dim)).astype(np.float32)
+                   for group in groups for c in group}  # fmt: skip
+        chunks = {c: [v[i : i + 1] for i in range(len(texts))] for c, v in vectors.items() if c.spec.multi_vector}
+        return Encoded({v: vectors[c] for v, c in concrete.items()},
+                       {v: chunks[c] for v, c in concrete.items() if c in chunks})  # fmt: skip
 
 
-def _mean_length(texts: list[str]) -> float:
+def _mean_length(texts) -> float:
     return sum(map(len, texts)) / len(texts) if texts else 0.0
 
 
@@ -176,7 +173,6 @@ def estimate(sweep: Sweep, todo: list[tuple[CellGroup, list[Cell]]], on: str | N
     from tqdm.auto import tqdm
 
     from . import models
-    from .encoding import TextEncoder
     from .work import compute_group, quiet_libraries
 
     if on is not None and on not in ACCELERATORS:
@@ -198,7 +194,7 @@ def estimate(sweep: Sweep, todo: list[tuple[CellGroup, list[Cell]]], on: str | N
             docs, queries = _local_counts(g)
             with tqdm(desc=f"counting {g.task.name} @{v.max_length} {v.reading()}", unit="text", leave=False,
                       disable=not progress) as bar:  # fmt: skip
-                counter = token_counter(base, sweep.encode_options(), bar)
+                counter = TokenCounter(base, sweep.encode_options(), bar)
                 for _payload in compute_group(g, missing, counter):
                     pass
             per_key, counted, sample = counter.by_key, "counted", counter.longest
