@@ -56,8 +56,8 @@ TRAIN_FLAGS = {"base": "base", "pooling": "poolings", "data": "data", "split": "
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .flags import sweep_from_args
     from .runner import run_sweep
-    from .sweep import sweep_from_args
 
     sweep = sweep_from_args(args)
     if args.dry_run:
@@ -84,11 +84,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace, sweep=None) -> int:
     from .costs import estimate, render
+    from .flags import sweep_from_args
     from .hardware import default_device, resolve_dtype
     from .identities import preflight
     from .runner import pending, resolve_sweep
     from .store import RunStore
-    from .sweep import sweep_from_args
 
     sweep = sweep or sweep_from_args(args)
     resolved = resolve_sweep(sweep)  # as the run resolves it: what it would refuse is refused here

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .sweep import DEFAULT_CONFIG, FLAG_POOLINGS, FLAG_TASKS, GridSpec
+from .flags import DEFAULT_CONFIG, FLAG_POOLINGS, FLAG_TASKS
+from .sweep import GridSpec
 from .variants import GRANULARITIES, PLACEMENTS, STRATEGIES, Variant
 
 RUN_DIR_HELP = "a run directory written by `lmk-eval run` (e.g. results/quick)"

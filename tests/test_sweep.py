@@ -132,8 +132,8 @@ def test_killed_and_interrupted_runs_resume_to_the_uninterrupted_result(
 
 
 def load_sweep_from_args(args, output):
+    from lmk_eval.flags import sweep_from_args
     from lmk_eval.parser import build_parser
-    from lmk_eval.sweep import sweep_from_args
 
     parsed = build_parser().parse_args(args[:-4] + ["--output", str(output)])
     return sweep_from_args(parsed)

@@ -316,8 +316,8 @@ def test_a_token_budget_under_16_is_refused_by_the_encoder_too():
 
 
 def test_a_long_flags_sweep_gets_a_short_name_that_tells_it_apart():
+    from lmk_eval.flags import sweep_from_args
     from lmk_eval.parser import build_parser
-    from lmk_eval.sweep import sweep_from_args
 
     many = ["cls", "mean", "lmk", "max", "lasttoken", "mean_sqrt_len_tokens", "multi_cls", "mean_every_k",
             "layer_mean", "layer_max_cls", "native", "late_chunking"]  # fmt: skip
