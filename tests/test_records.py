@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from lmk_eval.provenance import file_sha256
 from lmk_eval.records import CellRecord, upgrade
 from lmk_eval.store import CorruptCell, RunStore, read_record
 from lmk_eval.variants import make_variant
@@ -47,8 +48,12 @@ def test_a_record_round_trips_through_its_json(tmp_path):
     record = CellRecord.model_validate(upgrade(v2_record("m", None), {}))
     path = tmp_path / "c" / "cell.json"
     path.parent.mkdir()
-    path.write_text(record.model_dump_json())
     (path.parent / f"{record.task}.json").write_text("{}")  # mteb's JSON must be beside it
+    path.write_text(record.model_dump_json())
+    with pytest.raises(CorruptCell, match="has no digests"):  # the current format is written with them
+        read_record(path)
+    record.digests = {"scores": record.scored_digest(), "task_result": file_sha256(path.parent / f"{record.task}.json")}
+    path.write_text(record.model_dump_json())
     again = read_record(path)
     assert again.model_dump() == record.model_dump() and json.loads(path.read_text())["format"] == 4
 
