@@ -285,14 +285,16 @@ def _plan_parser(sub, run: argparse.ArgumentParser) -> None:
     plan = sub.add_parser(
         "plan", parents=[run], add_help=False, conflict_handler="resolve",
         help="what a sweep will cost, before any forward pass (same arguments as run)",
-        description="Per cell group: documents, queries and tokens (counted for local data, from mteb's"
-        " statistics for hub tasks), forward passes shared between poolings, and estimated time and"
-        " peak memory here (a short measured forward) and on --on ACCELERATOR. Writes nothing.",
+        description="Per cell group the run would compute (cells already stored in --output are not"
+        " planned): documents, queries and tokens (for local data counted exactly as the run will put"
+        " them through the model, identical windows once; from mteb's statistics for hub tasks), forward"
+        " passes shared between poolings, and estimated time (a forward measured on the task's own"
+        " texts) and peak memory here and on --on ACCELERATOR. Writes nothing.",
     )  # fmt: skip
     for p in (run, plan):
         p.add_argument("--on", choices=sorted(ACCELERATORS), help="also estimate time on this accelerator")
         p.add_argument("--no-measure", action="store_true",
-                       help="skip the short measured forward (no time estimate for this machine)")  # fmt: skip
+                       help="skip the measured forward on the task's texts (no time estimate for this machine)")  # fmt: skip
 
 
 
