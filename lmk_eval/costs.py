@@ -189,7 +189,7 @@ def estimate(sweep: Sweep, todo: list[tuple[CellGroup, list[Cell]]], on: str | N
         if g.task.source == "mteb":
             docs, queries, tokens, characters = _hub_counts(g, v.max_length, v.strategy)
             per_key = dict.fromkeys(keys, tokens)
-            counted, sample = "estimated", (stand_in_texts(characters), "")
+            counted, sample = "estimated", (stand_in_texts(characters) if measure else [], "")
         else:
             docs, queries = _local_counts(g)
             with tqdm(desc=f"counting {g.task.name} @{v.max_length} {v.reading()}", unit="text", leave=False,
