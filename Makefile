@@ -23,6 +23,7 @@ demo: $(STAMP)
 	  || echo "demo: differs from the shipped results/quick in the scores listed above"
 
 test: $(STAMP)
+	$(BIN)/ruff format --check lmk_eval tests benchmarks
 	$(BIN)/ruff check lmk_eval tests benchmarks
 	$(BIN)/python -m pytest
 

@@ -51,11 +51,18 @@ from lmk_eval.variants import make_variant  # noqa: E402
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 DTYPES = ("float32", "bfloat16")
-TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+TINY = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+}
 
 
 def book_words() -> list[str]:
-    with gzip.open(resources.files("lmk_eval") / "data" / "haystack" / "moby_dick.txt.gz", "rt") as f:
+    with gzip.open(
+        resources.files("lmk_eval") / "data" / "haystack" / "moby_dick.txt.gz", "rt"
+    ) as f:
         return f.read().split()
 
 
@@ -68,13 +75,24 @@ def wordpiece(words: list[str], vocab: int):
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     chunks = (" ".join(words[i : i + 1000]) for i in range(0, len(words), 1000))
-    tok.train_from_iterator(chunks, trainers.WordPieceTrainer(vocab_size=vocab, special_tokens=SPECIALS,
-                                                               show_progress=False))  # fmt: skip
+    tok.train_from_iterator(
+        chunks,
+        trainers.WordPieceTrainer(vocab_size=vocab, special_tokens=SPECIALS, show_progress=False),
+    )
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-                                                       special_tokens=[("[CLS]", cls), ("[SEP]", sep)])  # fmt: skip
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-                                   pad_token="[PAD]", mask_token="[MASK]")  # fmt: skip
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        mask_token="[MASK]",
+    )
 
 
 def build_models(root: Path, tiny: bool) -> dict[str, Path]:
@@ -85,14 +103,32 @@ def build_models(root: Path, tiny: bool) -> dict[str, Path]:
     tokenizer = wordpiece(words, 2000 if tiny else 30522)
     ids = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}
     size = TINY if tiny else {}
-    minilm = BertConfig(**{"hidden_size": 384, "intermediate_size": 1536, "num_hidden_layers": 6,
-                           "num_attention_heads": 12, "max_position_embeddings": 512, **ids, **size})  # fmt: skip
-    modernbert = ModernBertConfig(**ids, cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id,
-                                  bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
-                                  max_position_embeddings=8192, **size)  # fmt: skip
+    minilm = BertConfig(
+        **{
+            "hidden_size": 384,
+            "intermediate_size": 1536,
+            "num_hidden_layers": 6,
+            "num_attention_heads": 12,
+            "max_position_embeddings": 512,
+            **ids,
+            **size,
+        }
+    )
+    modernbert = ModernBertConfig(
+        **ids,
+        cls_token_id=tokenizer.cls_token_id,
+        sep_token_id=tokenizer.sep_token_id,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        max_position_embeddings=8192,
+        **size,
+    )
     out = {}
     torch.manual_seed(0)
-    for name, model in (("minilm", BertModel(minilm)), ("modernbert-base", ModernBertModel(modernbert))):
+    for name, model in (
+        ("minilm", BertModel(minilm)),
+        ("modernbert-base", ModernBertModel(modernbert)),
+    ):
         folder = root / name
         model.eval().save_pretrained(folder)
         tokenizer.save_pretrained(folder)
@@ -130,10 +166,17 @@ def speed(encoder: TextEncoder, texts: list[str], variant) -> dict:
         peak = torch.cuda.max_memory_allocated(device)
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"tokens": tokens, "raw_tok_s": raw, "harness_tok_s": tokens / harness_s, "peak_bytes": peak}
+    return {
+        "tokens": tokens,
+        "raw_tok_s": raw,
+        "harness_tok_s": tokens / harness_s,
+        "peak_bytes": peak,
+    }
 
 
-def agreement(encoders: dict[str, TextEncoder], texts: list[str], model_name: str, length: int) -> dict:
+def agreement(
+    encoders: dict[str, TextEncoder], texts: list[str], model_name: str, length: int
+) -> dict:
     """Cosine of float32 and bfloat16 embeddings per text, for every pooling without a checkpoint."""
     poolings = [p for p, spec in POOLINGS.items() if not spec.needs_checkpoint and p != "native"]
     variants = [variant_for(model_name, p, length) for p in poolings]
@@ -148,8 +191,14 @@ def agreement(encoders: dict[str, TextEncoder], texts: list[str], model_name: st
 
 def run(device: str, tiny: bool, tokens_per_case: int) -> dict:
     lengths = (128, 1024) if tiny else (512, 8192)
-    facts = {"device": torch.cuda.get_device_name(device) if device.startswith("cuda") else cpu_description(),
-             "torch": torch.__version__, "tiny": tiny, "lengths": lengths}  # fmt: skip
+    facts = {
+        "device": torch.cuda.get_device_name(device)
+        if device.startswith("cuda")
+        else cpu_description(),
+        "torch": torch.__version__,
+        "tiny": tiny,
+        "lengths": lengths,
+    }
     if device.startswith("cuda"):
         facts["free_bytes"], facts["total_bytes"] = torch.cuda.mem_get_info(torch.device(device))
     size = 1024 if tiny or not device.startswith("cuda") else 8192
@@ -157,8 +206,10 @@ def run(device: str, tiny: bool, tokens_per_case: int) -> dict:
     rows, cosines = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, folder in build_models(Path(tmp), tiny).items():
-            encoders = {d: TextEncoder(str(folder), options=EncodeOptions(dtype=d), device=device).load()
-                        for d in DTYPES}  # fmt: skip
+            encoders = {
+                d: TextEncoder(str(folder), options=EncodeOptions(dtype=d), device=device).load()
+                for d in DTYPES
+            }
             for length in lengths:
                 variant = variant_for(name, "mean", length)
                 texts = texts_of(length, max(2, tokens_per_case // length))
@@ -166,13 +217,23 @@ def run(device: str, tiny: bool, tokens_per_case: int) -> dict:
                     r = speed(encoder, texts, variant)
                     config = encoder.model.config
                     window = min(length, encoder.max_positions)
-                    r.update(model=name, length=length, dtype=dtype, token_budget=encoder.token_budget,
-                             budget_bytes=encoder.token_budget * bytes_per_token(config, dtype, window),
-                             flops_per_token=flops_per_token(config, window))  # fmt: skip
-                    r["share_of_bf16_peak"] = r["harness_tok_s"] * r["flops_per_token"] / facts["bf16_peak"]
+                    r.update(
+                        model=name,
+                        length=length,
+                        dtype=dtype,
+                        token_budget=encoder.token_budget,
+                        budget_bytes=encoder.token_budget * bytes_per_token(config, dtype, window),
+                        flops_per_token=flops_per_token(config, window),
+                    )
+                    r["share_of_bf16_peak"] = (
+                        r["harness_tok_s"] * r["flops_per_token"] / facts["bf16_peak"]
+                    )
                     rows.append(r)
-                    print(f"{name} @{length} {dtype}: raw {r['raw_tok_s']:,.0f} tok/s, harness "
-                          f"{r['harness_tok_s']:,.0f} tok/s, peak {r['peak_bytes'] / 2**30:.2f} GiB", flush=True)
+                    print(
+                        f"{name} @{length} {dtype}: raw {r['raw_tok_s']:,.0f} tok/s, harness "
+                        f"{r['harness_tok_s']:,.0f} tok/s, peak {r['peak_bytes'] / 2**30:.2f} GiB",
+                        flush=True,
+                    )
                 cosines[f"{name}@{length}"] = agreement(encoders, texts[:8], name, length)
             del encoders
             if device.startswith("cuda"):
@@ -182,39 +243,79 @@ def run(device: str, tiny: bool, tokens_per_case: int) -> dict:
 
 def render(result: dict) -> str:
     f = result["facts"]
-    lines = ["# GPU check", "", f"`benchmarks/gpu_check.py` on **{f['device']}**, torch {f['torch']}"
-             f"{' (tiny configs: a smoke run, not a measurement)' if f['tiny'] else ''}; measured bf16 matmul peak"
-             f" {f['bf16_peak'] / 1e12:,.1f} TFLOP/s" + (f"; {f['free_bytes'] / 2**30:.1f} of {f['total_bytes'] / 2**30:.1f}"
-             " GiB free at the start" if "free_bytes" in f else "") + ". Random-weight models from their configs.", "",
-             "| model | tokens | dtype | raw forward tok/s | harness tok/s | harness / raw | share of bf16 peak"
-             " | token budget | peak memory | budget's estimate |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "# GPU check",
+        "",
+        f"`benchmarks/gpu_check.py` on **{f['device']}**, torch {f['torch']}"
+        f"{' (tiny configs: a smoke run, not a measurement)' if f['tiny'] else ''}; measured bf16 matmul peak"
+        f" {f['bf16_peak'] / 1e12:,.1f} TFLOP/s"
+        + (
+            f"; {f['free_bytes'] / 2**30:.1f} of {f['total_bytes'] / 2**30:.1f}"
+            " GiB free at the start"
+            if "free_bytes" in f
+            else ""
+        )
+        + ". Random-weight models from their configs.",
+        "",
+        "| model | tokens | dtype | raw forward tok/s | harness tok/s | harness / raw | share of bf16 peak"
+        " | token budget | peak memory | budget's estimate |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["speed"]:
-        lines.append(f"| {r['model']} | {r['length']:,} | {r['dtype']} | {r['raw_tok_s']:,.0f} | {r['harness_tok_s']:,.0f}"
-                     f" | {r['harness_tok_s'] / r['raw_tok_s']:.2f} | {r['share_of_bf16_peak']:.1%} | {r['token_budget']:,}"
-                     f" | {r['peak_bytes'] / 2**30:.2f} GiB | {r['budget_bytes'] / 2**30:.2f} GiB |")  # fmt: skip
-    lines += ["", "Embeddings float32 vs bfloat16: 1 - cosine per text over 8 texts (largest / mean):", "",
-              "| pooling | " + " | ".join(result["cosine"]) + " |", "|---|" + "---|" * len(result["cosine"])]  # fmt: skip
+        lines.append(
+            f"| {r['model']} | {r['length']:,} | {r['dtype']} | {r['raw_tok_s']:,.0f} | {r['harness_tok_s']:,.0f}"
+            f" | {r['harness_tok_s'] / r['raw_tok_s']:.2f} | {r['share_of_bf16_peak']:.1%} | {r['token_budget']:,}"
+            f" | {r['peak_bytes'] / 2**30:.2f} GiB | {r['budget_bytes'] / 2**30:.2f} GiB |"
+        )
+    lines += [
+        "",
+        "Embeddings float32 vs bfloat16: 1 - cosine per text over 8 texts (largest / mean):",
+        "",
+        "| pooling | " + " | ".join(result["cosine"]) + " |",
+        "|---|" + "---|" * len(result["cosine"]),
+    ]
     poolings = next(iter(result["cosine"].values()))
     for p in poolings:
-        cells = [f"{1 - c[p]['min']:.1e} / {1 - c[p]['mean']:.1e}" for c in result["cosine"].values()]
+        cells = [
+            f"{1 - c[p]['min']:.1e} / {1 - c[p]['mean']:.1e}" for c in result["cosine"].values()
+        ]
         lines.append(f"| {p} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="cuda, cuda:N or cpu (default: cuda when torch sees one)")  # fmt: skip
-    parser.add_argument("--tiny", action="store_true", help="2-layer, 32-wide configs at 128 / 1,024 tokens")
-    parser.add_argument("--tokens", type=int, default=None,
-                        help="tokens per measured case (default 1,000,000 on cuda, 8,192 tiny, 65,536 otherwise)")  # fmt: skip
-    parser.add_argument("--output", default=str(Path(os.environ.get("OUT") or ROOT / "reports") / "gpu-check.md"),
-                        help="markdown report; its JSON goes beside it (default: $OUT/ or reports/)")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cuda, cuda:N or cpu (default: cuda when torch sees one)",
+    )
+    parser.add_argument(
+        "--tiny", action="store_true", help="2-layer, 32-wide configs at 128 / 1,024 tokens"
+    )
+    parser.add_argument(
+        "--tokens",
+        type=int,
+        default=None,
+        help="tokens per measured case (default 1,000,000 on cuda, 8,192 tiny, 65,536 otherwise)",
+    )
+    parser.add_argument(
+        "--output",
+        default=str(Path(os.environ.get("OUT") or ROOT / "reports") / "gpu-check.md"),
+        help="markdown report; its JSON goes beside it (default: $OUT/ or reports/)",
+    )
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print(f"gpu_check: torch {torch.__version__} sees no CUDA device; run with --device cpu", file=sys.stderr)
+        print(
+            f"gpu_check: torch {torch.__version__} sees no CUDA device; run with --device cpu",
+            file=sys.stderr,
+        )
         return 2
-    tokens = args.tokens or (8192 if args.tiny else 1_000_000 if args.device.startswith("cuda") else 65_536)
+    tokens = args.tokens or (
+        8192 if args.tiny else 1_000_000 if args.device.startswith("cuda") else 65_536
+    )
     result = run(args.device, args.tiny, tokens)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -33,8 +33,14 @@ def build_model(folder: Path) -> Path:
     from lmk_eval.models import packaged_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(packaged_model_path())
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=384, num_hidden_layers=1,
-                        num_attention_heads=12, intermediate_size=1536, max_position_embeddings=512)  # fmt: skip
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=384,
+        num_hidden_layers=1,
+        num_attention_heads=12,
+        intermediate_size=1536,
+        max_position_embeddings=512,
+    )
     import torch
 
     torch.manual_seed(0)
@@ -50,7 +56,12 @@ def build_corpus(folder: Path, n_docs: int) -> Path:
     (folder / "qrels").mkdir(parents=True)
     with (folder / "corpus.jsonl").open("w") as f:
         for i in range(n_docs):
-            f.write(json.dumps({"_id": f"d{i}", "title": "", "text": " ".join(rng.choices(words, k=40))}) + "\n")
+            f.write(
+                json.dumps(
+                    {"_id": f"d{i}", "title": "", "text": " ".join(rng.choices(words, k=40))}
+                )
+                + "\n"
+            )
     with (folder / "queries.jsonl").open("w") as f, (folder / "qrels" / "test.tsv").open("w") as q:
         q.write("query-id\tcorpus-id\tscore\n")
         for i in range(QUERIES):
@@ -65,9 +76,14 @@ def measure_one(code: Path, model: Path, corpus: Path, poolings: list[str], outp
     from lmk_eval.runner import run_sweep
     from lmk_eval.sweep import Sweep
 
-    sweep = Sweep.model_validate({"name": "memory", "models": [str(model)],
-                                  "poolings": [{"pooling": p} for p in poolings],
-                                  "grid": [{"tasks": [str(corpus)], "max_length": [64]}]})  # fmt: skip
+    sweep = Sweep.model_validate(
+        {
+            "name": "memory",
+            "models": [str(model)],
+            "poolings": [{"pooling": p} for p in poolings],
+            "grid": [{"tasks": [str(corpus)], "max_length": [64]}],
+        }
+    )
     started = time.perf_counter()
     run_sweep(sweep, output, progress=False, log=lambda m: None)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -76,11 +92,22 @@ def measure_one(code: Path, model: Path, corpus: Path, poolings: list[str], outp
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--code", type=Path, default=ROOT, help="checkout to measure (default: this one)")
+    parser.add_argument(
+        "--code", type=Path, default=ROOT, help="checkout to measure (default: this one)"
+    )
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
-    parser.add_argument("--label", default="after", help="column name in the report (before / after)")
-    parser.add_argument("--json", type=Path, default=ROOT / "reports" / "memory.json", help="measurements, kept between calls")
-    parser.add_argument("--one", nargs=4, metavar=("MODEL", "CORPUS", "POOLINGS", "OUTPUT"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--label", default="after", help="column name in the report (before / after)"
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=ROOT / "reports" / "memory.json",
+        help="measurements, kept between calls",
+    )
+    parser.add_argument(
+        "--one", nargs=4, metavar=("MODEL", "CORPUS", "POOLINGS", "OUTPUT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.one:
         model, corpus, poolings, output = args.one
@@ -92,13 +119,29 @@ def main() -> None:
             corpus = build_corpus(Path(tmp) / f"corpus-{n}", n)
             for k, poolings in POOLINGS.items():
                 out = Path(tmp) / f"run-{n}-{k}"
-                done = subprocess.run([sys.executable, __file__, "--code", str(args.code), "--one", str(model),
-                                       str(corpus), ",".join(poolings), str(out)],
-                                      capture_output=True, text=True, check=True)  # fmt: skip
+                done = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--code",
+                        str(args.code),
+                        "--one",
+                        str(model),
+                        str(corpus),
+                        ",".join(poolings),
+                        str(out),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 result = json.loads(done.stdout.strip().splitlines()[-1])
                 found.setdefault(args.label, {})[f"{n}x{k}"] = result
-                print(f"{args.label}: {n:,} documents x {k} poolings: {result['peak_mb']:,.0f} MB peak RSS,"
-                      f" {result['seconds']:.0f} s", flush=True)  # fmt: skip
+                print(
+                    f"{args.label}: {n:,} documents x {k} poolings: {result['peak_mb']:,.0f} MB peak RSS,"
+                    f" {result['seconds']:.0f} s",
+                    flush=True,
+                )
     sys.path.insert(0, str(ROOT))
     from lmk_eval.hardware import cpu_description
 
@@ -109,15 +152,21 @@ def main() -> None:
 
 def write_report(found: dict, path: Path) -> None:
     labels = [k for k in ("before", "after") if k in found]
-    keys = sorted({key for label in labels for key in found[label]},
-                  key=lambda s: tuple(map(int, s.split("x"))))  # fmt: skip
-    lines = ["# Peak memory against corpus size and poolings", "",
-             "`.venv/bin/python benchmarks/memory.py` (`--code` an older checkout and `--label before` for the"
-             " first column): each cell a fresh process running one sweep on a synthetic BEIR folder"
-             " (N documents of 64 tokens, 100 queries) with a random 1-layer BERT of width 384 and"
-             f" MiniLM's tokenizer, truncated at 64 tokens; peak RSS of that process (wall seconds are in reports/memory.json; other work shared the machine, so they are not a speed figure). CPU: {found.get('cpu')}.",
-             "", "| documents x poolings | " + " | ".join(f"{x}: peak RSS (MB)" for x in labels) + " |",
-             "|---|" + "---:|" * len(labels)]  # fmt: skip
+    keys = sorted(
+        {key for label in labels for key in found[label]},
+        key=lambda s: tuple(map(int, s.split("x"))),
+    )
+    lines = [
+        "# Peak memory against corpus size and poolings",
+        "",
+        "`.venv/bin/python benchmarks/memory.py` (`--code` an older checkout and `--label before` for the"
+        " first column): each cell a fresh process running one sweep on a synthetic BEIR folder"
+        " (N documents of 64 tokens, 100 queries) with a random 1-layer BERT of width 384 and"
+        f" MiniLM's tokenizer, truncated at 64 tokens; peak RSS of that process (wall seconds are in reports/memory.json; other work shared the machine, so they are not a speed figure). CPU: {found.get('cpu')}.",
+        "",
+        "| documents x poolings | " + " | ".join(f"{x}: peak RSS (MB)" for x in labels) + " |",
+        "|---|" + "---:|" * len(labels),
+    ]
     for key in keys:
         n, k = key.split("x")
         cells = []
@@ -125,24 +174,40 @@ def write_report(found: dict, path: Path) -> None:
             r = found[x].get(key)
             cells.append(f"{r['peak_mb']:,.0f}" if r else "")
         lines.append(f"| {int(n):,} x {k} | " + " | ".join(cells) + " |")
-    lines += ["", "Chunks are sized by bytes (64 MB of vectors for all poolings together), so a one-pooling run"
-              " encodes six times as many documents per chunk as a six-pooling one and holds more tokenised"
-              " text at once: after the change, K = 1 can peak above K = 6.", "", "Derived (peak RSS):", ""]
+    lines += [
+        "",
+        "Chunks are sized by bytes (64 MB of vectors for all poolings together), so a one-pooling run"
+        " encodes six times as many documents per chunk as a six-pooling one and holds more tokenised"
+        " text at once: after the change, K = 1 can peak above K = 6.",
+        "",
+        "Derived (peak RSS):",
+        "",
+    ]
     for x in labels:
         r = found[x]
         if "20000x6" in r and "80000x6" in r:
             growth = (r["80000x6"]["peak_mb"] - r["20000x6"]["peak_mb"]) / 0.6
-            ratio = r["80000x6"]["peak_mb"] / r["80000x1"]["peak_mb"] if "80000x1" in r else float("nan")
-            lines.append(f"- {x}: growth per 100k documents with 6 poolings (20k to 80k) {growth:,.0f} MB;"
-                         f" 80k x 6 is {r['80000x6']['peak_mb'] - r['20000x6']['peak_mb']:,.0f} MB above 20k x 6"
-                         f" and {ratio:.2f} x the 80k x 1 run")  # fmt: skip
+            ratio = (
+                r["80000x6"]["peak_mb"] / r["80000x1"]["peak_mb"]
+                if "80000x1" in r
+                else float("nan")
+            )
+            lines.append(
+                f"- {x}: growth per 100k documents with 6 poolings (20k to 80k) {growth:,.0f} MB;"
+                f" 80k x 6 is {r['80000x6']['peak_mb'] - r['20000x6']['peak_mb']:,.0f} MB above 20k x 6"
+                f" and {ratio:.2f} x the 80k x 1 run"
+            )
     for x in labels:
         r = found[x]
         if "320000x6" in r and "20000x6" in r:
-            lines.append(f"- {x}: 320k x 6 is {r['320000x6']['peak_mb'] - r['20000x6']['peak_mb']:,.0f} MB above 20k x 6")
+            lines.append(
+                f"- {x}: 320k x 6 is {r['320000x6']['peak_mb'] - r['20000x6']['peak_mb']:,.0f} MB above 20k x 6"
+            )
     missing = [x for x in labels if "320000x6" not in found[x]]
     if missing:
-        lines.append(f"- not measured at 320k: {', '.join(missing)} (the previous code needs over an hour for it on 2 cores)")
+        lines.append(
+            f"- not measured at 320k: {', '.join(missing)} (the previous code needs over an hour for it on 2 cores)"
+        )
     path.write_text("\n".join(lines) + "\n")
 
 

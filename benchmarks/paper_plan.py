@@ -35,8 +35,9 @@ def build_modernbert_base(folder: Path) -> Path:
     from lmk_eval.models import packaged_model_path
 
     tokenizer = BertTokenizerFast.from_pretrained(str(packaged_model_path()))
-    config = ModernBertConfig(pad_token_id=0, cls_token_id=101, sep_token_id=102, bos_token_id=101,
-                              eos_token_id=102)  # fmt: skip
+    config = ModernBertConfig(
+        pad_token_id=0, cls_token_id=101, sep_token_id=102, bos_token_id=101, eos_token_id=102
+    )
     torch.manual_seed(0)
     ModernBertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -50,16 +51,27 @@ def main() -> None:
         with FakeHub([repo, *repos_for(paper_tasks())]) as hub:
             env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
             env |= {"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(Path(tmp) / "hf")}
-            done = subprocess.run([sys.executable, "-m", "lmk_eval.cli", "plan", "--config", "paper", "--on", "h100"],
-                                  cwd=ROOT, env=env, capture_output=True, text=True)  # fmt: skip
+            done = subprocess.run(
+                [sys.executable, "-m", "lmk_eval.cli", "plan", "--config", "paper", "--on", "h100"],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
     if done.returncode:
         sys.exit(f"lmk-eval plan failed:\n{done.stderr[-3000:]}")
     plan = done.stdout.strip()
-    text = ["# Plan of the `paper` sweep", "",
-            "`.venv/bin/python benchmarks/paper_plan.py`, i.e. `lmk-eval plan --config paper --on h100` with"
-            " ModernBERT-base's exact configuration and random weights served by a stand-in hub (no hub"
-            f" here; see the script). Time here measured on {cpu_description()}; the H100 column is"
-            " computed, not measured.", "", plan, ""]  # fmt: skip
+    text = [
+        "# Plan of the `paper` sweep",
+        "",
+        "`.venv/bin/python benchmarks/paper_plan.py`, i.e. `lmk-eval plan --config paper --on h100` with"
+        " ModernBERT-base's exact configuration and random weights served by a stand-in hub (no hub"
+        f" here; see the script). Time here measured on {cpu_description()}; the H100 column is"
+        " computed, not measured.",
+        "",
+        plan,
+        "",
+    ]
     (ROOT / "reports" / "paper-plan.md").write_text("\n".join(text))
     print(plan)
 

@@ -77,7 +77,9 @@ def throughput(encoder: TextEncoder, texts: list[str], length: int, repeats: int
     return {"raw": raw, "harness": harness, "tokens": real}
 
 
-def run_suite(config: str | None, dtype: str, out: Path, flags: dict | None = None) -> tuple[float, dict]:
+def run_suite(
+    config: str | None, dtype: str, out: Path, flags: dict | None = None
+) -> tuple[float, dict]:
     """Wall time and main scores of a sweep computed afresh at ``dtype``."""
     from lmk_eval.gate import main_scores
     from lmk_eval.runner import run_sweep
@@ -93,8 +95,11 @@ def run_suite(config: str | None, dtype: str, out: Path, flags: dict | None = No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtypes", default="float32,bfloat16", help="dtypes to compare")
-    parser.add_argument("--parts", default="throughput,suite,scifact",
-                        help="what to measure now; the rest is read from the last run's JSON")  # fmt: skip
+    parser.add_argument(
+        "--parts",
+        default="throughput,suite,scifact",
+        help="what to measure now; the rest is read from the last run's JSON",
+    )
     parser.add_argument("--output", default=str(ROOT / "reports" / "precision.md"))
     args = parser.parse_args()
     device = default_device()
@@ -102,7 +107,11 @@ def main() -> None:
     auto, why = resolve_dtype("auto", device)
     name = torch.cuda.get_device_name() if device == "cuda" else cpu_description()
     cache = Path(args.output).with_suffix(".json")
-    saved = json.loads(cache.read_text()) if cache.exists() and parts != {"throughput", "suite", "scifact"} else {}
+    saved = (
+        json.loads(cache.read_text())
+        if cache.exists() and parts != {"throughput", "suite", "scifact"}
+        else {}
+    )
     rows, suite, scifact = saved.get("rows", []), saved.get("suite", {}), saved.get("scifact", {})
     if "throughput" in parts:
         rows = []
@@ -115,16 +124,31 @@ def main() -> None:
             for length in (512, 256):
                 t = throughput(encoder, texts, length)
                 fpt = flops_per_token(config, length)
-                rows.append([dtype, f"{peak:,.0f}", str(length), f"{fpt / 1e6:.1f}", f"{t['raw']:,.0f}",
-                             f"{t['harness']:,.0f}", f"{t['harness'] / t['raw']:.3f}",
-                             f"{t['harness'] * fpt / 1e9:,.1f}", f"{t['harness'] * fpt / 1e9 / peak:.1%}"])  # fmt: skip
+                rows.append(
+                    [
+                        dtype,
+                        f"{peak:,.0f}",
+                        str(length),
+                        f"{fpt / 1e6:.1f}",
+                        f"{t['raw']:,.0f}",
+                        f"{t['harness']:,.0f}",
+                        f"{t['harness'] / t['raw']:.3f}",
+                        f"{t['harness'] * fpt / 1e9:,.1f}",
+                        f"{t['harness'] * fpt / 1e9 / peak:.1%}",
+                    ]
+                )
                 print(" | ".join(rows[-1]), flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             if "suite" in parts:
                 suite[dtype] = run_suite("quick", dtype, Path(tmp) / "quick")
                 print(f"quick suite {dtype}: {suite[dtype][0]:.1f} s", flush=True)
             if "scifact" in parts:
-                flags = {"name": "scifact-mean", "poolings": ["mean"], "tasks": ["scifact"], "max_length": [256]}
+                flags = {
+                    "name": "scifact-mean",
+                    "poolings": ["mean"],
+                    "tasks": ["scifact"],
+                    "max_length": [256],
+                }
                 scifact[dtype] = run_suite(None, dtype, Path(tmp) / "scifact", flags)
                 print(f"scifact {dtype}: {next(iter(scifact[dtype][1].values())):.4f}", flush=True)
     cache.write_text(json.dumps({"rows": rows, "suite": suite, "scifact": scifact}, indent=1))
@@ -166,19 +190,35 @@ def write_report(path, device, name, auto, why, dtypes, rows, suite, scifact) ->
     for dtype in dtypes:
         seconds, scores = suite[dtype]
         split_delta = max(abs(scores[k] - suite[base][1][k]) for k in scores)
-        task_delta = max(abs(a - b) for a, b in zip(_per_task(scores).values(),
-                                                     _per_task(suite[base][1]).values(), strict=True))  # fmt: skip
-        lines.append(f"| {dtype} | {seconds:.1f} s | {suite[base][0] / seconds:.2f} x | {task_delta:.4f}"
-                     f" | {split_delta:.4f} |")  # fmt: skip
-    lines += ["", "A split of the quick suite has 10 to 100 queries, so one query answered differently"
-              " moves its score by 0.01 to 0.1; a task's main score averages its splits."]  # fmt: skip
+        task_delta = max(
+            abs(a - b)
+            for a, b in zip(
+                _per_task(scores).values(), _per_task(suite[base][1]).values(), strict=True
+            )
+        )
+        lines.append(
+            f"| {dtype} | {seconds:.1f} s | {suite[base][0] / seconds:.2f} x | {task_delta:.4f}"
+            f" | {split_delta:.4f} |"
+        )
+    lines += [
+        "",
+        "A split of the quick suite has 10 to 100 queries, so one query answered differently"
+        " moves its score by 0.01 to 0.1; a task's main score averages its splits.",
+    ]
     if scifact:
-        lines += ["", f"Full SciFact test, mean pooling, 256 tokens (reference {SCIFACT_REFERENCE}):", "",
-                  "| dtype | nDCG@10 | vs reference | wall time |", "|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            f"Full SciFact test, mean pooling, 256 tokens (reference {SCIFACT_REFERENCE}):",
+            "",
+            "| dtype | nDCG@10 | vs reference | wall time |",
+            "|---|---|---|---|",
+        ]
         for dtype in dtypes:
             seconds, scores = scifact[dtype]
             value = next(iter(scores.values()))
-            lines.append(f"| {dtype} | {value:.4f} | {value - SCIFACT_REFERENCE:+.4f} | {seconds / 60:.1f} min |")
+            lines.append(
+                f"| {dtype} | {value:.4f} | {value - SCIFACT_REFERENCE:+.4f} | {seconds / 60:.1f} min |"
+            )
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {path}")
 

@@ -45,7 +45,14 @@ from lmk_eval.options import EncodeOptions  # noqa: E402
 from lmk_eval.variants import make_variant  # noqa: E402
 
 SIX_POOLINGS = ["cls", "mean", "max", "weightedmean", "mean_sqrt_len_tokens", "layer_mean"]
-CEILING_POOLINGS = ["cls", "mean", "max", "weightedmean", "mean_every_k", "lmk"]  # lmk: a second tokenisation
+CEILING_POOLINGS = [
+    "cls",
+    "mean",
+    "max",
+    "weightedmean",
+    "mean_every_k",
+    "lmk",
+]  # lmk: a second tokenisation
 LENGTHS = (256, 512)
 RSS_LENGTHS = [1024, 2048, 4096, 8192, 16384, 32768]
 
@@ -93,12 +100,16 @@ def zero_forward(model):
         del model.forward  # the class's forward again
 
 
-def _batches(encoder: TextEncoder, texts: list[str], length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(
+    encoder: TextEncoder, texts: list[str], length: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     windows = encoder.tokenisation.windows(texts, make_variant("mean", max_length=length))
     return [pad_windows(b)[:2] for b in token_budget_batches(windows, encoder.token_budget)]
 
 
-def raw_and_harness(encoder: TextEncoder, texts: list[str], length: int, pairs: int) -> tuple[float, float, list[float], float]:
+def raw_and_harness(
+    encoder: TextEncoder, texts: list[str], length: int, pairs: int
+) -> tuple[float, float, list[float], float]:
     """Raw forward and harness (mean pooling) on the same inputs, run as ``pairs`` back-to-back
     pairs after a warm-up: (best raw tok/s, best harness tok/s, each pair's harness/raw ratio, the
     forward's share of the harness's own time). A pair shares the machine's state of the moment
@@ -112,7 +123,9 @@ def raw_and_harness(encoder: TextEncoder, texts: list[str], length: int, pairs: 
     for _ in range(pairs):
         raws.append(forward_tokens_per_s(encoder.model, batches))
         harnesses.append(harness_tokens_per_s(encoder, texts, ["mean"], length)[0])
-    share = (encoder.stats.forward_seconds - forward_before) / (encoder.stats.encode_seconds - encode_before)
+    share = (encoder.stats.forward_seconds - forward_before) / (
+        encoder.stats.encode_seconds - encode_before
+    )
     return max(raws), max(harnesses), [h / r for h, r in zip(harnesses, raws, strict=True)], share
 
 
@@ -127,7 +140,9 @@ def forward_options(texts: list[str], dtype: str, length: int) -> list[tuple[str
     dynamic shapes; its compile time counted against the first pass, as a run would pay it)."""
     rows, rates = [], {}
     for attn in ("eager", "sdpa"):
-        encoder = TextEncoder(None, options=EncodeOptions(dtype=dtype, attn_implementation=attn)).load()
+        encoder = TextEncoder(
+            None, options=EncodeOptions(dtype=dtype, attn_implementation=attn)
+        ).load()
         batches = _batches(encoder, texts, length)
         forward_tokens_per_s(encoder.model, batches)
         rates[attn] = max(forward_tokens_per_s(encoder.model, batches) for _ in range(2))
@@ -139,17 +154,37 @@ def forward_options(texts: list[str], dtype: str, length: int) -> list[tuple[str
     tokens = sum(int(m.sum()) for _, m in batches)
     pays_after = first_s - tokens / rates["sdpa"]  # compile's cost, in seconds of SDPA forward
     gain = 1 / rates["sdpa"] - 1 / rates["compiled"]  # seconds saved per token once compiled
-    rows.append((f"raw forward {dtype} @{length}: eager attention", f"{rates['eager']:,.0f} tok/s", "vs SDPA",
-                 f"{rates['eager'] / rates['sdpa']:.2f} x"))  # fmt: skip
-    rows.append((f"raw forward {dtype} @{length}: SDPA (transformers' default, kept)", f"{rates['sdpa']:,.0f} tok/s", "", ""))
-    rows.append((f"raw forward {dtype} @{length}: SDPA + torch.compile(dynamic=True)",
-                 f"{rates['compiled']:,.0f} tok/s after a {first_s:.0f} s first pass ({first:,.0f} tok/s)", "vs SDPA",
-                 f"{rates['compiled'] / rates['sdpa']:.2f} x; pays back after "
-                 + (f"{pays_after / gain / 1e6:,.1f} M tokens" if gain > 0 else "never")))  # fmt: skip
+    rows.append(
+        (
+            f"raw forward {dtype} @{length}: eager attention",
+            f"{rates['eager']:,.0f} tok/s",
+            "vs SDPA",
+            f"{rates['eager'] / rates['sdpa']:.2f} x",
+        )
+    )
+    rows.append(
+        (
+            f"raw forward {dtype} @{length}: SDPA (transformers' default, kept)",
+            f"{rates['sdpa']:,.0f} tok/s",
+            "",
+            "",
+        )
+    )
+    rows.append(
+        (
+            f"raw forward {dtype} @{length}: SDPA + torch.compile(dynamic=True)",
+            f"{rates['compiled']:,.0f} tok/s after a {first_s:.0f} s first pass ({first:,.0f} tok/s)",
+            "vs SDPA",
+            f"{rates['compiled'] / rates['sdpa']:.2f} x; pays back after "
+            + (f"{pays_after / gain / 1e6:,.1f} M tokens" if gain > 0 else "never"),
+        )
+    )
     return rows
 
 
-def host_section(texts: list[str], all_texts: list[str]) -> tuple[list[tuple[str, str, str, str]], str]:
+def host_section(
+    texts: list[str], all_texts: list[str]
+) -> tuple[list[tuple[str, str, str, str]], str]:
     """Section 0: raw forward per dtype, harness vs raw, and the host-side ceiling."""
     native, why = resolve_dtype("auto", "cpu")
     dtypes = ["float32"] + (["bfloat16"] if native == "bfloat16" else [])
@@ -159,20 +194,33 @@ def host_section(texts: list[str], all_texts: list[str]) -> tuple[list[tuple[str
         encoder.encode(texts[:20], [make_variant("mean", max_length=256)])  # warm-up
         for length in LENGTHS:
             pairs = 7 if dtype == "bfloat16" else 3
-            raw[dtype, length], harness, ratios, share = raw_and_harness(encoder, texts, length, pairs)
-            rows.append((f"raw forward {dtype} @{length} vs harness (tokenise+forward+pool, mean)",
-                         f"best {raw[dtype, length]:,.0f} vs {harness:,.0f} tok/s; the forward is {share:.1%}"
-                         " of the harness's own time", ">= 0.98 x raw" if dtype == "bfloat16" else "",
-                         f"median {statistics.median(ratios):.3f} x ({min(ratios):.3f}-{max(ratios):.3f} over"
-                         f" {pairs} pairs); in-run {share:.3f} x"))  # fmt: skip
+            raw[dtype, length], harness, ratios, share = raw_and_harness(
+                encoder, texts, length, pairs
+            )
+            rows.append(
+                (
+                    f"raw forward {dtype} @{length} vs harness (tokenise+forward+pool, mean)",
+                    f"best {raw[dtype, length]:,.0f} vs {harness:,.0f} tok/s; the forward is {share:.1%}"
+                    " of the harness's own time",
+                    ">= 0.98 x raw" if dtype == "bfloat16" else "",
+                    f"median {statistics.median(ratios):.3f} x ({min(ratios):.3f}-{max(ratios):.3f} over"
+                    f" {pairs} pairs); in-run {share:.3f} x",
+                )
+            )
     fastest = dtypes[-1]
     encoder = TextEncoder(None, options=EncodeOptions(dtype=fastest)).load()
     for length in LENGTHS:
         for poolings in (["mean"], CEILING_POOLINGS):
             rate = ceiling(encoder, all_texts, poolings, length)
-            rows.append((f"host-side ceiling @{length}, {len(poolings)} pooling{'s' if len(poolings) > 1 else ''}"
-                         f" (forward = zeros, {len(all_texts):,} docs)", f"{rate:,.0f} tok/s",
-                         f">= 10 x raw {fastest}", f"{rate / raw[fastest, length]:.1f} x"))  # fmt: skip
+            rows.append(
+                (
+                    f"host-side ceiling @{length}, {len(poolings)} pooling{'s' if len(poolings) > 1 else ''}"
+                    f" (forward = zeros, {len(all_texts):,} docs)",
+                    f"{rate:,.0f} tok/s",
+                    f">= 10 x raw {fastest}",
+                    f"{rate / raw[fastest, length]:.1f} x",
+                )
+            )
     for length in LENGTHS:
         rows += forward_options(texts, fastest, length)
     return rows, f"`--dtype auto` here: {native} ({why})"
@@ -229,8 +277,13 @@ print(json.dumps({{"tokens": enc.stats.real_tokens // 3, "peak_kib": hwm_kib(),
 
 def peak_rss(length: int) -> dict:
     code = RSS_CHILD.format(root=str(ROOT), length=length)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -247,11 +300,18 @@ def naive_vs_sweep(poolings: list[str], folder: Path) -> tuple[float, float, flo
     started = time.perf_counter()
     for p in poolings:  # a fresh encoder per variant: every variant re-encodes the corpus
         task = resolve(str(folder))[0].build()
-        mteb.evaluate(lmk_eval.encoder(None, p, max_length=256), task, cache=None,
-                      show_progress_bar=False, co2_tracker=False)  # fmt: skip
+        mteb.evaluate(
+            lmk_eval.encoder(None, p, max_length=256),
+            task,
+            cache=None,
+            show_progress_bar=False,
+            co2_tracker=False,
+        )
     naive = time.perf_counter() - started
-    sweep = sweep_from_dict({"name": "bench", "poolings": poolings, "tasks": [str(folder)],
-                             "max_length": [256]}, "bench")  # fmt: skip
+    sweep = sweep_from_dict(
+        {"name": "bench", "poolings": poolings, "tasks": [str(folder)], "max_length": [256]},
+        "bench",
+    )
     with tempfile.TemporaryDirectory() as out:
         first = run_sweep(sweep, Path(out), progress=False, log=lambda m: None).seconds
         again = run_sweep(sweep, Path(out), progress=False, log=lambda m: None).seconds
@@ -279,7 +339,8 @@ def write_folder(texts_docs: int, root: Path) -> Path:
 
 def host_markdown(docs: int, host_rows, auto_line: str) -> str:
     """The report's host-side section: heading, what was measured, the table."""
-    return "\n".join([
+    return "\n".join(
+        [
             "## The host side: how fast a device could be fed",
             "",
             f"Raw forward = the model alone on the harness's own pre-built batches (pre-tokenised, "
@@ -292,7 +353,8 @@ def host_markdown(docs: int, host_rows, auto_line: str) -> str:
             f"passes' tokens). {auto_line}.",
             "",
             table(host_rows),
-    ])  # fmt: skip
+        ]
+    )
 
 
 def table(rows: list[tuple[str, str, str, str]]) -> str:
@@ -308,8 +370,11 @@ def main() -> int:
         "--docs", type=int, default=300, help="SciFact documents for throughput (default 300)"
     )
     parser.add_argument("--output", default=str(ROOT / "reports" / "benchmark.md"))
-    parser.add_argument("--host-only", action="store_true",
-                        help="measure the host-side section only and replace it in the existing report")  # fmt: skip
+    parser.add_argument(
+        "--host-only",
+        action="store_true",
+        help="measure the host-side section only and replace it in the existing report",
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     all_texts = scifact_docs(6000)  # the whole SciFact corpus: 5,183 abstracts
@@ -333,28 +398,63 @@ def main() -> int:
     raw2 = raw_forward_tokens_per_s(encoder, texts, 256)  # bracket the harness: machine drift
     raw = (raw + raw2) / 2
     rows.append(("raw AutoModel forward", f"{raw:,.0f} tok/s", "", ""))
-    rows.append(("harness encode (tokenise+forward+pool)", f"{ours:,.0f} tok/s", ">= 0.95 x raw",
-                 f"{ours / raw:.3f} x"))  # fmt: skip
+    rows.append(
+        (
+            "harness encode (tokenise+forward+pool)",
+            f"{ours:,.0f} tok/s",
+            ">= 0.95 x raw",
+            f"{ours / raw:.3f} x",
+        )
+    )
     _, six_s = harness_tokens_per_s(encoder, texts, SIX_POOLINGS, 256)
-    rows.append(("6 poolings on one pass vs 1 pooling", f"{six_s:.2f}s vs {one_s:.2f}s", "<= 1.1 x",
-                 f"{six_s / one_s:.3f} x"))  # fmt: skip
+    rows.append(
+        (
+            "6 poolings on one pass vs 1 pooling",
+            f"{six_s:.2f}s vs {one_s:.2f}s",
+            "<= 1.1 x",
+            f"{six_s / one_s:.3f} x",
+        )
+    )
     waste, real, padded = quick_suite_padding(encoder)
-    rows.append(("padding waste, quick suite", f"{real:,} real / {padded:,} padded tokens", "<= 5%",
-                 f"{waste:.2%}"))  # fmt: skip
+    rows.append(
+        (
+            "padding waste, quick suite",
+            f"{real:,} real / {padded:,} padded tokens",
+            "<= 5%",
+            f"{waste:.2%}",
+        )
+    )
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_folder(240, Path(tmp))
         naive, first, again = naive_vs_sweep(
             ["cls", "mean", "max", "weightedmean", "lmk", "mean_every_k"], folder
         )
-    rows.append(("naive per-variant mteb runs vs one sweep (6 variants)", f"{naive:.1f}s vs {first:.1f}s",
-                 "", f"{naive / first:.2f} x faster"))  # fmt: skip
-    rows.append(("re-run of the finished sweep", f"{again:.2f}s vs {first:.1f}s", "< 5% of first",
-                 f"{again / first:.2%}"))  # fmt: skip
+    rows.append(
+        (
+            "naive per-variant mteb runs vs one sweep (6 variants)",
+            f"{naive:.1f}s vs {first:.1f}s",
+            "",
+            f"{naive / first:.2f} x faster",
+        )
+    )
+    rows.append(
+        (
+            "re-run of the finished sweep",
+            f"{again:.2f}s vs {first:.1f}s",
+            "< 5% of first",
+            f"{again / first:.2%}",
+        )
+    )
     for n in RSS_LENGTHS:
         r = peak_rss(n)
-        rows.append((f"peak RSS, 2 docs x {n:,} tokens, window 512 (mean+lmk)",
-                     f"{r['peak_kib'] / 2**20:.2f} GiB (model loaded: {r['model_kib'] / 2**20:.2f} GiB)",
-                     "<= 4 GiB", f"{r['tokens']:,} tok in {r['seconds']:.1f}s"))  # fmt: skip
+        rows.append(
+            (
+                f"peak RSS, 2 docs x {n:,} tokens, window 512 (mean+lmk)",
+                f"{r['peak_kib'] / 2**20:.2f} GiB (model loaded: {r['model_kib'] / 2**20:.2f} GiB)",
+                "<= 4 GiB",
+                f"{r['tokens']:,} tok in {r['seconds']:.1f}s",
+            )
+        )
 
     print(table(rows))
     header = [
@@ -373,8 +473,10 @@ def main() -> int:
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(header) + table(rows) + "\n")
-    print(f"written {out}; this process peaked at "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")  # fmt: skip
+    print(
+        f"written {out}; this process peaked at "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
+    )
     return 0
 
 

@@ -14,7 +14,9 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_peak(dtype: torch.dtype, device: str, sizes: tuple[int, ...] = (2048, 4096), repeats: int = 3) -> float:
+def matmul_peak(
+    dtype: torch.dtype, device: str, sizes: tuple[int, ...] = (2048, 4096), repeats: int = 3
+) -> float:
     """FLOP/s of the best of several square matmuls (what the hardware does at its best)."""
     best = 0.0
     for n in sizes:

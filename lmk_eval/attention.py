@@ -35,8 +35,13 @@ from .errors import LmkEvalError
 from .scales import LOGN, TEMPERATURE, parse_scale
 
 PREFIX = "lmk_eval_"
-WRAPPABLE = ("sdpa", "eager")  # one padded row per input; flash and flex kernels may pack rows together
+WRAPPABLE = (
+    "sdpa",
+    "eager",
+)  # one padded row per input; flash and flex kernels may pack rows together
 BLOCK_SCORES = 2**24  # attention scores held at once by SelfExtend (x3 float32 matrices, 192 MiB)
+
+
 def scale_factors(lengths: torch.Tensor, positions: int, scale: str) -> torch.Tensor:
     """Per input, what its queries are multiplied by: exactly 1 for an input of at most
     ``positions`` tokens, else max(1, ln n / ln P) (``logn``) or 1 / T (``temperature:T``)."""
@@ -74,8 +79,10 @@ _PLAN: ContextVar[Plan | None] = ContextVar("lmk_eval_attention_plan", default=N
 def check_implementation(attn_implementation: str | None) -> None:
     """One line, before any work, when an attention scale or SelfExtend meets a kernel it cannot wrap."""
     if attn_implementation is not None and attn_implementation not in WRAPPABLE:
-        raise LmkEvalError(f"attention scaling and self-extend run through sdpa or eager attention, not"
-                           f" {attn_implementation}; drop --attn-implementation or use sdpa")  # fmt: skip
+        raise LmkEvalError(
+            f"attention scaling and self-extend run through sdpa or eager attention, not"
+            f" {attn_implementation}; drop --attn-implementation or use sdpa"
+        )
 
 
 def global_frequencies(model) -> torch.Tensor:
@@ -83,11 +90,15 @@ def global_frequencies(model) -> torch.Tensor:
     global-attention layers (ModernBERT keeps one set per layer type), else the model's one set."""
     rotary = getattr(getattr(model, "base_model", model), "rotary_emb", None)
     if rotary is None:
-        raise LmkEvalError("--strategy self-extend needs a rotary (RoPE) model; this one has no rotary embedding")
+        raise LmkEvalError(
+            "--strategy self-extend needs a rotary (RoPE) model; this one has no rotary embedding"
+        )
     found = getattr(rotary, "full_attention_inv_freq", None)
     found = getattr(rotary, "inv_freq", None) if found is None else found
     if found is None:
-        raise LmkEvalError("--strategy self-extend: the model's rotary embedding exposes no frequencies")
+        raise LmkEvalError(
+            "--strategy self-extend: the model's rotary embedding exposes no frequencies"
+        )
     return found
 
 
@@ -131,7 +142,11 @@ def _wrapper(base: str):
         plan = _PLAN.get()
         if plan is not None and plan.scale is not None:
             query = query * plan.scale.to(query.dtype).view(-1, 1, 1, 1)
-        if plan is not None and plan.self_extend is not None and getattr(module, "sliding_window", None) is None:
+        if (
+            plan is not None
+            and plan.self_extend is not None
+            and getattr(module, "sliding_window", None) is None
+        ):
             return self_extended(module, query, key, value, plan, kwargs.get("scaling"))
         return _base_function(module, base)(module, query, key, value, attention_mask, **kwargs)
 
@@ -164,8 +179,14 @@ def self_extended(module, query, key, value, plan: Plan, scaling: float | None):
     g, w = se.group, se.window
     join = w - w // g  # shifts the grouped positions so they continue the neighbour window's
     grouped = pos // g - pos  # rotates position i on to floor(i / g)
-    q_lower, k_lower = _rotate(q, grouped + join, inv_freq), _rotate(k, grouped, inv_freq)  # key before query
-    q_upper, k_upper = _rotate(q, grouped, inv_freq), _rotate(k, grouped + join, inv_freq)  # key after query
+    q_lower, k_lower = (
+        _rotate(q, grouped + join, inv_freq),
+        _rotate(k, grouped, inv_freq),
+    )  # key before query
+    q_upper, k_upper = (
+        _rotate(q, grouped, inv_freq),
+        _rotate(k, grouped + join, inv_freq),
+    )  # key after query
     scale = scaling if scaling is not None else q.shape[-1] ** -0.5
     keys_allowed = plan.mask.bool()[:, None, None, :seq]
     causal = bool(getattr(module, "is_causal", False))
@@ -174,11 +195,18 @@ def self_extended(module, query, key, value, plan: Plan, scaling: float | None):
     for lo in range(0, seq, block):
         rows = slice(lo, min(seq, lo + block))
         distance = pos[rows, None] - pos[None, :]  # i - j
-        scores = torch.where(
-            distance >= w, q_lower[:, :, rows] @ k_lower.transpose(-1, -2),
-            torch.where(distance <= -w, q_upper[:, :, rows] @ k_upper.transpose(-1, -2),
-                        q[:, :, rows] @ k.transpose(-1, -2)),
-        ) * scale  # fmt: skip
+        scores = (
+            torch.where(
+                distance >= w,
+                q_lower[:, :, rows] @ k_lower.transpose(-1, -2),
+                torch.where(
+                    distance <= -w,
+                    q_upper[:, :, rows] @ k_upper.transpose(-1, -2),
+                    q[:, :, rows] @ k.transpose(-1, -2),
+                ),
+            )
+            * scale
+        )
         allowed = keys_allowed & (distance >= 0) if causal else keys_allowed
         scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
         out[:, :, rows] = torch.softmax(scores, dim=-1) @ v

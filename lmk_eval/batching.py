@@ -51,12 +51,20 @@ def pad_windows(
     columns = np.arange(int(lengths.max()))
     real = columns < lengths[:, None]  # row-major order of the real slots = the windows' order
     ids = np.zeros(real.shape, dtype=np.int64)
-    ids[real] = np.fromiter(chain.from_iterable(w.ids for w in windows), dtype=np.int64, count=total)
+    ids[real] = np.fromiter(
+        chain.from_iterable(w.ids for w in windows), dtype=np.int64, count=total
+    )
     markers = np.zeros(real.shape, dtype=bool)
-    markers[real] = np.fromiter(chain.from_iterable(w.markers for w in windows), dtype=bool, count=total)
+    markers[real] = np.fromiter(
+        chain.from_iterable(w.markers for w in windows), dtype=bool, count=total
+    )
     prompt = columns < np.fromiter((w.prompt for w in windows), dtype=np.int64, count=n)[:, None]
-    return (torch.from_numpy(ids), torch.from_numpy(real.astype(np.int64)), torch.from_numpy(markers),
-            torch.from_numpy(prompt))  # fmt: skip
+    return (
+        torch.from_numpy(ids),
+        torch.from_numpy(real.astype(np.int64)),
+        torch.from_numpy(markers),
+        torch.from_numpy(prompt),
+    )
 
 
 def token_budget_batches(
@@ -89,7 +97,9 @@ def unique_windows(windows: Sequence[Window]) -> tuple[list[Window], dict[int, l
     return list(first.values()), users
 
 
-def text_slices(texts: Sequence[str], slice_tokens: int = SLICE_TOKENS) -> Iterator[tuple[int, int]]:
+def text_slices(
+    texts: Sequence[str], slice_tokens: int = SLICE_TOKENS
+) -> Iterator[tuple[int, int]]:
     """(start, end) of the consecutive runs of texts the encoder tokenises and batches together
     (about ``slice_tokens`` tokens each, counted as 4 characters a token). A text's batches depend
     only on its slice, so slices can be encoded anywhere and the embeddings stay identical."""

@@ -174,8 +174,11 @@ def relevance_grade(text: str) -> int | None:
 
 def beir_files(folder: Path, split: str) -> list[Path]:
     """The files one split of a BEIR folder reads: corpus, queries and that split's qrels."""
-    found = [find_file(folder, "corpus.jsonl"), find_file(folder, "queries.jsonl"),
-             find_file(folder / "qrels", f"{split}.tsv")]  # fmt: skip
+    found = [
+        find_file(folder, "corpus.jsonl"),
+        find_file(folder, "queries.jsonl"),
+        find_file(folder / "qrels", f"{split}.tsv"),
+    ]
     return [p for p in found if p is not None]
 
 
@@ -210,7 +213,9 @@ def read_beir_folder(folder: str | Path, split: str = "test") -> RetrievalSplit:
     queries = _read_jsonl(queries_path, problems, with_title=False)
     for path, records in ((corpus_path, corpus), (queries_path, queries)):
         if not records and not problems.items:  # else every qrels line would name an unknown id
-            raise LmkEvalError(f"'{path}' holds no records (empty, or an empty archive); fix or replace the file")
+            raise LmkEvalError(
+                f"'{path}' holds no records (empty, or an empty archive); fix or replace the file"
+            )
     qrels = _read_qrels(qrels_path, problems, queries, corpus)
     problems.raise_if_any()
     if not qrels:

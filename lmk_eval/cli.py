@@ -17,11 +17,14 @@ def cmd_list() -> int:
 
     width = max(map(len, [*POOLINGS, *GRANULARITIES, *STRATEGIES, *PLACEMENTS]))
     merges = {name: p.under_window for name, p in REGISTRY.items()}
-    for title, table in (("poolings", POOLINGS), ("granularities (lmk, multi_cls)", GRANULARITIES),
-                         ("landmark placements (lmk)", PLACEMENTS),
-                         ("context strategies", STRATEGIES),
-                         ("attention scales (--attention-scale)", ATTENTION_SCALES),
-                         ("under --strategy window: how a text's windows become one vector", merges)):  # fmt: skip
+    for title, table in (
+        ("poolings", POOLINGS),
+        ("granularities (lmk, multi_cls)", GRANULARITIES),
+        ("landmark placements (lmk)", PLACEMENTS),
+        ("context strategies", STRATEGIES),
+        ("attention scales (--attention-scale)", ATTENTION_SCALES),
+        ("under --strategy window: how a text's windows become one vector", merges),
+    ):
         print(f"{title}:")
         for name, text in table.items():
             print(f"  {name:<{width}}  {text}")
@@ -39,20 +42,37 @@ def cmd_tasks() -> int:
     print("mteb tasks and benchmarks (need the Hugging Face hub, or its cache offline):")
     for alias in ("beir", "longembed"):
         print(f"  {alias:<{width}}  mteb's benchmark {ALIASES[alias]}")
-    print("  any mteb benchmark of retrieval tasks (BEIR, LongEmbed, CoIR, 'BRIGHT (long)', NanoBEIR, ...)")
-    print("  any mteb retrieval or reranking task; aggregates (CQADupstackRetrieval) run their sub-tasks")
-    print("  NAME:split1+split2 picks splits, NAME[en+de] language subsets: MultiLongDocRetrieval[en]:test")
+    print(
+        "  any mteb benchmark of retrieval tasks (BEIR, LongEmbed, CoIR, 'BRIGHT (long)', NanoBEIR, ...)"
+    )
+    print(
+        "  any mteb retrieval or reranking task; aggregates (CQADupstackRetrieval) run their sub-tasks"
+    )
+    print(
+        "  NAME:split1+split2 picks splits, NAME[en+de] language subsets: MultiLongDocRetrieval[en]:test"
+    )
     print("local folders: a path to a BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv);")
     print("  PATH:split picks another qrels file")
-    print(f"context: long where the documents evaluated average {LONG_CONTEXT_CHARS:,} characters or more (mteb's statistics")
+    print(
+        f"context: long where the documents evaluated average {LONG_CONTEXT_CHARS:,} characters or more (mteb's statistics"
+    )
     print("  for its tasks; the documents themselves for bundled data and folders), else short")
     return 0
 
 
-TRAIN_FLAGS = {"base": "base", "pooling": "poolings", "data": "data", "split": "split",
-               "steps": "steps", "batch_size": "batch_size", "lr": "learning_rate", "seeds": "seeds",
-               "max_seq_length": "max_seq_length", "output": "output", "precision": "precision"}  # fmt: skip
-
+TRAIN_FLAGS = {
+    "base": "base",
+    "pooling": "poolings",
+    "data": "data",
+    "split": "split",
+    "steps": "steps",
+    "batch_size": "batch_size",
+    "lr": "learning_rate",
+    "seeds": "seeds",
+    "max_seq_length": "max_seq_length",
+    "output": "output",
+    "precision": "precision",
+}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -68,12 +88,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         from .report import check_report_paths
 
         check_report_paths(output, reports)
-    summary = run_sweep(sweep, output, recompute=args.recompute, progress=not args.no_progress,
-                        log=_info, executor=args.executor, ray_address=args.ray_address,
-                        ray_cpus=args.ray_cpus, encoders=args.encoders, ray_timeout=args.ray_timeout,
-                        ray_logs=args.ray_logs)  # fmt: skip
-    _info(f"{summary.computed} cells computed, {summary.total} in store, {summary.seconds:.1f}s"
-          f" -> {output / 'scores.csv'}")  # fmt: skip
+    summary = run_sweep(
+        sweep,
+        output,
+        recompute=args.recompute,
+        progress=not args.no_progress,
+        log=_info,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        ray_cpus=args.ray_cpus,
+        encoders=args.encoders,
+        ray_timeout=args.ray_timeout,
+        ray_logs=args.ray_logs,
+    )
+    _info(
+        f"{summary.computed} cells computed, {summary.total} in store, {summary.seconds:.1f}s"
+        f" -> {output / 'scores.csv'}"
+    )
     if not args.no_report:
         from .report import write_report
 
@@ -94,12 +125,18 @@ def cmd_plan(args: argparse.Namespace, sweep=None) -> int:
     resolved = resolve_sweep(sweep)  # as the run resolves it: what it would refuse is refused here
     preflight(sweep, resolved.groups)
     output = Path(args.output or f"results/{sweep.name}")
-    todo = pending(RunStore(output), resolved, args.recompute)  # what the run would compute, no more
+    todo = pending(
+        RunStore(output), resolved, args.recompute
+    )  # what the run would compute, no more
     stored = len(resolved.cells) - sum(len(missing) for _, missing in todo)
     device = sweep.device or default_device()
     dtype, _why = resolve_dtype(sweep.dtype, device)
-    print(f"plan of sweep '{sweep.name}':", flush=True)  # counting a long sweep shows a bar meanwhile
-    costs = estimate(sweep, todo, on=args.on, measure=not args.no_measure, progress=not args.no_progress)
+    print(
+        f"plan of sweep '{sweep.name}':", flush=True
+    )  # counting a long sweep shows a bar meanwhile
+    costs = estimate(
+        sweep, todo, on=args.on, measure=not args.no_measure, progress=not args.no_progress
+    )
     print(render(costs, args.on, device, dtype, stored, str(output)))
     return 0
 
@@ -107,7 +144,9 @@ def cmd_plan(args: argparse.Namespace, sweep=None) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    path = write_report(Path(args.run_dir), Path(args.output_dir), baseline=args.baseline, latex=args.latex)
+    path = write_report(
+        Path(args.run_dir), Path(args.output_dir), baseline=args.baseline, latex=args.latex
+    )
     _info(f"report: {path}" + (f" and {path.with_suffix('.tex')}" if args.latex else ""))
     return 0
 
@@ -116,8 +155,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_run
 
     out = export_run(Path(args.run_dir), Path(args.mteb_results))
-    _info(f"export: {len(out.files)} result files, {len(out.experiments)} experiments (one per model"
-          f" revision and variant) under {Path(args.mteb_results) / 'results'}")  # fmt: skip
+    _info(
+        f"export: {len(out.files)} result files, {len(out.experiments)} experiments (one per model"
+        f" revision and variant) under {Path(args.mteb_results) / 'results'}"
+    )
     for name, revision, experiment in sorted(out.experiments):
         _info(f"  {name} @ {revision}: experiments/{experiment}")
     for task, why in sorted(out.not_on_leaderboard.items()):
@@ -136,8 +177,13 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from .gate import check
 
-    failures, checked = check(Path(args.run_dir), Path(args.baseline), args.tolerance,
-                              both_ways=args.both_ways, decimals=args.decimals)  # fmt: skip
+    failures, checked = check(
+        Path(args.run_dir),
+        Path(args.baseline),
+        args.tolerance,
+        both_ways=args.both_ways,
+        decimals=args.decimals,
+    )
     for line in failures:
         print(f"FAIL {line}")
     if args.decimals is not None:
@@ -178,8 +224,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .files import check_writable_dir
     from .train import train_all, train_config
 
-    given = {key: getattr(args, flag) for flag, key in TRAIN_FLAGS.items()
-             if getattr(args, flag) is not None}  # fmt: skip
+    given = {
+        key: getattr(args, flag)
+        for flag, key in TRAIN_FLAGS.items()
+        if getattr(args, flag) is not None
+    }
     flags = {key: "--" + flag.replace("_", "-") for flag, key in TRAIN_FLAGS.items()}
     cfg = train_config(given, "lmk-eval train", flags)
     check_writable_dir(Path(cfg.output), "checkpoint folder")
@@ -193,9 +242,18 @@ def _info(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-COMMANDS = {"list": cmd_list, "tasks": cmd_tasks, "run": cmd_run, "report": cmd_report,
-            "baseline": cmd_baseline, "check": cmd_check, "generate": cmd_generate, "export": cmd_export,
-            "train": cmd_train, "plan": cmd_plan}  # fmt: skip
+COMMANDS = {
+    "list": cmd_list,
+    "tasks": cmd_tasks,
+    "run": cmd_run,
+    "report": cmd_report,
+    "baseline": cmd_baseline,
+    "check": cmd_check,
+    "generate": cmd_generate,
+    "export": cmd_export,
+    "train": cmd_train,
+    "plan": cmd_plan,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,9 +268,13 @@ def main(argv: list[str] | None = None) -> int:
     except LmkEvalError as exc:
         print(f"lmk-eval: error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # a disk that filled up or vanished mid-run: one line, and not a failed gate's 1
+    except (
+        OSError
+    ) as exc:  # a disk that filled up or vanished mid-run: one line, and not a failed gate's 1
         where = f" '{exc.filename}'" if exc.filename else ""
-        print(f"lmk-eval: error: cannot read or write{where}: {exc.strerror or exc}", file=sys.stderr)
+        print(
+            f"lmk-eval: error: cannot read or write{where}: {exc.strerror or exc}", file=sys.stderr
+        )
         return 2
     except KeyboardInterrupt:
         print(f"lmk-eval: interrupted; {interrupted_hint(args)}", file=sys.stderr)
@@ -224,8 +286,10 @@ def interrupted_hint(args: argparse.Namespace) -> str:
     if args.command not in ("run", "train"):
         return "nothing was written"
     if getattr(args, "recompute", False):
-        return ("the cells this run recomputed are saved (those they replaced are in set-aside/);"
-                " run the same command without --recompute to resume")  # fmt: skip
+        return (
+            "the cells this run recomputed are saved (those they replaced are in set-aside/);"
+            " run the same command without --recompute to resume"
+        )
     what = "checkpoints" if args.command == "train" else "cells"
     return f"finished {what} are saved, run the same command to resume"
 

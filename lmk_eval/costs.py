@@ -57,8 +57,10 @@ class GroupCost:
 def _local_counts(group: CellGroup) -> tuple[int, int]:
     """Documents and queries of a local task's scored splits."""
     splits = group.task.build()._load_splits()  # noqa: SLF001 - our own local task class, as it loads its data
-    return (sum(len(splits[n].corpus) for n in group.task.splits),
-            sum(len(splits[n].queries) for n in group.task.splits))  # fmt: skip
+    return (
+        sum(len(splits[n].corpus) for n in group.task.splits),
+        sum(len(splits[n].queries) for n in group.task.splits),
+    )
 
 
 def _hub_counts(group: CellGroup, max_length: int, strategy: str) -> tuple[int, int, int, float]:
@@ -66,12 +68,20 @@ def _hub_counts(group: CellGroup, max_length: int, strategy: str) -> tuple[int, 
     statistics of what the cell scores (its splits and subsets; an aggregate's sub-tasks)."""
     found = group.task.statistics() if group.task.statistics else None
     if not found:
-        raise LmkEvalError(f"mteb ships no statistics for {group.task.name} ({'+'.join(group.task.splits)});"
-                           " cannot estimate it (plan a local copy of its data instead)")  # fmt: skip
+        raise LmkEvalError(
+            f"mteb ships no statistics for {group.task.name} ({'+'.join(group.task.splits)});"
+            " cannot estimate it (plan a local copy of its data instead)"
+        )
     docs = queries = tokens = characters = 0
     for s in found:
-        doc_stats, query_stats = s.get("documents_text_statistics") or {}, s.get("queries_text_statistics") or {}
-        n_docs, n_queries = count(s, "num_documents", doc_stats), count(s, "num_queries", query_stats)
+        doc_stats, query_stats = (
+            s.get("documents_text_statistics") or {},
+            s.get("queries_text_statistics") or {},
+        )
+        n_docs, n_queries = (
+            count(s, "num_documents", doc_stats),
+            count(s, "num_queries", query_stats),
+        )
         doc_tokens = doc_stats.get("average_text_length", 0) / CHARS_PER_TOKEN
         query_tokens = query_stats.get("average_text_length", 0) / CHARS_PER_TOKEN
         per_doc = doc_tokens if strategy != "truncate" else min(doc_tokens, max_length)
@@ -81,10 +91,12 @@ def _hub_counts(group: CellGroup, max_length: int, strategy: str) -> tuple[int, 
     return docs, queries, tokens, characters / docs if docs else 0.0
 
 
-WORDS = ("the of and to in is was for on that with as by at from his an were are which this be or has had"
-         " one their first also its new after who they two her she been other when there all during into"
-         " school time may years more most only over city some world would where later up such used many"
-         " can state about national out known university united then made").split()  # fmt: skip
+WORDS = (
+    "the of and to in is was for on that with as by at from his an were are which this be or has had"
+    " one their first also its new after who they two her she been other when there all during into"
+    " school time may years more most only over city some world would where later up such used many"
+    " can state about national out known university united then made"
+).split()
 
 
 def stand_in_texts(characters: float, n: int = SAMPLE_TEXTS) -> list[str]:
@@ -133,11 +145,20 @@ class TokenCounter(TextEncoder):
         if texts and _mean_length(texts) > _mean_length(self.longest[0]):
             self.longest = (list(texts[:SAMPLE_TEXTS]), prompt)
         dim = self.facts.config.hidden_size
-        vectors = {c: self._random.standard_normal((len(texts), dim)).astype(np.float32)
-                   for group in groups for c in group}  # fmt: skip
-        chunks = {c: [v[i : i + 1] for i in range(len(texts))] for c, v in vectors.items() if c.spec.multi_vector}
-        return Encoded({v: vectors[c] for v, c in concrete.items()},
-                       {v: chunks[c] for v, c in concrete.items() if c in chunks})  # fmt: skip
+        vectors = {
+            c: self._random.standard_normal((len(texts), dim)).astype(np.float32)
+            for group in groups
+            for c in group
+        }
+        chunks = {
+            c: [v[i : i + 1] for i in range(len(texts))]
+            for c, v in vectors.items()
+            if c.spec.multi_vector
+        }
+        return Encoded(
+            {v: vectors[c] for v, c in concrete.items()},
+            {v: chunks[c] for v, c in concrete.items() if c in chunks},
+        )
 
 
 def _mean_length(texts) -> float:
@@ -162,8 +183,13 @@ def _measured_tokens_per_s(encoder, variants: list, texts: list[str], prompt: st
     return (encoder.stats.real_tokens - before) / (time.perf_counter() - started)
 
 
-def estimate(sweep: Sweep, todo: list[tuple[CellGroup, list[Cell]]], on: str | None = None,
-             measure: bool = True, progress: bool = False) -> list[GroupCost]:  # fmt: skip
+def estimate(
+    sweep: Sweep,
+    todo: list[tuple[CellGroup, list[Cell]]],
+    on: str | None = None,
+    measure: bool = True,
+    progress: bool = False,
+) -> list[GroupCost]:
     """The cost of every group's cells to compute; nothing is written, no model runs to count.
 
     Local data is counted exactly: the run's own path (mteb, the group's search, its chunks and
@@ -180,7 +206,9 @@ def estimate(sweep: Sweep, todo: list[tuple[CellGroup, list[Cell]]], on: str | N
     quiet_libraries()
     out, encoders = [], {}  # a model loads once, whatever it is measured at
     for g, missing in todo:
-        base = sweep.train.base if g.model in sweep.checkpoints() else g.model  # tokenised as its base
+        base = (
+            sweep.train.base if g.model in sweep.checkpoints() else g.model
+        )  # tokenised as its base
         facts = models.inspect_model(models.resolve_model(base), sweep.encode_options())
         concrete = [facts.concrete(c.variant) for c in missing]
         v = concrete[0]
@@ -192,21 +220,39 @@ def estimate(sweep: Sweep, todo: list[tuple[CellGroup, list[Cell]]], on: str | N
             counted, sample = "estimated", (stand_in_texts(characters) if measure else [], "")
         else:
             docs, queries = _local_counts(g)
-            with tqdm(desc=f"counting {g.task.name} @{v.max_length} {v.reading()}", unit="text", leave=False,
-                      disable=not progress) as bar:  # fmt: skip
+            with tqdm(
+                desc=f"counting {g.task.name} @{v.max_length} {v.reading()}",
+                unit="text",
+                leave=False,
+                disable=not progress,
+            ) as bar:
                 counter = TokenCounter(base, sweep.encode_options(), bar)
                 for _payload in compute_group(g, missing, counter):
                     pass
             per_key, counted, sample = counter.by_key, "counted", counter.longest
-        cost = GroupCost(g.model, g.task.name, v.max_length, v.reading(), len(missing), len(keys), docs, queries,
-                         sum(per_key[k] for k in keys), counted,
-                         unshared=sum(per_key[c.tokenisation_key()] for c in concrete))  # fmt: skip
+        cost = GroupCost(
+            g.model,
+            g.task.name,
+            v.max_length,
+            v.reading(),
+            len(missing),
+            len(keys),
+            docs,
+            queries,
+            sum(per_key[k] for k in keys),
+            counted,
+            unshared=sum(per_key[c.tokenisation_key()] for c in concrete),
+        )
         config = facts.config
         if measure and sample[0]:
             try:
                 if base not in encoders:
-                    encoders[base] = TextEncoder(base, options=sweep.encode_options(), device=sweep.device)
-                speed = _measured_tokens_per_s(encoders[base], list(dict.fromkeys(concrete)), *sample)
+                    encoders[base] = TextEncoder(
+                        base, options=sweep.encode_options(), device=sweep.device
+                    )
+                speed = _measured_tokens_per_s(
+                    encoders[base], list(dict.fromkeys(concrete)), *sample
+                )
                 cost.seconds_here = cost.tokens / speed
             except LmkEvalError as exc:
                 cost.notes.append(f"not measured here: {exc}")
@@ -233,18 +279,49 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
-def render(costs: list[GroupCost], on: str | None, device: str, dtype: str, stored: int = 0,
-           output: str = "") -> str:  # fmt: skip
+def render(
+    costs: list[GroupCost],
+    on: str | None,
+    device: str,
+    dtype: str,
+    stored: int = 0,
+    output: str = "",
+) -> str:
     """The plan as a markdown table, with totals and what each number is: counted or estimated."""
     here = f"here ({device}, {dtype})"
     there = f"on {ACCELERATORS[on][0]}" if on else None
-    head = ["model", "task", "length", "strategy", "cells", "corpus passes", "documents", "queries", "tokens",
-            "count", f"time {here}", *([f"time {there}"] if there else []), "peak GB"]  # fmt: skip
+    head = [
+        "model",
+        "task",
+        "length",
+        "strategy",
+        "cells",
+        "corpus passes",
+        "documents",
+        "queries",
+        "tokens",
+        "count",
+        f"time {here}",
+        *([f"time {there}"] if there else []),
+        "peak GB",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in costs:
-        row = [c.model, c.task, str(c.max_length), c.strategy, str(c.cells), str(c.tokenisations), f"{c.documents:,}",
-               f"{c.queries:,}", f"{c.tokens:,}", c.counted, _duration(c.seconds_here),
-               *([_duration(c.seconds_on)] if there else []), f"{c.peak_gb:.1f}"]  # fmt: skip
+        row = [
+            c.model,
+            c.task,
+            str(c.max_length),
+            c.strategy,
+            str(c.cells),
+            str(c.tokenisations),
+            f"{c.documents:,}",
+            f"{c.queries:,}",
+            f"{c.tokens:,}",
+            c.counted,
+            _duration(c.seconds_here),
+            *([_duration(c.seconds_on)] if there else []),
+            f"{c.peak_gb:.1f}",
+        ]
         lines.append("| " + " | ".join(row) + " |")
     total_tokens = sum(c.tokens for c in costs)
     cells = sum(c.cells for c in costs)
@@ -254,19 +331,27 @@ def render(costs: list[GroupCost], on: str | None, device: str, dtype: str, stor
     lines.append(f"{cells} cells to compute in {len(costs)} groups{kept}.")
     if not costs:
         return "\n".join(lines[2:])
-    lines.append(f"Tokens through the model: {total_tokens:,} ({shared:,} if every pooling ran its own pass);"
-                 " 'counted' rows tokenised every text as the run will (identical windows once, as the encoder"
-                 " shares them), 'estimated' rows come from mteb's statistics.")  # fmt: skip
+    lines.append(
+        f"Tokens through the model: {total_tokens:,} ({shared:,} if every pooling ran its own pass);"
+        " 'counted' rows tokenised every text as the run will (identical windows once, as the encoder"
+        " shares them), 'estimated' rows come from mteb's statistics."
+    )
     if all(c.seconds_here is not None for c in costs):
-        lines.append(f"Time {here}: {_duration(sum(c.seconds_here for c in costs))}, estimated: the tokens at"
-                     " a throughput measured on each task's own texts (the run adds loading and scoring).")  # fmt: skip
+        lines.append(
+            f"Time {here}: {_duration(sum(c.seconds_here for c in costs))}, estimated: the tokens at"
+            " a throughput measured on each task's own texts (the run adds loading and scoring)."
+        )
     if there:
-        lines.append(f"Time {there}: {_duration(sum(c.seconds_on for c in costs))}, from its bf16 peak"
-                     f" {ACCELERATORS[on][1] / 1e12:.0f} TFLOP/s at an assumed {UTILISATION:.0%} utilisation"
-                     " and the model's FLOPs per token (weights and attention).")  # fmt: skip
-    lines.append("Peak memory, estimated: weights + one corpus chunk (64 MB of vectors) + one batch's activations +"
-                 f" queries x poolings x top-{TOP_K} results; 'estimated' counts come from mteb's"
-                 f" statistics at {CHARS_PER_TOKEN} characters a token.")  # fmt: skip
+        lines.append(
+            f"Time {there}: {_duration(sum(c.seconds_on for c in costs))}, from its bf16 peak"
+            f" {ACCELERATORS[on][1] / 1e12:.0f} TFLOP/s at an assumed {UTILISATION:.0%} utilisation"
+            " and the model's FLOPs per token (weights and attention)."
+        )
+    lines.append(
+        "Peak memory, estimated: weights + one corpus chunk (64 MB of vectors) + one batch's activations +"
+        f" queries x poolings x top-{TOP_K} results; 'estimated' counts come from mteb's"
+        f" statistics at {CHARS_PER_TOKEN} characters a token."
+    )
     for c in costs:
         lines += [f"- {c.task}: {n}" for n in c.notes]
     return "\n".join(lines)

@@ -85,7 +85,9 @@ class TextEncoder:
         slice_tokens: int = SLICE_TOKENS,
     ) -> None:
         if token_budget is not None and token_budget < MIN_TOKEN_BUDGET:
-            raise LmkEvalError(f"token_budget must be at least {MIN_TOKEN_BUDGET} padded tokens, got {token_budget}")
+            raise LmkEvalError(
+                f"token_budget must be at least {MIN_TOKEN_BUDGET} padded tokens, got {token_budget}"
+            )
         self.source = models.resolve_model(model)
         self.options = options
         self.device = device or hardware.default_device()
@@ -153,7 +155,9 @@ class TextEncoder:
         ``prompt + text`` (landmarks go into the text only)."""
         return self.encode_all(texts, variants, prompt).vectors
 
-    def encode_all(self, texts: Sequence[str], variants: Sequence[Variant], prompt: str = "") -> Encoded:
+    def encode_all(
+        self, texts: Sequence[str], variants: Sequence[Variant], prompt: str = ""
+    ) -> Encoded:
         """``encode``'s vectors and, for multi-vector poolings, every text's chunk vectors."""
         started = time.perf_counter()
         concrete, groups = self.tokenisation_groups(variants)
@@ -165,10 +169,14 @@ class TextEncoder:
             chunks.update(got.chunks)
         self.stats.texts += len(texts)
         self.stats.encode_seconds += time.perf_counter() - started
-        return Encoded({v: vectors[c] for v, c in concrete.items()},
-                       {v: chunks[c] for v, c in concrete.items() if c in chunks})  # fmt: skip
+        return Encoded(
+            {v: vectors[c] for v, c in concrete.items()},
+            {v: chunks[c] for v, c in concrete.items() if c in chunks},
+        )
 
-    def tokenisation_groups(self, variants: Sequence[Variant]) -> tuple[dict[Variant, Variant], list[list[Variant]]]:
+    def tokenisation_groups(
+        self, variants: Sequence[Variant]
+    ) -> tuple[dict[Variant, Variant], list[list[Variant]]]:
         """Each variant made concrete for this model, and the concrete variants grouped by what they
         read (``tokenisation_key``): one forward pass per group."""
         concrete = {v: self.facts.concrete(v) for v in dict.fromkeys(variants)}
@@ -185,20 +193,32 @@ class TextEncoder:
 
         # the budget from free memory is an estimate: on an out-of-memory error accelerate frees
         # the cache and runs the group again with 10% fewer tokens per batch, until it fits
-        return find_executable_batch_size(self._encode_at, starting_batch_size=budget)(texts, group, prompt)
+        return find_executable_batch_size(self._encode_at, starting_batch_size=budget)(
+            texts, group, prompt
+        )
 
-    def _encode_at(self, budget: int, texts: Sequence[str], group: list[Variant], prompt: str) -> Encoded:
+    def _encode_at(
+        self, budget: int, texts: Sequence[str], group: list[Variant], prompt: str
+    ) -> Encoded:
         _, model, _ = self._load()
-        result = {v: np.zeros((len(texts), model.config.hidden_size), dtype=np.float32) for v in group}
-        chunks: dict[Variant, list[np.ndarray]] = {v: [None] * len(texts) for v in group if v.spec.multi_vector}
+        result = {
+            v: np.zeros((len(texts), model.config.hidden_size), dtype=np.float32) for v in group
+        }
+        chunks: dict[Variant, list[np.ndarray]] = {
+            v: [None] * len(texts) for v in group if v.spec.multi_vector
+        }
         need_layers = any(v.spec.needs_layers for v in group)
         bar = self._bar(len(texts), group)
         for prepared in self._prepared_slices(texts, group, prompt, budget):
             self.stats.reused_windows += prepared.reused
-            pending: dict[Variant, dict[int, list[WindowPart]]] = {v: defaultdict(list) for v in group}
+            pending: dict[Variant, dict[int, list[WindowPart]]] = {
+                v: defaultdict(list) for v in group
+            }
             remaining = dict(prepared.multi_window)
             for batch in prepared.batches:
-                pooled = self._forward_and_pool(self._route_model(batch.route, group[0]), batch, group, need_layers)
+                pooled = self._forward_and_pool(
+                    self._route_model(batch.route, group[0]), batch, group, need_layers
+                )
                 done = len(batch.single_owners)
                 for v, parts in pooled.items():
                     host = parts.cpu() if batch.merged or (done and v in chunks) else None
@@ -208,7 +228,11 @@ class TextEncoder:
                             vectors = pooling.normalize(vectors)
                         result[v][prepared.lo + batch.single_owners] = vectors.float().cpu().numpy()
                         if v in chunks:
-                            for row, owner in zip(batch.single_rows.tolist(), batch.single_owners.tolist(), strict=True):
+                            for row, owner in zip(
+                                batch.single_rows.tolist(),
+                                batch.single_owners.tolist(),
+                                strict=True,
+                            ):
                                 at = prepared.lo + owner
                                 chunks[v][at] = _chunk_vectors(v, [host.row(row)], result[v][at])
                     if batch.merged:
@@ -231,8 +255,9 @@ class TextEncoder:
         bar.close()
         return Encoded(result, chunks)
 
-    def _prepared_slices(self, texts: Sequence[str], group: list[Variant], prompt: str,
-                         budget: int) -> Iterator[Prepared]:  # fmt: skip
+    def _prepared_slices(
+        self, texts: Sequence[str], group: list[Variant], prompt: str, budget: int
+    ) -> Iterator[Prepared]:
         """The slices of ``texts`` made ready for the model, the next one prepared on a background
         thread while the device computes this one (the Rust tokenizer and numpy release the GIL)."""
         slices = list(text_slices(texts, self.slice_tokens))
@@ -250,14 +275,17 @@ class TextEncoder:
         finally:
             pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C: drop what was not started
 
-    def _prepare(self, texts: Sequence[str], lo: int, hi: int, group: list[Variant], prompt: str,
-                 budget: int) -> Prepared:  # fmt: skip
+    def _prepare(
+        self, texts: Sequence[str], lo: int, hi: int, group: list[Variant], prompt: str, budget: int
+    ) -> Prepared:
         """Tokenise one slice, share identical windows, cut token-budget batches and pad each one
         (pinned on CUDA, so the copy to the device overlaps the compute)."""
         windows = self.tokenisation.windows(texts[lo:hi], group[0], prompt)
         distinct, users = unique_windows(windows)
-        per_owner = np.bincount(np.fromiter((w.owner for w in windows), dtype=np.int64, count=len(windows)),
-                                minlength=hi - lo)  # fmt: skip
+        per_owner = np.bincount(
+            np.fromiter((w.owner for w in windows), dtype=np.int64, count=len(windows)),
+            minlength=hi - lo,
+        )
         pin = self.device.startswith("cuda")
         batches = []
         for route, part in self._routes(distinct, group[0]):
@@ -271,7 +299,9 @@ class TextEncoder:
                         (single if per_owner[w.owner] == 1 else merged).append((row, w.owner))
                 single_rows = torch.tensor([r for r, _ in single], dtype=torch.long)
                 single_owners = np.array([o for _, o in single], dtype=np.int64)
-                batches.append(PreparedBatch(route, len(rows), tensors, single_rows, single_owners, merged))
+                batches.append(
+                    PreparedBatch(route, len(rows), tensors, single_rows, single_owners, merged)
+                )
         multi = {int(o): int(n) for o, n in enumerate(per_owner) if n > 1}
         return Prepared(lo, batches, len(windows) - len(distinct), multi)
 
@@ -280,13 +310,20 @@ class TextEncoder:
         width = ids.shape[1]
         started = time.perf_counter()
         strategy = group[0].strategy  # a group shares its tokenisation, strategy included
-        with torch.inference_mode(), self._positions(model, mask, strategy) as extra, \
-                self._attention(model, mask, group[0], batch.route):  # fmt: skip
-            outputs = model(input_ids=ids, attention_mask=mask, output_hidden_states=need_layers, **extra)
+        with (
+            torch.inference_mode(),
+            self._positions(model, mask, strategy) as extra,
+            self._attention(model, mask, group[0], batch.route),
+        ):
+            outputs = model(
+                input_ids=ids, attention_mask=mask, output_hidden_states=need_layers, **extra
+            )
             hidden = outputs.last_hidden_state.float()  # pooling always runs in float32
             layers = tuple(h.float() for h in outputs.hidden_states) if need_layers else None
             inputs = PoolInputs(hidden, mask, markers, layers, prompt, shared={})
-            pooled = {v: registry.pool_batch(v, inputs._replace(pooler=self.pooler(v))) for v in group}
+            pooled = {
+                v: registry.pool_batch(v, inputs._replace(pooler=self.pooler(v))) for v in group
+            }
         s = self.stats
         s.forward_seconds += time.perf_counter() - started
         s.forward_passes += 1
@@ -308,8 +345,12 @@ class TextEncoder:
             if saved and saved["config"].get("pooling") == variant.pooling:
                 from safetensors.torch import load_file
 
-                module = poolers.build(variant.pooling, config.hidden_size, layers,
-                                       saved["config"].get("pooler_options") or {})  # fmt: skip
+                module = poolers.build(
+                    variant.pooling,
+                    config.hidden_size,
+                    layers,
+                    saved["config"].get("pooler_options") or {},
+                )
                 state = load_file(str(Path(self.source.ref) / saved["path"] / "model.safetensors"))
                 module.load_state_dict({k.removeprefix("pooler."): t for k, t in state.items()})
             else:
@@ -340,7 +381,9 @@ class TextEncoder:
             return contextlib.nullcontext()
         scale = None
         if variant.scale != "none":
-            scale = attention.scale_factors(mask.sum(dim=1), self.max_positions, variant.scale).to(mask.device)
+            scale = attention.scale_factors(mask.sum(dim=1), self.max_positions, variant.scale).to(
+                mask.device
+            )
         extend = None
         if variant.strategy == "self-extend":
             group, window = variant.self_extend_options(self.max_positions)

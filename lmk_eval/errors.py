@@ -33,7 +33,9 @@ def _renamed(loc: str, names: Mapping[str, str]) -> str:
     return loc
 
 
-def schema_error(exc: ValidationError, where: str, names: Mapping[str, str] | None = None) -> LmkEvalError:
+def schema_error(
+    exc: ValidationError, where: str, names: Mapping[str, str] | None = None
+) -> LmkEvalError:
     """``where: field.path: what is wrong (got X); ...`` from a pydantic ValidationError;
     ``names`` renames fields, or dotted paths, as the user typed them (``learning_rate`` -> ``--lr``)."""
     parts = []

@@ -60,7 +60,9 @@ Todo = list  # [(CellGroup, [Cell, ...])]: the missing cells of each group, in p
 class Executor(Protocol):
     """Runs the missing cells of a sweep and hands every payload (and training record) to the sink."""
 
-    def run(self, sweep: Sweep, todo: Todo, sink: ResultSink, log: Callable[[str], None]) -> None: ...
+    def run(
+        self, sweep: Sweep, todo: Todo, sink: ResultSink, log: Callable[[str], None]
+    ) -> None: ...
 
 
 class LocalExecutor:
@@ -90,11 +92,15 @@ class LocalEncoders:
         for name, enc in self.encoders.items():
             s = enc.stats
             if s.forward_passes:
-                log(f"{name}: {s.real_tokens:,} tokens in {s.forward_passes} forward passes"
-                    f" ({s.forward_seconds:.0f}s), padding waste {s.padding_waste:.1%}")  # fmt: skip
+                log(
+                    f"{name}: {s.real_tokens:,} tokens in {s.forward_passes} forward passes"
+                    f" ({s.forward_seconds:.0f}s), padding waste {s.padding_waste:.1%}"
+                )
 
 
-def run_groups(sweep: Sweep, todo: Todo, sink: ResultSink, log: Callable[[str], None], encoders) -> None:
+def run_groups(
+    sweep: Sweep, todo: Todo, sink: ResultSink, log: Callable[[str], None], encoders
+) -> None:
     """Groups in order on the driver, each scored with ``encoders(model)`` (in this process, or
     over Ray actors with ``--encoders``), a checkpoint trained just before its first group."""
     train_checkpoint = checkpoint_trainer(sweep, sink, log)
@@ -110,23 +116,44 @@ def run_groups(sweep: Sweep, todo: Todo, sink: ResultSink, log: Callable[[str], 
 class RayExecutor:
     """Every group a Ray task (or, with ``encoders``, each corpus over that many model replicas)."""
 
-    def __init__(self, address: str | None = None, cpus: int | None = None, encoders: int | None = None,
-                 timeout: float = 60.0, show_logs: bool = False) -> None:  # fmt: skip
-        self.options = {"address": address, "cpus": cpus, "encoders": encoders, "timeout": timeout,
-                        "show_logs": show_logs}  # fmt: skip
+    def __init__(
+        self,
+        address: str | None = None,
+        cpus: int | None = None,
+        encoders: int | None = None,
+        timeout: float = 60.0,
+        show_logs: bool = False,
+    ) -> None:
+        self.options = {
+            "address": address,
+            "cpus": cpus,
+            "encoders": encoders,
+            "timeout": timeout,
+            "show_logs": show_logs,
+        }
 
     def run(self, sweep: Sweep, todo: Todo, sink: ResultSink, log: Callable[[str], None]) -> None:
         run_on_ray(sweep, todo, sink, log, **self.options)
 
 
-def make_executor(name: str, *, progress: bool = False, address: str | None = None, cpus: int | None = None,
-                  encoders: int | None = None, timeout: float = 60.0, show_logs: bool = False) -> Executor:  # fmt: skip
+def make_executor(
+    name: str,
+    *,
+    progress: bool = False,
+    address: str | None = None,
+    cpus: int | None = None,
+    encoders: int | None = None,
+    timeout: float = 60.0,
+    show_logs: bool = False,
+) -> Executor:
     """The executor a run asks for, refused in one line (before any work) when it cannot run."""
     if name not in EXECUTORS:
         raise LmkEvalError(f"executor {name!r} is not one of {', '.join(EXECUTORS)}")
     if name == "local":
         if address or encoders or cpus or show_logs:
-            raise LmkEvalError("--ray-address, --ray-cpus, --ray-logs and --encoders need --executor ray")
+            raise LmkEvalError(
+                "--ray-address, --ray-cpus, --ray-logs and --encoders need --executor ray"
+            )
         return LocalExecutor(progress)
     check_ray(address, encoders, timeout)
     return RayExecutor(address, cpus, encoders, timeout, show_logs)
@@ -176,18 +203,25 @@ def _stderr_to(path: str, quiet: bool):
             os.close(saved)
 
 
-def _init(address: str | None, cpus: int | None, timeout: float = RAY_TIMEOUT, show_logs: bool = False) -> bool:
+def _init(
+    address: str | None, cpus: int | None, timeout: float = RAY_TIMEOUT, show_logs: bool = False
+) -> bool:
     """Join the cluster at ``address`` within ``timeout`` seconds, or start a local one; True if
     this call started it. A join that does not finish in time is one line, not a hang."""
     import ray
 
     if ray.is_initialized():
         return False
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": show_logs,
-                              "logging_level": logging.INFO if show_logs else logging.ERROR}  # fmt: skip
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": show_logs,
+        "logging_level": logging.INFO if show_logs else logging.ERROR,
+    }
     where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
     if address:
-        _probe(address, timeout)  # before any redirect: an unreachable address leaves nothing behind
+        _probe(
+            address, timeout
+        )  # before any redirect: an unreachable address leaves nothing behind
     log_file = Path(tempfile.gettempdir()) / f"lmk-eval-ray-{os.getpid()}.log"
     outcome: dict[str, BaseException] = {}
 
@@ -254,9 +288,18 @@ def _train_task(cfg, pooling: str, seed: int) -> dict[str, Any]:
     return ensure_trained(cfg, pooling, seed, load_pairs(cfg), log=lambda m: None)
 
 
-def run_on_ray(sweep, todo, sink, log: Callable[[str], None], *, address: str | None = None,
-               cpus: int | None = None, encoders: int | None = None, timeout: float = RAY_TIMEOUT,
-               show_logs: bool = False) -> None:  # fmt: skip
+def run_on_ray(
+    sweep,
+    todo,
+    sink,
+    log: Callable[[str], None],
+    *,
+    address: str | None = None,
+    cpus: int | None = None,
+    encoders: int | None = None,
+    timeout: float = RAY_TIMEOUT,
+    show_logs: bool = False,
+) -> None:
     """Run the missing cells on Ray; the driver (this process) writes every result."""
     import ray
 

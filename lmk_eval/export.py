@@ -41,18 +41,25 @@ def experiment_meta(record: CellRecord):
 
     identity = record.identity
     if identity is None:
-        raise LmkEvalError(f"cell '{record.key}' predates provenance records (no identity); run the sweep again to export it")
+        raise LmkEvalError(
+            f"cell '{record.key}' predates provenance records (no identity); run the sweep again to export it"
+        )
     encoding = identity.encoding
     try:
         facts = models.describe(models.resolve_model(record.cell.model))
     except LmkEvalError:  # a checkpoint or directory that is gone: its sizes stay unknown
         facts = {}
     native = encoding.get("native") or {}
-    return variant_meta(models.recorded_name(record.cell.model), models.revision_of(identity.model),
-                        record.variant, encoding.get("options", {}),
-                        similarity=native.get("similarity", "cosine"),
-                        use_instructions=bool(encoding.get("prompts")), facts=facts,
-                        model_ref=record.cell.model)  # fmt: skip
+    return variant_meta(
+        models.recorded_name(record.cell.model),
+        models.revision_of(identity.model),
+        record.variant,
+        encoding.get("options", {}),
+        similarity=native.get("similarity", "cosine"),
+        use_instructions=bool(encoding.get("prompts")),
+        facts=facts,
+        model_ref=record.cell.model,
+    )
 
 
 def leaderboard_mismatch(task_name: str, dataset_revision: str | None) -> str | None:
@@ -77,7 +84,9 @@ def export_run(run_dir: Path, results_dir: Path) -> Exported:
 
     store = RunStore(run_dir)
     if not store.cells_dir.is_dir():
-        raise LmkEvalError(f"'{run_dir}' is not a run directory (no cells/); run `lmk-eval run` first")
+        raise LmkEvalError(
+            f"'{run_dir}' is not a run directory (no cells/); run `lmk-eval run` first"
+        )
     records = store.records()
     if not records:
         raise LmkEvalError(f"'{run_dir}' has no finished cells to export; run the sweep first")
@@ -103,7 +112,9 @@ def export_run(run_dir: Path, results_dir: Path) -> Exported:
     return out
 
 
-def _plan(records: list[CellRecord], store: RunStore, cache, run_dir: Path) -> tuple[dict[Path, str], Exported]:
+def _plan(
+    records: list[CellRecord], store: RunStore, cache, run_dir: Path
+) -> tuple[dict[Path, str], Exported]:
     """Every file to write (path -> text) and what the export will have written."""
     from mteb import TaskResult
 
@@ -117,7 +128,9 @@ def _plan(records: list[CellRecord], store: RunStore, cache, run_dir: Path) -> t
             path = cache.get_task_result_path(result.task_name, meta)
             text = file.read_text(encoding="utf-8")  # mteb's own TaskResult.to_disk output
             if planned.get(path, text) != text:
-                raise LmkEvalError(f"two cells of '{run_dir}' export to '{path}' with different scores; export them from separate runs")
+                raise LmkEvalError(
+                    f"two cells of '{run_dir}' export to '{path}' with different scores; export them from separate runs"
+                )
             if path not in planned:
                 out.files.append(path)
             planned[path] = text

@@ -16,15 +16,26 @@ DEFAULT_CONFIG = "quick"  # what `lmk-eval run` runs with no sweep-shaping flag
 FLAG_POOLINGS = ["cls", "mean", "lmk"]  # --pooling's default for a sweep built from flags
 FLAG_TASKS = ["scifact-quick"]
 POOLING_OPTIONS = ("granularity", "interval", "intervals", "seed", "layers", "placement")
-ENCODING_FLAGS = ("query_prompt", "document_prompt", "landmark_token", "attn_implementation", "dtype",
-                  "device", "token_budget", "baseline")  # fmt: skip
+ENCODING_FLAGS = (
+    "query_prompt",
+    "document_prompt",
+    "landmark_token",
+    "attn_implementation",
+    "dtype",
+    "device",
+    "token_budget",
+    "baseline",
+)
 
 
 def _flags_name(tasks: list[str], poolings: list[str]) -> str:
     """A readable name from the first task and the poolings; a long one is cut and ends in a
     hash of the whole, so two long flag sets never share a folder."""
     first = tasks[0].rstrip("/").split("/")[-1].split(":")[0]
-    name = re.sub(r"[^A-Za-z0-9._+-]", "_", "-".join([first, "+".join(poolings)])).lstrip("._+-") or "sweep"
+    name = (
+        re.sub(r"[^A-Za-z0-9._+-]", "_", "-".join([first, "+".join(poolings)])).lstrip("._+-")
+        or "sweep"
+    )
     if len(name) <= NAME_LIMIT:
         return name
     return f"{name[: NAME_LIMIT - 9].rstrip('._+-')}-{digest(name, 8)}"
@@ -36,12 +47,22 @@ def sweep_dict_from_args(args) -> tuple[dict, str, str]:
     for flag in ("pooling", "tasks", "max_length", "strategy", "attention_scale"):
         if getattr(args, flag) == []:
             raise LmkEvalError(f"--{flag.replace('_', '-')} lists nothing; give at least one value")
-    shaping = {"poolings": args.pooling, "tasks": args.tasks, "max_length": args.max_length,
-               "strategy": args.strategy, "attention_scale": args.attention_scale,
-               "se_group": args.se_group, "se_window": args.se_window}  # fmt: skip
-    if (args.se_group is not None or args.se_window is not None) and "self-extend" not in (args.strategy or []):
-        raise LmkEvalError("--se-group and --se-window set how --strategy self-extend reads; add"
-                           " --strategy self-extend or drop them")  # fmt: skip
+    shaping = {
+        "poolings": args.pooling,
+        "tasks": args.tasks,
+        "max_length": args.max_length,
+        "strategy": args.strategy,
+        "attention_scale": args.attention_scale,
+        "se_group": args.se_group,
+        "se_window": args.se_window,
+    }
+    if (args.se_group is not None or args.se_window is not None) and "self-extend" not in (
+        args.strategy or []
+    ):
+        raise LmkEvalError(
+            "--se-group and --se-window set how --strategy self-extend reads; add"
+            " --strategy self-extend or drop them"
+        )
     if args.config and any(v is not None for k, v in shaping.items() if k != "poolings"):
         raise LmkEvalError(
             "--tasks, --max-length, --strategy, --attention-scale and --se-* build a sweep from flags;"
@@ -74,7 +95,9 @@ def sweep_dict_from_args(args) -> tuple[dict, str, str]:
     return data, name, where
 
 
-def _with_flag_options(tables: list[dict[str, Any]], options: dict[str, Any]) -> list[dict[str, Any]]:
+def _with_flag_options(
+    tables: list[dict[str, Any]], options: dict[str, Any]
+) -> list[dict[str, Any]]:
     """Pooling flags (--interval 64) set on every pooling they apply to; one that applies to none
     of them is refused, as a sweep file's ``interval = 64`` on ``cls`` is."""
     out, used = [], set()
@@ -85,16 +108,28 @@ def _with_flag_options(tables: list[dict[str, Any]], options: dict[str, Any]) ->
         out.append({k: v for k, v in merged.items() if k not in extra})
     unused = [k for k in options if k not in used]
     if unused:
-        flags = ", ".join("--exclude-prompt" if k == "include_prompt" else "--" + k.replace("_", "-") for k in unused)
+        flags = ", ".join(
+            "--exclude-prompt" if k == "include_prompt" else "--" + k.replace("_", "-")
+            for k in unused
+        )
         names = ", ".join(t.get("pooling", "lmk") for t in tables)
-        raise LmkEvalError(f"{flags} applies to none of the poolings ({names}); drop it or add a pooling it changes")
+        raise LmkEvalError(
+            f"{flags} applies to none of the poolings ({names}); drop it or add a pooling it changes"
+        )
     return out
 
 
 def flag_names(args) -> dict[str, str]:
     """Schema fields -> the flags that set them, so an error names what the user typed."""
-    flags = {k: k for k in (*ENCODING_FLAGS, *SHORTHAND)} | {"models": "model", "poolings": "pooling"}
-    names = {k: "--" + flag.replace("_", "-") for k, flag in flags.items() if getattr(args, flag, None) is not None}
+    flags = {k: k for k in (*ENCODING_FLAGS, *SHORTHAND)} | {
+        "models": "model",
+        "poolings": "pooling",
+    }
+    names = {
+        k: "--" + flag.replace("_", "-")
+        for k, flag in flags.items()
+        if getattr(args, flag, None) is not None
+    }
     return names | {f"grid.0.{k}": names.pop(k) for k in SHORTHAND if k in names}
 
 

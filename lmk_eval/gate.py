@@ -43,13 +43,25 @@ def main_scores(run_dir: Path) -> dict[str, float]:
     the run and every (subset, split) of mteb's result (an aggregate's: its combined ones)."""
     records = RunStore(run_dir).records()
     if not records:
-        raise LmkEvalError(f"no finished cells in '{run_dir}'; compute them first: {how_to_fill(run_dir)}")
+        raise LmkEvalError(
+            f"no finished cells in '{run_dir}'; compute them first: {how_to_fill(run_dir)}"
+        )
     out = {}
     for r in records:
         v = r.variant
         for part in r.scores:
-            key = "|".join(str(x) for x in (r.cell.model, r.task, v.key(), v.max_length,
-                                            v.reading(), part.subset, part.split))  # fmt: skip
+            key = "|".join(
+                str(x)
+                for x in (
+                    r.cell.model,
+                    r.task,
+                    v.key(),
+                    v.max_length,
+                    v.reading(),
+                    part.subset,
+                    part.split,
+                )
+            )
             score = part.scores[r.main_score]
             if not math.isfinite(score):  # NaN compares false with everything: it would pass
                 raise LmkEvalError(
@@ -92,7 +104,10 @@ def read_baseline(path: Path) -> dict[str, float]:
     except ValidationError as exc:
         raise schema_error(exc, f"baseline '{path}' is not a baseline file") from None
     if baseline.key == KEY_BEFORE_SUBSETS:  # one subset per task then: mteb's "default"
-        return {f"{k.rsplit('|', 1)[0]}|default|{k.rsplit('|', 1)[1]}": v for k, v in baseline.scores.items()}
+        return {
+            f"{k.rsplit('|', 1)[0]}|default|{k.rsplit('|', 1)[1]}": v
+            for k, v in baseline.scores.items()
+        }
     if baseline.key not in (None, KEY):
         raise LmkEvalError(
             f"baseline '{path}' keys its scores as {baseline.key} (an older lmk-eval, by pooling"
@@ -128,7 +143,9 @@ def check(
             failures.append(f"{key}: missing from {run_dir}")
         elif decimals is not None:
             if not abs(actual[key] - want) < 0.5 * 10.0**-decimals:
-                failures.append(f"{key}: {actual[key]:.{decimals}f} != reference {want:.{decimals}f}")
+                failures.append(
+                    f"{key}: {actual[key]:.{decimals}f} != reference {want:.{decimals}f}"
+                )
         elif actual[key] < want - tolerance:
             failures.append(f"{key}: {actual[key]:.4f} < baseline {want:.4f} - {tolerance}")
         elif both_ways and actual[key] > want + tolerance:

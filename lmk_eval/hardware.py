@@ -98,7 +98,9 @@ def resolve_dtype(name: str, device: str) -> tuple[str, str]:
 
 def check_device(device: str) -> None:
     """An explicitly requested accelerator that is not there is an error, never a silent CPU run."""
-    if device != "cpu" and not (device == "cuda" or device.startswith("cuda:") and device[5:].isdigit()):
+    if device != "cpu" and not (
+        device == "cuda" or device.startswith("cuda:") and device[5:].isdigit()
+    ):
         raise LmkEvalError(f"device {device!r} is not 'cpu', 'cuda' or 'cuda:N'")
     if device == "cpu":
         return
@@ -131,7 +133,9 @@ def bytes_per_token(config, dtype: str, length: int, all_layers: bool = False) -
 
 def token_budget_for(free_bytes: int, per_token: int, share: float = 0.5) -> int:
     """Padded tokens per batch that use ``share`` of the free memory, within [CPU budget, 2^20]."""
-    return max(CPU_TOKEN_BUDGET, min(MAX_TOKEN_BUDGET, int(free_bytes * share) // max(per_token, 1)))
+    return max(
+        CPU_TOKEN_BUDGET, min(MAX_TOKEN_BUDGET, int(free_bytes * share) // max(per_token, 1))
+    )
 
 
 def default_token_budget(device: str, config, dtype: str, length: int) -> tuple[int, str]:
@@ -143,7 +147,10 @@ def default_token_budget(device: str, config, dtype: str, length: int) -> tuple[
     free, _total = torch.cuda.mem_get_info(torch.device(device))
     per = bytes_per_token(config, dtype, length)
     budget = token_budget_for(free, per)
-    return budget, f"half of {free / 2**30:.1f} GiB free on {device} at ~{per / 1024:.0f} KiB per token"
+    return (
+        budget,
+        f"half of {free / 2**30:.1f} GiB free on {device} at ~{per / 1024:.0f} KiB per token",
+    )
 
 
 def flops_per_token(config, length: int) -> float:
@@ -151,12 +158,21 @@ def flops_per_token(config, length: int) -> float:
     plus attention over ``length`` positions (4 x length x h per layer)."""
     h, layers = config.hidden_size, config.num_hidden_layers
     inner = getattr(config, "intermediate_size", 4 * h)
-    gated = getattr(config, "model_type", "") in {"modernbert", "qwen2", "llama", "mistral", "qwen3"}
+    gated = getattr(config, "model_type", "") in {
+        "modernbert",
+        "qwen2",
+        "llama",
+        "mistral",
+        "qwen3",
+    }
     weights = layers * (4 * h * h + (3 if gated else 2) * h * inner)
     return 2 * weights + 4 * layers * length * h
 
 
 ACCELERATORS = {  # `lmk-eval plan --on`: name and dense bf16 peak FLOP/s (vendor datasheets, no sparsity)
-    "h100": ("NVIDIA H100 SXM", 989e12), "h200": ("NVIDIA H200", 989e12),
-    "a100": ("NVIDIA A100 SXM", 312e12), "l4": ("NVIDIA L4", 121e12), "a10g": ("NVIDIA A10G", 125e12),
-}  # fmt: skip
+    "h100": ("NVIDIA H100 SXM", 989e12),
+    "h200": ("NVIDIA H200", 989e12),
+    "a100": ("NVIDIA A100 SXM", 312e12),
+    "l4": ("NVIDIA L4", 121e12),
+    "a10g": ("NVIDIA A10G", 125e12),
+}

@@ -58,7 +58,9 @@ def _cached_commit(repo_id: str, repo_type: str, revision: str | None) -> str | 
     from huggingface_hub import CacheNotFound, scan_cache_dir
 
     try:
-        cached = [r for r in scan_cache_dir().repos if r.repo_id == repo_id and r.repo_type == repo_type]
+        cached = [
+            r for r in scan_cache_dir().repos if r.repo_id == repo_id and r.repo_type == repo_type
+        ]
     except CacheNotFound:
         return None
     if not cached:
@@ -71,7 +73,9 @@ def _cached_commit(repo_id: str, repo_type: str, revision: str | None) -> str | 
 
 
 @lru_cache(maxsize=64)
-def commit(repo_id: str, repo_type: str = "model", revision: str | None = None, what: str = "") -> str:
+def commit(
+    repo_id: str, repo_type: str = "model", revision: str | None = None, what: str = ""
+) -> str:
     """The commit ``revision`` (default: main) of a hub repo points at; offline, the cached one.
     ``what`` names the repo in errors (an mteb task's dataset, say)."""
     from huggingface_hub import HfApi
@@ -116,6 +120,10 @@ def stand_in(repo_id: str, packaged: str) -> bool:
     has it); said once."""
     if serves(repo_id):
         return False
-    why = "HF_HUB_OFFLINE is set and the cache does not hold it" if offline() else f"the hub at {endpoint()} does not serve it"
+    why = (
+        "HF_HUB_OFFLINE is set and the cache does not hold it"
+        if offline()
+        else f"the hub at {endpoint()} does not serve it"
+    )
     log.warning(f"lmk-eval: {repo_id}: {why}, so the packaged copy ({packaged}) is used")
     return True

@@ -19,20 +19,32 @@ from .variants import Variant
 
 def model_identities(sweep: Sweep) -> dict[str, dict[str, Any]]:
     """Model as the sweep names it -> what it is by content (a checkpoint: how it is trained)."""
-    out = {m: models.identity(models.resolve_model(m)) for m in sweep.models} if sweep.poolings else {}
+    out = (
+        {m: models.identity(models.resolve_model(m)) for m in sweep.models}
+        if sweep.poolings
+        else {}
+    )
     if sweep.train is not None:
-        out |= {path: checkpoint_identity(sweep.train, p, s) for path, (p, s) in sweep.checkpoints().items()}
+        out |= {
+            path: checkpoint_identity(sweep.train, p, s)
+            for path, (p, s) in sweep.checkpoints().items()
+        }
     return out
 
 
-def checkpoint_identity(cfg, pooling: str, seed: int, record: dict[str, Any] | None = None) -> dict[str, Any]:
+def checkpoint_identity(
+    cfg, pooling: str, seed: int, record: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """A checkpoint by its training setup and by content (its files' digest, verified against its
     training record); ``files`` is None until it is trained, so no stored cell matches it."""
     from .train import found_checkpoint, training_identity
 
     record = record if record is not None else found_checkpoint(cfg, pooling, seed)
-    return {"kind": "checkpoint", "training": training_identity(cfg, pooling, seed),
-            "files": (record or {}).get("files")}  # fmt: skip
+    return {
+        "kind": "checkpoint",
+        "training": training_identity(cfg, pooling, seed),
+        "files": (record or {}).get("files"),
+    }
 
 
 def _facts(sweep: Sweep, model: str) -> models.ModelFacts:
@@ -47,8 +59,12 @@ def encoding_identity(sweep: Sweep, model: str, variant: Variant) -> dict[str, A
     options = sweep.encode_options()
     out: dict[str, Any] = {"options": options.identity(), "dtype": _dtype(sweep)}
     if model not in sweep.checkpoints():
-        facts = models.summary(models.resolve_model(model), options)  # cached by the model's content
-        out["prompts"] = merge_prompts(facts["prompts"], options.query_prompt, options.document_prompt)
+        facts = models.summary(
+            models.resolve_model(model), options
+        )  # cached by the model's content
+        out["prompts"] = merge_prompts(
+            facts["prompts"], options.query_prompt, options.document_prompt
+        )
         if variant.pooling == "native" and facts["native"] is not None:
             out["native"] = facts["native"]
         if variant.strategy == "self-extend":  # the Table 6 values its defaults resolve to
@@ -72,9 +88,13 @@ def cell_identities(sweep: Sweep, groups: list[CellGroup]) -> dict[str, dict[str
     for g in groups:
         data = g.task.data_identity()
         for c in g.cells:
-            out[c.key()] = {"slot": json.loads(c.slot), "model": by_model[g.model], "data": data,
-                            "encoding": encoding_identity(sweep, g.model, c.variant),
-                            "scoring": scoring}  # fmt: skip
+            out[c.key()] = {
+                "slot": json.loads(c.slot),
+                "model": by_model[g.model],
+                "data": data,
+                "encoding": encoding_identity(sweep, g.model, c.variant),
+                "scoring": scoring,
+            }
     return out
 
 
@@ -98,8 +118,10 @@ def preflight(sweep: Sweep, groups: list[CellGroup]) -> None:
                 check_implementation(sweep.attn_implementation)
             positions = facts.tokenisation.max_positions
             if c.variant.se_window is not None and c.variant.se_window >= positions:
-                raise LmkEvalError(f"se_window {c.variant.se_window} is not below {g.model}'s {positions} positions:"
-                                   " self-extend keeps its neighbour window inside them; use a smaller one")  # fmt: skip
+                raise LmkEvalError(
+                    f"se_window {c.variant.se_window} is not below {g.model}'s {positions} positions:"
+                    " self-extend keeps its neighbour window inside them; use a smaller one"
+                )
     if sweep.train is not None:
         from .train import load_pairs
 

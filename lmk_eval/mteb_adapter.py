@@ -45,16 +45,29 @@ def model_meta(encoder: TextEncoder, variant: Variant) -> ModelMeta:
     """Full metadata; experiment_kwargs make every variant its own entry in mteb's result cache."""
     source = encoder.source
     native = encoder.facts.native if variant.pooling == "native" else None
-    return variant_meta(source.name, models.revision(source), variant, encoder.options.identity(),
-                        similarity=native.similarity if native else "cosine",
-                        use_instructions=bool(prompts_of(encoder)), facts=models.describe(source),
-                        model_ref=source.ref)  # fmt: skip
+    return variant_meta(
+        source.name,
+        models.revision(source),
+        variant,
+        encoder.options.identity(),
+        similarity=native.similarity if native else "cosine",
+        use_instructions=bool(prompts_of(encoder)),
+        facts=models.describe(source),
+        model_ref=source.ref,
+    )
 
 
 def variant_meta(
-    name: str, revision: str, variant: Variant, options: dict[str, Any], *, similarity: str,
-    use_instructions: bool, facts: dict[str, Any], model_ref: str,
-) -> ModelMeta:  # fmt: skip
+    name: str,
+    revision: str,
+    variant: Variant,
+    options: dict[str, Any],
+    *,
+    similarity: str,
+    use_instructions: bool,
+    facts: dict[str, Any],
+    model_ref: str,
+) -> ModelMeta:
     """mteb's ModelMeta of one model revision pooled as ``variant`` with the non-default encoding
     ``options``: the variant is an mteb *experiment* (its options are the experiment_kwargs)."""
     base: dict[str, Any] = {
@@ -146,8 +159,12 @@ class LmkEncoder(AbsEncoder):
 
 
 def encoder(
-    model: str | None = None, pooling: str = "lmk", *, progress: bool = False,
-    token_budget: int | None = None, **options: Any,
+    model: str | None = None,
+    pooling: str = "lmk",
+    *,
+    progress: bool = False,
+    token_budget: int | None = None,
+    **options: Any,
 ) -> LmkEncoder:
     """An mteb encoder for ``model`` (None = packaged all-MiniLM-L6-v2) pooled with ``pooling``.
 
@@ -162,7 +179,9 @@ def encoder(
         encode_options = EncodeOptions(**encoding)
     except ValidationError as exc:
         raise schema_error(exc, "encoder options") from None
-    text_encoder = TextEncoder(model, options=encode_options, progress=progress, token_budget=token_budget)
+    text_encoder = TextEncoder(
+        model, options=encode_options, progress=progress, token_budget=token_budget
+    )
     variant = text_encoder.resolve(make_variant(pooling, **options))
     text_encoder.tokenisation.check(text_encoder.facts.concrete(variant))
     text_encoder.facts.check_weights(text_encoder.facts.concrete(variant))

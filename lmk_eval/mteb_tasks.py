@@ -23,8 +23,12 @@ from .errors import LmkEvalError
 from .taskref import TaskRef
 
 RETRIEVAL_TYPES = ("Retrieval", "Reranking")
-ALIASES = {"beir": "BEIR", "longembed": "LongEmbed", "CQADupstack": "CQADupstackRetrieval",
-           "Quora": "QuoraRetrieval"}  # fmt: skip
+ALIASES = {
+    "beir": "BEIR",
+    "longembed": "LongEmbed",
+    "CQADupstack": "CQADupstackRetrieval",
+    "Quora": "QuoraRetrieval",
+}
 # A task is long-context when the documents it evaluates average at least this many characters
 # (1,024 tokens at 4 characters a token): every BEIR task averages under 1,800, MLDR's English
 # subset 13,300, the LongEmbed tasks 28,000 and more.
@@ -71,8 +75,10 @@ def _kind_problem(task) -> str | None:
 
 
 def _refuse_kind(name: str, problem: str) -> LmkEvalError:
-    return LmkEvalError(f"mteb task '{name}' is {problem}: lmk-eval evaluates retrieval (and reranking)"
-                        " tasks on text only")  # fmt: skip
+    return LmkEvalError(
+        f"mteb task '{name}' is {problem}: lmk-eval evaluates retrieval (and reranking)"
+        " tasks on text only"
+    )
 
 
 def _chosen(
@@ -84,8 +90,9 @@ def _chosen(
         return None
     unknown = [x for x in asked if x not in available]
     if unknown:
-        raise LmkEvalError(f"mteb task '{name}' has no {what} {', '.join(unknown)}; it has"
-                           f" {', '.join(available)}")  # fmt: skip
+        raise LmkEvalError(
+            f"mteb task '{name}' has no {what} {', '.join(unknown)}; it has {', '.join(available)}"
+        )
     return tuple(x for x in available if x in asked)
 
 
@@ -128,8 +135,12 @@ def mean_document_characters(found: list[dict]) -> float | None:
 def _identity(task, subsets: tuple[str, ...] | None) -> Callable[[], dict[str, Any]]:
     def of(part) -> dict[str, Any]:
         dataset = dict(part.metadata.dataset)
-        resolved = hub.commit(dataset["path"], "dataset", dataset.get("revision"),
-                              f" (mteb task {part.metadata.name})")  # fmt: skip
+        resolved = hub.commit(
+            dataset["path"],
+            "dataset",
+            dataset.get("revision"),
+            f" (mteb task {part.metadata.name})",
+        )
         chosen = (
             list(subsets)
             if subsets is not None and not task.is_aggregate
@@ -151,8 +162,12 @@ def _identity(task, subsets: tuple[str, ...] | None) -> Callable[[], dict[str, A
     return identity
 
 
-def task_ref(name: str, splits: tuple[str, ...] | None = None, subsets: tuple[str, ...] | None = None,
-             benchmark: str | None = None) -> TaskRef | None:  # fmt: skip
+def task_ref(
+    name: str,
+    splits: tuple[str, ...] | None = None,
+    subsets: tuple[str, ...] | None = None,
+    benchmark: str | None = None,
+) -> TaskRef | None:
     """The TaskRef of one mteb task, checked offline: its kind, splits and subsets; None when mteb
     has no task of that name."""
     canonical = ALIASES.get(name, name)
@@ -176,13 +191,24 @@ def task_ref(name: str, splits: tuple[str, ...] | None = None, subsets: tuple[st
     def make(ref: TaskRef):
         import mteb
 
-        return mteb.get_task(canonical, eval_splits=list(ref.splits),
-                             hf_subsets=list(ref.subsets) if ref.subsets else None)  # fmt: skip
+        return mteb.get_task(
+            canonical,
+            eval_splits=list(ref.splits),
+            hf_subsets=list(ref.subsets) if ref.subsets else None,
+        )
 
-    return TaskRef(shown, "mteb", chosen_splits, make, _identity(task, chosen), base_name=canonical,
-                   subsets=chosen, context=None if mean is None else context_of(mean),
-                   statistics=lambda: statistics(task, chosen_splits, chosen),
-                   benchmarks=(benchmark,) if benchmark else ())  # fmt: skip
+    return TaskRef(
+        shown,
+        "mteb",
+        chosen_splits,
+        make,
+        _identity(task, chosen),
+        base_name=canonical,
+        subsets=chosen,
+        context=None if mean is None else context_of(mean),
+        statistics=lambda: statistics(task, chosen_splits, chosen),
+        benchmarks=(benchmark,) if benchmark else (),
+    )
 
 
 def benchmark_refs(name: str) -> list[TaskRef] | None:
@@ -195,9 +221,11 @@ def benchmark_refs(name: str) -> list[TaskRef] | None:
     if refused:
         shown = ", ".join(f"{n} ({p.removeprefix('a ')})" for n, p in list(refused.items())[:4])
         more = f" and {len(refused) - 4} more" if len(refused) > 4 else ""
-        raise LmkEvalError(f"mteb benchmark '{bench.name}' has tasks lmk-eval cannot run: {shown}{more};"
-                           " lmk-eval evaluates retrieval (and reranking) tasks on text only: name its"
-                           " retrieval tasks instead")  # fmt: skip
+        raise LmkEvalError(
+            f"mteb benchmark '{bench.name}' has tasks lmk-eval cannot run: {shown}{more};"
+            " lmk-eval evaluates retrieval (and reranking) tasks on text only: name its"
+            " retrieval tasks instead"
+        )
     return [
         task_ref(t.metadata.name, tuple(t.eval_splits), tuple(t.hf_subsets), bench.name)
         for t in bench.tasks

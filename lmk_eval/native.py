@@ -43,15 +43,26 @@ class NativeSpec:
     source: str = ""  # where it was read
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pooling": self.pooling, **self.options, "include_prompt": self.include_prompt,
-                "normalize": self.normalize, "similarity": self.similarity,
-                "max_seq_length": self.max_seq_length, "source": self.source}  # fmt: skip
+        return {
+            "pooling": self.pooling,
+            **self.options,
+            "include_prompt": self.include_prompt,
+            "normalize": self.normalize,
+            "similarity": self.similarity,
+            "max_seq_length": self.max_seq_length,
+            "source": self.source,
+        }
 
     def concrete(self, variant: Variant) -> Variant:
         """The variant that computes ``native`` for this model, at the variant's length and strategy."""
-        return make_variant(self.pooling, **self.options, max_length=variant.max_length,
-                            strategy=variant.strategy, normalize=self.normalize,
-                            include_prompt=self.include_prompt)  # fmt: skip
+        return make_variant(
+            self.pooling,
+            **self.options,
+            max_length=variant.max_length,
+            strategy=variant.strategy,
+            normalize=self.normalize,
+            include_prompt=self.include_prompt,
+        )
 
 
 def _read_json(read, name: str) -> dict | list | None:
@@ -115,9 +126,15 @@ def read_native(read) -> NativeSpec | None:
     else:
         pooling = _pooling_mode(pool_config)
         include_prompt = bool(pool_config.get("include_prompt", True))
-    return NativeSpec(pooling, options, include_prompt, normalize="Normalize" in kinds,
-                      similarity=similarity, max_seq_length=transformer_config.get("max_seq_length"),
-                      source="sentence-transformers config")  # fmt: skip
+    return NativeSpec(
+        pooling,
+        options,
+        include_prompt,
+        normalize="Normalize" in kinds,
+        similarity=similarity,
+        max_seq_length=transformer_config.get("max_seq_length"),
+        source="sentence-transformers config",
+    )
 
 
 def read_pooler(read) -> dict | None:
@@ -126,7 +143,10 @@ def read_pooler(read) -> dict | None:
     for m in modules:
         if str(m.get("type", "")).rsplit(".", 1)[-1] == "HarnessPooling":
             path = str(m.get("path", ""))
-            return {"path": path, "config": _read_json(read, f"{path}/config.json".lstrip("/")) or {}}
+            return {
+                "path": path,
+                "config": _read_json(read, f"{path}/config.json".lstrip("/")) or {},
+            }
     return None
 
 
@@ -150,7 +170,9 @@ def hub_reader(repo_id: str, revision: str):
         from huggingface_hub.errors import EntryNotFoundError
 
         try:
-            return Path(hf_hub_download(repo_id, name, revision=revision)).read_text(encoding="utf-8")
+            return Path(hf_hub_download(repo_id, name, revision=revision)).read_text(
+                encoding="utf-8"
+            )
         except EntryNotFoundError:
             return None
 

@@ -105,7 +105,13 @@ def _run_parser(sub) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    for add in (_shape_arguments, _pooling_arguments, _model_arguments, _output_arguments, _cluster_arguments):
+    for add in (
+        _shape_arguments,
+        _pooling_arguments,
+        _model_arguments,
+        _output_arguments,
+        _cluster_arguments,
+    ):
         add(run)
     return run
 
@@ -118,8 +124,9 @@ def _shape_arguments(run: argparse.ArgumentParser) -> None:
         f" controlled-minilm, ... (default without flags: {DEFAULT_CONFIG})",
     )
     run.add_argument("--model", help="HF id or local dir; 'default' = packaged all-MiniLM-L6-v2")
-    run.add_argument("--pooling", type=_csv,
-                     help=f"comma-separated poolings (default {_shown(FLAG_POOLINGS)})")  # fmt: skip
+    run.add_argument(
+        "--pooling", type=_csv, help=f"comma-separated poolings (default {_shown(FLAG_POOLINGS)})"
+    )
     run.add_argument(
         "--tasks",
         type=_csv,
@@ -127,7 +134,8 @@ def _shape_arguments(run: argparse.ArgumentParser) -> None:
         f" {_shown(FLAG_TASKS)})",
     )
     run.add_argument(
-        "--max-length", type=_ints,
+        "--max-length",
+        type=_ints,
         help=f"comma-separated max_length grid (default {_shown(_default(GridSpec, 'max_length'))})",
     )
     run.add_argument(
@@ -138,39 +146,57 @@ def _shape_arguments(run: argparse.ArgumentParser) -> None:
         + " (see `lmk-eval list`)",
     )
     run.add_argument(
-        "--attention-scale", type=_csv,
+        "--attention-scale",
+        type=_csv,
         help="comma-separated attention scales for inputs longer than the model's positions: none, logn,"
         " temperature:T (default: logn under grouped, recurrent, interpolate, rope-* and self-extend, as"
         " LongEmbed runs them; none under truncate and window, where every input fits)",
     )
-    run.add_argument("--se-group", type=int,
-                     help="self-extend group size g (default: LongEmbed's Table 6 for the extension ratio: 3 / 5 / 9 up to 2x / 4x / 8x)")  # fmt: skip
-    run.add_argument("--se-window", type=int,
-                     help="self-extend neighbour window w in tokens (default: Table 6, P/2 / P/4 / P/8 up to 2x / 4x / 8x)")  # fmt: skip
+    run.add_argument(
+        "--se-group",
+        type=int,
+        help="self-extend group size g (default: LongEmbed's Table 6 for the extension ratio: 3 / 5 / 9 up to 2x / 4x / 8x)",
+    )
+    run.add_argument(
+        "--se-window",
+        type=int,
+        help="self-extend neighbour window w in tokens (default: Table 6, P/2 / P/4 / P/8 up to 2x / 4x / 8x)",
+    )
 
 
 def _pooling_arguments(run: argparse.ArgumentParser) -> None:
     """Options of the poolings (landmark chunking, layers, placement, prompt)."""
     run.add_argument(
-        "--granularity", choices=list(GRANULARITIES),
+        "--granularity",
+        choices=list(GRANULARITIES),
         help=f"landmark chunking (default {variant_default('granularity')})",
     )
     run.add_argument(
-        "--interval", type=int,
+        "--interval",
+        type=int,
         help=f"tokens per chunk for fixed granularity / every-k (default {variant_default('interval')})",
     )
-    run.add_argument("--intervals",
-                     help=f"choices for variable granularity (default {variant_default('intervals')})")
-    run.add_argument("--seed", type=int,
-                     help=f"seed for variable granularity (default {variant_default('seed')})")
-    run.add_argument("--layers", type=int, help="last layers used by layer_mean and layer_max_cls"
-                     f" (default {variant_default('layers')})")
+    run.add_argument(
+        "--intervals",
+        help=f"choices for variable granularity (default {variant_default('intervals')})",
+    )
+    run.add_argument(
+        "--seed",
+        type=int,
+        help=f"seed for variable granularity (default {variant_default('seed')})",
+    )
+    run.add_argument(
+        "--layers",
+        type=int,
+        help="last layers used by layer_mean and layer_max_cls"
+        f" (default {variant_default('layers')})",
+    )
     run.add_argument(
         "--placement",
         choices=list(PLACEMENTS),
         help="lmk: a landmark after each chunk or before it (the authors' decoder script); default"
         f" {variant_default('placement')}",
-    )  # fmt: skip
+    )
     run.add_argument(
         "--exclude-prompt",
         action="store_true",
@@ -182,7 +208,9 @@ def _model_arguments(run: argparse.ArgumentParser) -> None:
     from .hardware import CPU_TOKEN_BUDGET, DTYPE_CHOICES
     from .options import EncodeOptions
 
-    model = run.add_argument_group("how every model is loaded and fed (part of each cell's identity)")
+    model = run.add_argument_group(
+        "how every model is loaded and fed (part of each cell's identity)"
+    )
     model.add_argument(
         "--query-prompt",
         help="prompt put before each query (default: the model's own prompts; '' for none)",
@@ -264,10 +292,17 @@ def _cluster_arguments(run: argparse.ArgumentParser) -> None:
     cluster.add_argument(
         "--ray-cpus", type=int, help="CPUs of the local Ray cluster (default: all of them)"
     )
-    cluster.add_argument("--ray-timeout", type=float, default=60.0,
-                         help="seconds to wait for --ray-address to answer before giving up (default 60)")  # fmt: skip
-    cluster.add_argument("--ray-logs", action="store_true",
-                         help="show Ray's own log lines (default: kept out of the terminal)")  # fmt: skip
+    cluster.add_argument(
+        "--ray-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for --ray-address to answer before giving up (default 60)",
+    )
+    cluster.add_argument(
+        "--ray-logs",
+        action="store_true",
+        help="show Ray's own log lines (default: kept out of the terminal)",
+    )
     cluster.add_argument(
         "--encoders",
         type=int,
@@ -276,26 +311,35 @@ def _cluster_arguments(run: argparse.ArgumentParser) -> None:
     )
 
 
-
 def _plan_parser(sub, run: argparse.ArgumentParser) -> None:
     from .hardware import ACCELERATORS
 
-    run.add_argument("--dry-run", action="store_true",
-                     help="print the plan (what `lmk-eval plan` prints) and stop before any work")  # fmt: skip
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (what `lmk-eval plan` prints) and stop before any work",
+    )
     plan = sub.add_parser(
-        "plan", parents=[run], add_help=False, conflict_handler="resolve",
+        "plan",
+        parents=[run],
+        add_help=False,
+        conflict_handler="resolve",
         help="what a sweep will cost, before any forward pass (same arguments as run)",
         description="Per cell group the run would compute (cells already stored in --output are not"
         " planned): documents, queries and tokens (for local data counted exactly as the run will put"
         " them through the model, identical windows once; from mteb's statistics for hub tasks), forward"
         " passes shared between poolings, and estimated time (a forward measured on the task's own"
         " texts) and peak memory here and on --on ACCELERATOR. Writes nothing.",
-    )  # fmt: skip
+    )
     for p in (run, plan):
-        p.add_argument("--on", choices=sorted(ACCELERATORS), help="also estimate time on this accelerator")
-        p.add_argument("--no-measure", action="store_true",
-                       help="skip the measured forward on the task's texts (no time estimate for this machine)")  # fmt: skip
-
+        p.add_argument(
+            "--on", choices=sorted(ACCELERATORS), help="also estimate time on this accelerator"
+        )
+        p.add_argument(
+            "--no-measure",
+            action="store_true",
+            help="skip the measured forward on the task's texts (no time estimate for this machine)",
+        )
 
 
 def _gate_parsers(sub) -> None:
@@ -353,7 +397,6 @@ def _gate_parsers(sub) -> None:
     )
 
 
-
 def _train_parser(sub) -> None:
     from .train import TrainConfig
 
@@ -365,30 +408,44 @@ def _train_parser(sub) -> None:
         "(32/64/128/256 per text) and is saved for evaluation with a fixed interval. Finished "
         "checkpoints are skipped, so an interrupted run resumes.",
     )
-    train.add_argument("--base", help=f"base model (default: {train_default('base')}, the packaged"
-                       " all-MiniLM-L6-v2)")  # fmt: skip
-    train.add_argument("--pooling", type=_csv,
-                       help=f"poolings (default {train_default('poolings')})")  # fmt: skip
+    train.add_argument(
+        "--base",
+        help=f"base model (default: {train_default('base')}, the packaged all-MiniLM-L6-v2)",
+    )
+    train.add_argument(
+        "--pooling", type=_csv, help=f"poolings (default {train_default('poolings')})"
+    )
     train.add_argument(
         "--data", help="BEIR folder with qrels/<split>.tsv (default: bundled SciFact train split)"
     )
-    train.add_argument("--split", help=f"qrels split to train on (default {train_default('split')})")
-    train.add_argument("--steps", type=int,
-                       help=f"optimiser steps per checkpoint (default {train_default('steps')})")  # fmt: skip
-    train.add_argument("--batch-size", type=int,
-                       help=f"pairs per batch (default {train_default('batch_size')})")  # fmt: skip
-    train.add_argument("--lr", type=float,
-                       help=f"learning rate (default {train_default('learning_rate')})")  # fmt: skip
-    train.add_argument("--seeds", type=_ints,
-                       help=f"comma-separated seeds (default {train_default('seeds')})")  # fmt: skip
-    train.add_argument("--max-seq-length", type=int,
-                       help=f"tokens per text in training (default {train_default('max_seq_length')})")  # fmt: skip
-    train.add_argument("--output",
-                       help=f"checkpoint directory (default {train_default('output')}/)")  # fmt: skip
+    train.add_argument(
+        "--split", help=f"qrels split to train on (default {train_default('split')})"
+    )
+    train.add_argument(
+        "--steps",
+        type=int,
+        help=f"optimiser steps per checkpoint (default {train_default('steps')})",
+    )
+    train.add_argument(
+        "--batch-size", type=int, help=f"pairs per batch (default {train_default('batch_size')})"
+    )
+    train.add_argument(
+        "--lr", type=float, help=f"learning rate (default {train_default('learning_rate')})"
+    )
+    train.add_argument(
+        "--seeds", type=_ints, help=f"comma-separated seeds (default {train_default('seeds')})"
+    )
+    train.add_argument(
+        "--max-seq-length",
+        type=int,
+        help=f"tokens per text in training (default {train_default('max_seq_length')})",
+    )
+    train.add_argument(
+        "--output", help=f"checkpoint directory (default {train_default('output')}/)"
+    )
     train.add_argument(
         "--precision",
         choices=_choices(TrainConfig, "precision"),
         help=f"training precision (default {train_default('precision')}; bfloat16: the trainer's"
         " bf16 mixed precision, fast only where the CPU or GPU computes bf16 natively)",
     )
-

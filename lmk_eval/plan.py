@@ -33,14 +33,25 @@ class Cell:
         return f"{task}__{label}__{self.variant.max_length}-{reading}__{digest(self.slot, 10)}"
 
     def describe(self) -> CellInfo:
-        return CellInfo(model=self.model, task=self.task,
-                        splits=json.loads(self.slot)["task"]["splits"], variant=self.variant,
-                        label=self.variant.label(), checkpoint=self.checkpoint)  # fmt: skip
+        return CellInfo(
+            model=self.model,
+            task=self.task,
+            splits=json.loads(self.slot)["task"]["splits"],
+            variant=self.variant,
+            label=self.variant.label(),
+            checkpoint=self.checkpoint,
+        )
 
     def manifest_entry(self) -> dict[str, Any]:
-        return {"key": self.key(), "model": self.model, "task": self.task,
-                "variant": self.variant.key(), "pooling": self.variant.label(),
-                "max_length": self.variant.max_length, "strategy": self.variant.reading()}  # fmt: skip
+        return {
+            "key": self.key(),
+            "model": self.model,
+            "task": self.task,
+            "variant": self.variant.key(),
+            "pooling": self.variant.label(),
+            "max_length": self.variant.max_length,
+            "strategy": self.variant.reading(),
+        }
 
 
 @dataclass
@@ -57,8 +68,10 @@ def plan(sweep: Sweep) -> list[CellGroup]:
     per_grid = [task_registry.resolve_all(g.tasks) for g in sweep.grids]
     names = task_registry.disambiguate([r for refs in per_grid for r in refs])
     encoding = sweep.encode_options().identity()  # non-default choices only: old keys stay valid
-    checkpoints = {path: CheckpointRef(group=sweep.train.output, pooling=p, seed=seed)
-                   for path, (p, seed) in sweep.checkpoints().items()}  # fmt: skip
+    checkpoints = {
+        path: CheckpointRef(group=sweep.train.output, pooling=p, seed=seed)
+        for path, (p, seed) in sweep.checkpoints().items()
+    }
     groups: list[CellGroup] = []
     seen: set[str] = set()
     for model, poolings in sweep.model_poolings():
@@ -66,11 +79,17 @@ def plan(sweep: Sweep) -> list[CellGroup]:
             for ref in refs:
                 ref = names[ref.spec_key]
                 for reading in grid.readings():
-                    variants = dict.fromkeys(make_variant(**{**p, **reading}) for p in poolings if grid.runs(p))
+                    variants = dict.fromkeys(
+                        make_variant(**{**p, **reading}) for p in poolings if grid.runs(p)
+                    )
                     cells = []
                     checkpoint = checkpoints.get(model)
                     for v in variants:
-                        place = {"model": model, "task": ref.slot(), "variant": v.relevant_options()}
+                        place = {
+                            "model": model,
+                            "task": ref.slot(),
+                            "variant": v.relevant_options(),
+                        }
                         if encoding:
                             place["encoding"] = encoding
                         slot = json.dumps(place, sort_keys=True)

@@ -66,7 +66,9 @@ class _FeedForward(nn.Module):
 
 
 class LatentAttention(nn.Module):
-    def __init__(self, dim: int, latents: int = 64, heads: int = 12, dim_head: int | None = None) -> None:
+    def __init__(
+        self, dim: int, latents: int = 64, heads: int = 12, dim_head: int | None = None
+    ) -> None:
         super().__init__()
         self.latents = nn.Parameter(torch.randn(latents, dim))
         self.attend = _CrossAttention(dim, heads, dim_head or dim)
@@ -122,9 +124,11 @@ def check_options(name: str, options: dict[str, Any]) -> None:
     """Refuse an option the pooler does not take, before any training starts."""
     unknown = sorted(set(options) - set(option_names(name)))
     if unknown:
-        raise LmkEvalError(f"[train] pooler option(s) {unknown} are not options of {name} "
-                           f"(it takes {option_names(name)}); train poolers with different "
-                           "options in separate [train] runs")  # fmt: skip
+        raise LmkEvalError(
+            f"[train] pooler option(s) {unknown} are not options of {name} "
+            f"(it takes {option_names(name)}); train poolers with different "
+            "options in separate [train] runs"
+        )
 
 
 def build(name: str, dim: int, n_layers: int, options: dict[str, Any]) -> nn.Module:

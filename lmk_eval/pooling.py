@@ -64,8 +64,9 @@ def weightedmean(hidden: Tensor, attention_mask: Tensor, pooled: Tensor | None =
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
 
-def marked_mean(hidden: Tensor, attention_mask: Tensor, marker_mask: Tensor,
-                fallback: Tensor | None = None) -> Tensor:  # fmt: skip
+def marked_mean(
+    hidden: Tensor, attention_mask: Tensor, marker_mask: Tensor, fallback: Tensor | None = None
+) -> Tensor:
     """Mean over marked real positions; rows without any marker fall back to ``mean`` (pass it as
     ``fallback`` when it is already computed).
 

@@ -32,7 +32,12 @@ from .errors import LmkEvalError
 
 ABSOLUTE = ("grouped", "recurrent", "interpolate")
 ROPE = ("rope-ntk", "rope-yarn")
-OFFSET_TYPES = {"roberta", "xlm-roberta", "camembert", "mpnet"}  # positions start at padding_idx + 1
+OFFSET_TYPES = {
+    "roberta",
+    "xlm-roberta",
+    "camembert",
+    "mpnet",
+}  # positions start at padding_idx + 1
 
 
 def remap(n: int, positions: int, strategy: str) -> list[int]:
@@ -69,18 +74,29 @@ def supports(model_or_config, strategy: str) -> str | None:
     """Why ``strategy`` cannot run on this model (None when it can)."""
     config = getattr(model_or_config, "config", model_or_config)
     if strategy in ABSOLUTE and has_rope(config):
-        return (f"--strategy {strategy} remaps absolute position embeddings, and this model uses"
-                " rotary positions; use rope-ntk or rope-yarn (or window)")  # fmt: skip
+        return (
+            f"--strategy {strategy} remaps absolute position embeddings, and this model uses"
+            " rotary positions; use rope-ntk or rope-yarn (or window)"
+        )
     if strategy == "self-extend":
         params = getattr(config, "rope_parameters", None)
-        ropes = list(params.values()) if isinstance(params, dict) and "rope_type" not in params else [params]
-        if not isinstance(params, dict) or any(not isinstance(r, dict) or r.get("rope_type", "default") != "default"
-                                               for r in ropes):  # fmt: skip
-            return ("--strategy self-extend regroups rotary positions, and this model has none (or an"
-                    " already scaled rope); use grouped, recurrent or interpolate (or window)")  # fmt: skip
+        ropes = (
+            list(params.values())
+            if isinstance(params, dict) and "rope_type" not in params
+            else [params]
+        )
+        if not isinstance(params, dict) or any(
+            not isinstance(r, dict) or r.get("rope_type", "default") != "default" for r in ropes
+        ):
+            return (
+                "--strategy self-extend regroups rotary positions, and this model has none (or an"
+                " already scaled rope); use grouped, recurrent or interpolate (or window)"
+            )
     if strategy in ROPE and not isinstance(getattr(config, "rope_parameters", None), dict):
-        return (f"--strategy {strategy} scales rotary positions, and this model has none (or an"
-                " older rope config); use grouped, recurrent or interpolate (or window)")  # fmt: skip
+        return (
+            f"--strategy {strategy} scales rotary positions, and this model has none (or an"
+            " older rope config); use grouped, recurrent or interpolate (or window)"
+        )
     return None
 
 
@@ -93,8 +109,10 @@ def rope_config(config, strategy: str, length: int, positions: int):
     params = copy.deepcopy(cfg.rope_parameters)
     targets = [params["full_attention"]] if "full_attention" in params else [params]
     heads = cfg.num_attention_heads
-    dim = int((getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
-              * getattr(cfg, "partial_rotary_factor", 1.0))  # fmt: skip
+    dim = int(
+        (getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
+        * getattr(cfg, "partial_rotary_factor", 1.0)
+    )
     for rope in targets:
         if strategy == "rope-ntk":
             rope["rope_theta"] = rope["rope_theta"] * factor ** (dim / (dim - 2))
@@ -106,8 +124,11 @@ def rope_config(config, strategy: str, length: int, positions: int):
 
 
 def has_rope(config) -> bool:
-    return bool(getattr(config, "rope_parameters", None) or getattr(config, "rope_theta", None)
-                or getattr(config, "rope_scaling", None))  # fmt: skip
+    return bool(
+        getattr(config, "rope_parameters", None)
+        or getattr(config, "rope_theta", None)
+        or getattr(config, "rope_scaling", None)
+    )
 
 
 @contextmanager

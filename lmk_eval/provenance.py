@@ -155,10 +155,20 @@ def code_info() -> dict[str, Any]:
     here = Path(__file__).resolve().parent.parent
     if (here / ".git").exists():
         try:
-            out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
-                                 text=True, timeout=5, check=False)  # fmt: skip
-            dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "lmk_eval"],
-                                   capture_output=True, text=True, timeout=5, check=False)  # fmt: skip
+            out = subprocess.run(
+                ["git", "-C", str(here), "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            )
+            dirty = subprocess.run(
+                ["git", "-C", str(here), "status", "--porcelain", "lmk_eval"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            )
             if out.returncode == 0:
                 info["git"] = out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
         except (OSError, subprocess.SubprocessError):

@@ -114,12 +114,16 @@ class CellRecord(BaseModel):
     main: float  # mteb's main score of the cell (TaskResult.get_score of <task>.json)
     # the entries of mteb's TaskResult saved beside the record (an aggregate's: its combined ones)
     scores: list[Part]
-    subtasks: list[Part] = Field(default_factory=list)  # an aggregate's sub-tasks, as mteb scored each
+    subtasks: list[Part] = Field(
+        default_factory=list
+    )  # an aggregate's sub-tasks, as mteb scored each
     seconds: float | None = None  # wall time (encoding + scoring); older runs lack it
     # sha256 of the scores (``scored_digest``) and of mteb's JSON files beside the record, so an
     # edited or half-restored cell is told from the one that was computed; older cells lack them
     digests: dict[str, str] = Field(default_factory=dict)
-    zero_grade_queries: dict[str, int] = Field(default_factory=dict)  # part label -> queries judged only 0
+    zero_grade_queries: dict[str, int] = Field(
+        default_factory=dict
+    )  # part label -> queries judged only 0
     key: str = Field(default="", exclude=True)  # the cell directory's name, set on reading
 
     @model_validator(mode="after")
@@ -152,14 +156,21 @@ class CellRecord(BaseModel):
         over subsets of those scores (what the report's paired statistics assume)."""
         parts = self.scored_parts()
         for p in parts:
-            if p.per_query and abs(fmean(p.per_query.values()) - p.scores[self.main_score]) > tolerance:
-                return (f"{p.label(self.scores[0].task)}: the mean of its per-query {self.main_score}"
-                        f" {fmean(p.per_query.values()):.6f} is not mteb's {p.scores[self.main_score]:.6f}")  # fmt: skip
+            if (
+                p.per_query
+                and abs(fmean(p.per_query.values()) - p.scores[self.main_score]) > tolerance
+            ):
+                return (
+                    f"{p.label(self.scores[0].task)}: the mean of its per-query {self.main_score}"
+                    f" {fmean(p.per_query.values()):.6f} is not mteb's {p.scores[self.main_score]:.6f}"
+                )
         per_split = []
         for split in dict.fromkeys(p.split for p in parts):
             here = [p for p in parts if p.split == split]
             tasks = dict.fromkeys(p.task for p in here)
-            per_split.append(fmean(fmean(p.scores[self.main_score] for p in here if p.task == t) for t in tasks))
+            per_split.append(
+                fmean(fmean(p.scores[self.main_score] for p in here if p.task == t) for t in tasks)
+            )
         if abs(fmean(per_split) - self.main) > tolerance:
             return f"mteb's main score {self.main:.6f} is not the mean of its parts {fmean(per_split):.6f}"
         return None
@@ -187,7 +198,9 @@ class _ScoresBefore4(BaseModel):
 
 def digest_before_4(data: dict[str, Any]) -> str:
     """The scores digest an older lmk-eval wrote, computed again from the record as stored."""
-    scored = _ScoresBefore4.model_validate({k: data.get(k) for k in ("main_score", "scores", "per_query")})
+    scored = _ScoresBefore4.model_validate(
+        {k: data.get(k) for k in ("main_score", "scores", "per_query")}
+    )
     return hashlib.sha256(scored.model_dump_json().encode()).hexdigest()
 
 
@@ -205,16 +218,34 @@ def upgrade(data: Any, training: dict[str, dict[str, Any]]) -> Any:
 
 
 def _parts(data: dict[str, Any]) -> dict[str, Any]:
-    scores, per_query, main = data.get("scores"), data.get("per_query") or {}, data.get("main_score")
+    scores, per_query, main = (
+        data.get("scores"),
+        data.get("per_query") or {},
+        data.get("main_score"),
+    )
     if not isinstance(scores, dict) or not isinstance(per_query, dict):
         return data
-    parts = [{"task": data.get("task"), "split": split, "scores": metrics, "per_query": per_query.get(split, {})}
-             for split, metrics in scores.items()]  # fmt: skip
+    parts = [
+        {
+            "task": data.get("task"),
+            "split": split,
+            "scores": metrics,
+            "per_query": per_query.get(split, {}),
+        }
+        for split, metrics in scores.items()
+    ]
     mains = [m.get(main) for m in scores.values() if isinstance(m, dict)]
     ok = mains and all(isinstance(x, (int, float)) for x in mains)
-    digests = {k: v for k, v in (data.get("digests") or {}).items() if k != "scores"}  # checked as stored
-    return {**{k: v for k, v in data.items() if k != "per_query"}, "scores": parts, "digests": digests,
-            "main": sum(mains) / len(mains) if ok else None, "format": RECORD_FORMAT}  # fmt: skip
+    digests = {
+        k: v for k, v in (data.get("digests") or {}).items() if k != "scores"
+    }  # checked as stored
+    return {
+        **{k: v for k, v in data.items() if k != "per_query"},
+        "scores": parts,
+        "digests": digests,
+        "main": sum(mains) / len(mains) if ok else None,
+        "format": RECORD_FORMAT,
+    }
 
 
 def _typed_cell(data: dict[str, Any], training: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -226,11 +257,15 @@ def _typed_cell(data: dict[str, Any], training: dict[str, dict[str, Any]]) -> di
     for key in ("max_length", "strategy"):
         cell.pop(key, None)  # part of the variant
     cell.setdefault("splits", list(data.get("scores") or {}))
-    cell["checkpoint"] = _legacy_checkpoint(str(cell.get("model", "")), data.get("identity"), training)
+    cell["checkpoint"] = _legacy_checkpoint(
+        str(cell.get("model", "")), data.get("identity"), training
+    )
     return {**data, "cell": cell, "format": 3}
 
 
-def _legacy_checkpoint(model: str, identity: Any, training: dict[str, dict[str, Any]]) -> dict | None:
+def _legacy_checkpoint(
+    model: str, identity: Any, training: dict[str, dict[str, Any]]
+) -> dict | None:
     trained = training.get(Path(model).name)
     model_identity = identity.get("model") if isinstance(identity, dict) else None
     if isinstance(model_identity, dict) and model_identity.get("kind") == "checkpoint":
@@ -238,6 +273,9 @@ def _legacy_checkpoint(model: str, identity: Any, training: dict[str, dict[str, 
         group = (trained or {}).get("config", {}).get("output") or str(Path(model).parent)
         return {"group": group, "pooling": t["pooling"], "seed": t["seed"]}
     if trained and isinstance(trained.get("config"), dict):
-        return {"group": trained["config"]["output"], "pooling": trained["pooling"],
-                "seed": trained["seed"]}  # fmt: skip
+        return {
+            "group": trained["config"]["output"],
+            "pooling": trained["pooling"],
+            "seed": trained["seed"],
+        }
     return None

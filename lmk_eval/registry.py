@@ -27,6 +27,8 @@ class Variant(Protocol):
     include_prompt: bool
     interval: int
     layers: int
+
+
 Tokenisation = Literal["plain", "landmark", "multi_cls", "chunk_ends"]
 
 
@@ -78,8 +80,12 @@ class WindowPart(NamedTuple):
     weight: Tensor  # (batch,)
     fallback: Tensor | None = None  # (batch, dim)
     fallback_weight: Tensor | None = None  # (batch,)
-    chunks: Tensor | None = None  # (batch, chunks, dim) a multi-vector pooling's vectors (unnormalised)
-    chunk_counts: Tensor | None = None  # (batch, chunks) tokens in each; 0 = no such chunk in this row
+    chunks: Tensor | None = (
+        None  # (batch, chunks, dim) a multi-vector pooling's vectors (unnormalised)
+    )
+    chunk_counts: Tensor | None = (
+        None  # (batch, chunks) tokens in each; 0 = no such chunk in this row
+    )
 
     def cpu(self) -> WindowPart:
         return WindowPart(*(None if t is None else t.float().cpu() for t in self))
@@ -108,7 +114,9 @@ class Pooling:
     combine: Combine = "weighted_mean"
     under_window: str = "the pooling per window, then the mean over windows weighted by each window's pooled token count"
     weights: Literal["none", "trainable"] = "none"
-    multi_vector: bool = False  # documents are scored by their best chunk vector (the search keeps the max)
+    multi_vector: bool = (
+        False  # documents are scored by their best chunk vector (the search keeps the max)
+    )
     needs_layers: bool = False
     needs_checkpoint: bool = False  # its initial weights mean nothing: only a trained one runs
 
@@ -208,52 +216,126 @@ _EXACT = "exactly the mean over all {} of all windows (each window weighs by how
 POOLINGS: dict[str, Pooling] = {
     p.name: p
     for p in [
-        Pooling("cls", "hidden state of the leading [CLS] token", _token_weighted("cls"),
-                under_window="each window's [CLS] state, mean over windows weighted by each window's pooled token count"),
-        Pooling("mean", "mean of all real token states (sentence-transformers' default)",
-                _mean, under_window=_EXACT.format("pooled tokens")),
-        Pooling("max", "element-wise max over real token states", _token_weighted("max"),
-                combine="max", under_window="element-wise max over all pooled tokens of all windows (exact)"),
-        Pooling("lasttoken", "hidden state of the last real token",
-                _token_weighted("lasttoken"),
-                under_window="each window's last pooled token state, mean over windows weighted by pooled token count"),
-        Pooling("weightedmean", "mean weighted by token position (1, 2, 3, ...)", _weightedmean,
-                under_window="the position-weighted mean per window (positions restart at 1 in each window), mean over windows weighted by pooled token count"),
-        Pooling("mean_sqrt_len_tokens", "sum of token states divided by sqrt(number of tokens)",
-                _token_weighted("mean_sqrt_len_tokens"), combine="sqrt_len",
-                under_window="sum over all pooled tokens of all windows / sqrt(their number) (exact)"),
-        Pooling("lmk", "mean of landmark ([SEP]/</s>/EOS) states inserted after every chunk; [CLS] not pooled",
-                _marked(lambda x, v: x.markers), TOKEN_OPTIONS, tokenisation="landmark",
-                under_window=_EXACT.format("landmark states") + "; windows are cut at landmarks"),
-        Pooling("mean_every_k", "mean of every k-th token state, no special token inserted (control for lmk)",
-                _marked(lambda x, v: _ops().every_kth_mask(x.attention_mask, v.interval)),
-                ("interval",),
-                under_window="mean over every k-th token of each window (ranks counted from each window's [CLS]), all windows together;"
-                " a window shorter than k adds nothing; the all-token mean only when no window has a k-th token"),
-        Pooling("multi_cls", "a [CLS] before every chunk; mean of those [CLS] states",
-                _marked(lambda x, v: x.markers), _CHUNKING, tokenisation="multi_cls",
-                under_window=_EXACT.format("chunk [CLS] states") + "; each window ends with the tokenizer's own suffix"),
-        Pooling("late_chunking", "late chunking: one pass over the text, each chunk's tokens mean-pooled; a document"
-                " scores as its best chunk (multi-vector), a query as the mean of its chunked tokens",
-                _late_chunks, _CHUNKING, tokenisation="chunk_ends", multi_vector=True,
-                under_window="each window's chunks (windows are cut at chunk ends) kept as the document's"
-                " vectors; the single vector is " + _EXACT.format("chunked text tokens")),
-        Pooling("layer_mean", "mean pooling averaged over the last N layers", _layer_mean,
-                ("layers",), needs_layers=True, under_window=_EXACT.format("pooled tokens") + ", per layer"),
-        Pooling("layer_max_cls", "MaxPoolBERT: element-wise max of the [CLS] state over the last N layers",
-                _layer_max_cls, ("layers",), needs_layers=True),
-        Pooling("latent_attention", "NV-Embed latent attention (trained): token states cross-attend to 64"
-                " learned latents, then the mean", _weighted, weights="trainable", needs_checkpoint=True),
-        Pooling("multilayer_attention", "trained cross-attention of learned queries over every hidden"
-                " layer's mean state", _weighted, weights="trainable", needs_layers=True,
-                needs_checkpoint=True),
-        Pooling("gem", "generalized mean with a learnable exponent p (3 until trained)", _weighted,
-                weights="trainable"),
-        Pooling("native", "the model as published: the pooling, normalisation and similarity of its"
-                " own sentence-transformers config", _unresolved,
-                under_window="as the pooling the model's config names"),
+        Pooling(
+            "cls",
+            "hidden state of the leading [CLS] token",
+            _token_weighted("cls"),
+            under_window="each window's [CLS] state, mean over windows weighted by each window's pooled token count",
+        ),
+        Pooling(
+            "mean",
+            "mean of all real token states (sentence-transformers' default)",
+            _mean,
+            under_window=_EXACT.format("pooled tokens"),
+        ),
+        Pooling(
+            "max",
+            "element-wise max over real token states",
+            _token_weighted("max"),
+            combine="max",
+            under_window="element-wise max over all pooled tokens of all windows (exact)",
+        ),
+        Pooling(
+            "lasttoken",
+            "hidden state of the last real token",
+            _token_weighted("lasttoken"),
+            under_window="each window's last pooled token state, mean over windows weighted by pooled token count",
+        ),
+        Pooling(
+            "weightedmean",
+            "mean weighted by token position (1, 2, 3, ...)",
+            _weightedmean,
+            under_window="the position-weighted mean per window (positions restart at 1 in each window), mean over windows weighted by pooled token count",
+        ),
+        Pooling(
+            "mean_sqrt_len_tokens",
+            "sum of token states divided by sqrt(number of tokens)",
+            _token_weighted("mean_sqrt_len_tokens"),
+            combine="sqrt_len",
+            under_window="sum over all pooled tokens of all windows / sqrt(their number) (exact)",
+        ),
+        Pooling(
+            "lmk",
+            "mean of landmark ([SEP]/</s>/EOS) states inserted after every chunk; [CLS] not pooled",
+            _marked(lambda x, v: x.markers),
+            TOKEN_OPTIONS,
+            tokenisation="landmark",
+            under_window=_EXACT.format("landmark states") + "; windows are cut at landmarks",
+        ),
+        Pooling(
+            "mean_every_k",
+            "mean of every k-th token state, no special token inserted (control for lmk)",
+            _marked(lambda x, v: _ops().every_kth_mask(x.attention_mask, v.interval)),
+            ("interval",),
+            under_window="mean over every k-th token of each window (ranks counted from each window's [CLS]), all windows together;"
+            " a window shorter than k adds nothing; the all-token mean only when no window has a k-th token",
+        ),
+        Pooling(
+            "multi_cls",
+            "a [CLS] before every chunk; mean of those [CLS] states",
+            _marked(lambda x, v: x.markers),
+            _CHUNKING,
+            tokenisation="multi_cls",
+            under_window=_EXACT.format("chunk [CLS] states")
+            + "; each window ends with the tokenizer's own suffix",
+        ),
+        Pooling(
+            "late_chunking",
+            "late chunking: one pass over the text, each chunk's tokens mean-pooled; a document"
+            " scores as its best chunk (multi-vector), a query as the mean of its chunked tokens",
+            _late_chunks,
+            _CHUNKING,
+            tokenisation="chunk_ends",
+            multi_vector=True,
+            under_window="each window's chunks (windows are cut at chunk ends) kept as the document's"
+            " vectors; the single vector is " + _EXACT.format("chunked text tokens"),
+        ),
+        Pooling(
+            "layer_mean",
+            "mean pooling averaged over the last N layers",
+            _layer_mean,
+            ("layers",),
+            needs_layers=True,
+            under_window=_EXACT.format("pooled tokens") + ", per layer",
+        ),
+        Pooling(
+            "layer_max_cls",
+            "MaxPoolBERT: element-wise max of the [CLS] state over the last N layers",
+            _layer_max_cls,
+            ("layers",),
+            needs_layers=True,
+        ),
+        Pooling(
+            "latent_attention",
+            "NV-Embed latent attention (trained): token states cross-attend to 64"
+            " learned latents, then the mean",
+            _weighted,
+            weights="trainable",
+            needs_checkpoint=True,
+        ),
+        Pooling(
+            "multilayer_attention",
+            "trained cross-attention of learned queries over every hidden layer's mean state",
+            _weighted,
+            weights="trainable",
+            needs_layers=True,
+            needs_checkpoint=True,
+        ),
+        Pooling(
+            "gem",
+            "generalized mean with a learnable exponent p (3 until trained)",
+            _weighted,
+            weights="trainable",
+        ),
+        Pooling(
+            "native",
+            "the model as published: the pooling, normalisation and similarity of its"
+            " own sentence-transformers config",
+            _unresolved,
+            under_window="as the pooling the model's config names",
+        ),
     ]
-}  # fmt: skip
+}
 
 
 def get(name: str) -> Pooling:

@@ -41,8 +41,15 @@ class Sink:
     """The driver's side of a run: writes each payload (and training record) to the store, keeps
     the progress bar, and writes the sweep record with the first result."""
 
-    def __init__(self, sweep: Sweep, store: RunStore, resolved: Resolved, todo, progress: bool,
-                 log: Callable[[str], None] = print):  # fmt: skip
+    def __init__(
+        self,
+        sweep: Sweep,
+        store: RunStore,
+        resolved: Resolved,
+        todo,
+        progress: bool,
+        log: Callable[[str], None] = print,
+    ):
         from tqdm.auto import tqdm
 
         self.sweep, self.store, self.resolved = sweep, store, resolved
@@ -56,14 +63,18 @@ class Sink:
 
     def save(self, payload: CellPayload) -> None:
         if self.store.saved == 0:  # the sweep record appears with the first result, not before
-            self.store.write_sweep(self.sweep.to_dict(), self.resolved.cells, self.resolved.benchmarks)
+            self.store.write_sweep(
+                self.sweep.to_dict(), self.resolved.cells, self.resolved.benchmarks
+            )
         cell = self.cells[payload.key]
         queries = query_counts(payload.scores, payload.subtasks)
         for part, n in payload.zero_grade_queries.items():
             if (cell.task, part) not in self.said:
                 self.said.add((cell.task, part))
-                self.log(f"{cell.task} {part}: {n} of {queries.get(part) or 'its'} queries judge no document"
-                         " relevant (every judgement grade 0 or less); mteb keeps them and scores them 0, and so does lmk-eval")  # fmt: skip
+                self.log(
+                    f"{cell.task} {part}: {n} of {queries.get(part) or 'its'} queries judge no document"
+                    " relevant (every judgement grade 0 or less); mteb keeps them and scores them 0, and so does lmk-eval"
+                )
         fields = {k: v for k, v in vars(payload).items() if k != "key"}
         self.store.save(cell, identity=self.identities[payload.key], **fields)
         self.bar.update(1)
@@ -125,8 +136,15 @@ def run_sweep(
     """Compute the sweep's missing cells into ``output`` and say what was done; ``executor``
     ("local" or "ray") says where the work runs (see ``executors.make_executor``)."""
     started = time.perf_counter()
-    worker = make_executor(executor, progress=progress, address=ray_address, cpus=ray_cpus,
-                           encoders=encoders, timeout=ray_timeout, show_logs=ray_logs)  # fmt: skip
+    worker = make_executor(
+        executor,
+        progress=progress,
+        address=ray_address,
+        cpus=ray_cpus,
+        encoders=encoders,
+        timeout=ray_timeout,
+        show_logs=ray_logs,
+    )
     resolved = resolve_sweep(sweep, Path(output))
     groups, identities, all_cells = resolved.groups, resolved.identities, resolved.cells
     store = RunStore(output)
@@ -150,19 +168,27 @@ def run_sweep(
         try:
             worker.run(sweep, todo, sink, log)
         except BaseException:
-            with contextlib.suppress(OSError):  # a full disk fails scores.csv too: say the first failure
+            with contextlib.suppress(
+                OSError
+            ):  # a full disk fails scores.csv too: say the first failure
                 sink.close()
             raise
         sink.close()
     return RunSummary(total, n_missing, time.perf_counter() - started, True, set_aside)
 
 
-def pending(store: RunStore, resolved: Resolved, recompute: bool = False) -> list[tuple[CellGroup, list[Cell]]]:
+def pending(
+    store: RunStore, resolved: Resolved, recompute: bool = False
+) -> list[tuple[CellGroup, list[Cell]]]:
     """The groups with the cells a run into ``store`` would compute: every cell under
     ``recompute``, else those the store does not hold as they are now. Reads only."""
     todo = []
     for g in resolved.groups:
-        missing = [c for c in g.cells if recompute or store.lookup(c, resolved.identities[c.key()]).state != "ok"]
+        missing = [
+            c
+            for c in g.cells
+            if recompute or store.lookup(c, resolved.identities[c.key()]).state != "ok"
+        ]
         if missing:
             todo.append((g, missing))
     return todo

@@ -23,7 +23,9 @@ def parse_scale(value: str) -> tuple[str, float | None]:
             t = float("nan")
         if math.isfinite(t) and t > 0:
             return TEMPERATURE, t
-    raise ValueError(f"attention scale {value!r} is not one of none, logn, temperature:T (T > 0, e.g. temperature:0.8)")
+    raise ValueError(
+        f"attention scale {value!r} is not one of none, logn, temperature:T (T > 0, e.g. temperature:0.8)"
+    )
 
 
 def self_extend_defaults(length: int, positions: int) -> tuple[int, int]:

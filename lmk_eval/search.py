@@ -61,7 +61,9 @@ class TopK:
     def add(self, chunk_scores: torch.Tensor, chunk_ids: Sequence[str]) -> None:
         """Fold one chunk in: its top k + 1 per query (mteb's ``torch.topk`` call), then keep the
         k largest (score, id) pairs, ties at the cut going to the larger id as in mteb's heap."""
-        values, index = torch.topk(chunk_scores, min(self.k + 1, chunk_scores.shape[1]), dim=1, largest=True)
+        values, index = torch.topk(
+            chunk_scores, min(self.k + 1, chunk_scores.shape[1]), dim=1, largest=True
+        )
         ids = np.asarray(chunk_ids, dtype=object)[index.cpu().numpy()]
         scores = np.concatenate([self.scores, values.cpu().numpy().astype(np.float32)], axis=1)
         ids = np.concatenate([self.ids, ids], axis=1)
@@ -76,24 +78,32 @@ class TopK:
             above = scores[q] > cut
             at = sorted(ids[q][scores[q] == cut], reverse=True)[: self.k - int(above.sum())]
             ids[q, : self.k] = np.concatenate([ids[q][above], np.asarray(at, dtype=object)])
-            scores[q, : self.k] = np.concatenate([scores[q][above], np.full(len(at), cut, np.float32)])
+            scores[q, : self.k] = np.concatenate(
+                [scores[q][above], np.full(len(at), cut, np.float32)]
+            )
         self.scores, self.ids = scores[:, : self.k], ids[:, : self.k]
 
     def results(self, query_ids: Sequence[str]) -> dict[str, dict[str, float]]:
-        return {qid: dict(zip(self.ids[i].tolist(), self.scores[i].tolist(), strict=True))
-                for i, qid in enumerate(query_ids)}  # fmt: skip
+        return {
+            qid: dict(zip(self.ids[i].tolist(), self.scores[i].tolist(), strict=True))
+            for i, qid in enumerate(query_ids)
+        }
 
 
 class GroupSearch:
     """The shared state of one cell group's searches: who leads each (task, subset, split), the poolings'
     query vectors while the leader's pass runs, and their top-k results until their cells ask."""
 
-    def __init__(self, encoder: TextEncoder, variants: Sequence[Variant], chunk_bytes: int = CHUNK_BYTES):
+    def __init__(
+        self, encoder: TextEncoder, variants: Sequence[Variant], chunk_bytes: int = CHUNK_BYTES
+    ):
         self.encoder = encoder
         self.chunk_bytes = chunk_bytes
         # variant -> its mteb encoder (prompts, similarity, metadata), answering through this group
-        self.adapters = {v: LmkEncoder(encoder, v, model_meta(encoder, v), group=self)
-                         for v in dict.fromkeys(variants)}  # fmt: skip
+        self.adapters = {
+            v: LmkEncoder(encoder, v, model_meta(encoder, v), group=self)
+            for v in dict.fromkeys(variants)
+        }
         self._pass: _Pass | None = None
         self._done: dict[tuple[str, str, str], dict[Variant, dict]] = {}
 
@@ -107,7 +117,9 @@ class GroupSearch:
     def encode(self, texts: list[str], prompt: str, prompt_type) -> np.ndarray:
         """The leader's encode call, answered for every pooling of the pass at once."""
         pass_ = self._pass
-        encoded = self.encoder.encode_all(texts, list(dict.fromkeys([pass_.leader, *pass_.ranked])), prompt)
+        encoded = self.encoder.encode_all(
+            texts, list(dict.fromkeys([pass_.leader, *pass_.ranked])), prompt
+        )
         vectors = encoded.vectors
         if prompt_type is not None and PromptType(prompt_type) is PromptType.query:
             pass_.queries = {v: vectors[v] for v in pass_.ranked}
@@ -117,41 +129,85 @@ class GroupSearch:
                 if v in encoded.chunks:  # a document scores as its best chunk
                     scores = self.best_chunk_scores(v, pass_.queries[v], encoded.chunks[v])
                 else:
-                    scores = torch.as_tensor(self.adapters[v].similarity(pass_.queries[v], vectors[v]))
-                pass_.top[v].add(scores, pass_.document_ids[pass_.offset : pass_.offset + len(texts)])
+                    scores = torch.as_tensor(
+                        self.adapters[v].similarity(pass_.queries[v], vectors[v])
+                    )
+                pass_.top[v].add(
+                    scores, pass_.document_ids[pass_.offset : pass_.offset + len(texts)]
+                )
             pass_.offset += len(texts)
         return vectors[pass_.leader]
 
-    def best_chunk_scores(self, variant: Variant, queries: np.ndarray, chunks: list[np.ndarray]) -> torch.Tensor:
+    def best_chunk_scores(
+        self, variant: Variant, queries: np.ndarray, chunks: list[np.ndarray]
+    ) -> torch.Tensor:
         """(queries, documents): each document's highest similarity over its chunk vectors."""
-        owners = torch.repeat_interleave(torch.arange(len(chunks)), torch.tensor([len(c) for c in chunks]))
-        sims = torch.as_tensor(self.adapters[variant].similarity(queries, np.concatenate(chunks))).float()
+        owners = torch.repeat_interleave(
+            torch.arange(len(chunks)), torch.tensor([len(c) for c in chunks])
+        )
+        sims = torch.as_tensor(
+            self.adapters[variant].similarity(queries, np.concatenate(chunks))
+        ).float()
         best = torch.full((sims.shape[0], len(chunks)), float("-inf"))
         return best.scatter_reduce(1, owners.expand(sims.shape[0], -1), sims, reduce="amax")
 
-    def search(self, variant: Variant, corpus, queries, *, task_metadata, hf_split: str, hf_subset: str,
-               top_k: int, encode_kwargs: dict, top_ranked=None, num_proc=None, **kwargs):  # fmt: skip
-        where = (task_metadata.name, hf_subset, hf_split)  # an aggregate's sub-tasks share subset and split
+    def search(
+        self,
+        variant: Variant,
+        corpus,
+        queries,
+        *,
+        task_metadata,
+        hf_split: str,
+        hf_subset: str,
+        top_k: int,
+        encode_kwargs: dict,
+        top_ranked=None,
+        num_proc=None,
+        **kwargs,
+    ):
+        where = (
+            task_metadata.name,
+            hf_subset,
+            hf_split,
+        )  # an aggregate's sub-tasks share subset and split
         ready = self._done.get(where, {})
         if variant in ready and top_ranked is None:
             return ready.pop(variant)
         if variant.spec.multi_vector and top_ranked is not None:
-            raise LmkEvalError(f"{variant.pooling} scores a document by its best chunk; reranking tasks"
-                               " (a given top_ranked list) are not supported for it yet")  # fmt: skip
+            raise LmkEvalError(
+                f"{variant.pooling} scores a document by its best chunk; reranking tasks"
+                " (a given top_ranked list) are not supported for it yet"
+            )
         # every pooling ranked here, the leader first; a reranking task's list is mteb's to rank
         ranked = list(dict.fromkeys([variant, *self.adapters])) if top_ranked is None else []
         dim = self.encoder.facts.config.hidden_size
         per_document = sum(vectors_per_document(v) for v in ranked or [variant])
-        wrapper = SearchEncoderWrapper(self.adapters[variant],
-                                       corpus_chunk_size=chunk_documents(per_document, dim, self.chunk_bytes))  # fmt: skip
-        wrapper.index(corpus, task_metadata=task_metadata, hf_split=hf_split, hf_subset=hf_subset,
-                      encode_kwargs=encode_kwargs, num_proc=num_proc)  # fmt: skip
+        wrapper = SearchEncoderWrapper(
+            self.adapters[variant],
+            corpus_chunk_size=chunk_documents(per_document, dim, self.chunk_bytes),
+        )
+        wrapper.index(
+            corpus,
+            task_metadata=task_metadata,
+            hf_split=hf_split,
+            hf_subset=hf_subset,
+            encode_kwargs=encode_kwargs,
+            num_proc=num_proc,
+        )
         self._pass = _Pass(variant, ranked, top_k, list(corpus["id"]) if ranked else [])
         try:  # mteb's wrapper drives the pass; its own ranking is used for reranking only (else top_k 1)
-            results = wrapper.search(queries, task_metadata=task_metadata, hf_split=hf_split,
-                                     hf_subset=hf_subset, top_k=top_k if top_ranked is not None else 1,
-                                     encode_kwargs=encode_kwargs, top_ranked=top_ranked,
-                                     num_proc=num_proc, **kwargs)  # fmt: skip
+            results = wrapper.search(
+                queries,
+                task_metadata=task_metadata,
+                hf_split=hf_split,
+                hf_subset=hf_subset,
+                top_k=top_k if top_ranked is not None else 1,
+                encode_kwargs=encode_kwargs,
+                top_ranked=top_ranked,
+                num_proc=num_proc,
+                **kwargs,
+            )
             if ranked:
                 query_ids = list(queries["id"])
                 found = {v: self._pass.top[v].results(query_ids) for v in ranked}
@@ -181,13 +237,42 @@ class VariantSearch:
         self.mteb_model_meta = group.adapters[variant].mteb_model_meta
         self._corpus = None
 
-    def index(self, corpus, *, task_metadata, hf_split: str, hf_subset: str, encode_kwargs: dict,
-              num_proc: int | None = None, **kwargs: Any) -> None:  # fmt: skip
+    def index(
+        self,
+        corpus,
+        *,
+        task_metadata,
+        hf_split: str,
+        hf_subset: str,
+        encode_kwargs: dict,
+        num_proc: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         self._corpus = corpus
 
-    def search(self, queries, *, task_metadata, hf_split: str, hf_subset: str, top_k: int,
-               encode_kwargs: dict, top_ranked=None, num_proc: int | None = None, **kwargs: Any):  # fmt: skip
-        return self.group.search(self.variant, self._corpus, queries, task_metadata=task_metadata,
-                                 hf_split=hf_split, hf_subset=hf_subset, top_k=top_k,
-                                 encode_kwargs=encode_kwargs, top_ranked=top_ranked, num_proc=num_proc,
-                                 **kwargs)  # fmt: skip
+    def search(
+        self,
+        queries,
+        *,
+        task_metadata,
+        hf_split: str,
+        hf_subset: str,
+        top_k: int,
+        encode_kwargs: dict,
+        top_ranked=None,
+        num_proc: int | None = None,
+        **kwargs: Any,
+    ):
+        return self.group.search(
+            self.variant,
+            self._corpus,
+            queries,
+            task_metadata=task_metadata,
+            hf_split=hf_split,
+            hf_subset=hf_subset,
+            top_k=top_k,
+            encode_kwargs=encode_kwargs,
+            top_ranked=top_ranked,
+            num_proc=num_proc,
+            **kwargs,
+        )

@@ -41,22 +41,30 @@ class ShardedTextEncoder(TextEncoder):
         super().__init__(model, **kwargs)
         self.actors = list(actors)
 
-    def encode_all(self, texts: Sequence[str], variants: Sequence[Variant], prompt: str = "") -> Encoded:
+    def encode_all(
+        self, texts: Sequence[str], variants: Sequence[Variant], prompt: str = ""
+    ) -> Encoded:
         import ray
 
         variants = list(dict.fromkeys(variants))
         slices = list(text_slices(texts, self.slice_tokens))
-        refs = [self.actors[i % len(self.actors)].encode.remote(list(texts[lo:hi]), variants, prompt)
-                for i, (lo, hi) in enumerate(slices)]  # fmt: skip
+        refs = [
+            self.actors[i % len(self.actors)].encode.remote(list(texts[lo:hi]), variants, prompt)
+            for i, (lo, hi) in enumerate(slices)
+        ]
         parts = ray.get(refs)
         self.stats.texts += len(texts)
         if not parts:
             return Encoded({v: np.zeros((0, 0), np.float32) for v in variants}, {})
-        return Encoded({v: np.concatenate([p.vectors[v] for p in parts]) for v in variants},
-                       {v: [c for p in parts for c in p.chunks[v]] for v in parts[0].chunks})  # fmt: skip
+        return Encoded(
+            {v: np.concatenate([p.vectors[v] for p in parts]) for v in variants},
+            {v: [c for p in parts for c in p.chunks[v]] for v in parts[0].chunks},
+        )
 
 
-def encoder_pool(sweep, model: str, n: int, resources: dict[str, float], slice_tokens: int, retries: int = 3):
+def encoder_pool(
+    sweep, model: str, n: int, resources: dict[str, float], slice_tokens: int, retries: int = 3
+):
     """``n`` actors holding ``model``, each restarted (and its task retried) ``retries`` times."""
     import ray
 
@@ -76,10 +84,17 @@ class ShardedEncoders:
     def __call__(self, model: str) -> ShardedTextEncoder:
         if model != self.model:
             self._kill()
-            actors = encoder_pool(self.sweep, model, self.n, self.resources, SLICE_TOKENS, self.retries)
+            actors = encoder_pool(
+                self.sweep, model, self.n, self.resources, SLICE_TOKENS, self.retries
+            )
             self.model = model
-            self.encoder = ShardedTextEncoder(model, actors, options=self.sweep.encode_options(), device="cpu",
-                                              token_budget=self.sweep.token_budget)  # fmt: skip
+            self.encoder = ShardedTextEncoder(
+                model,
+                actors,
+                options=self.sweep.encode_options(),
+                device="cpu",
+                token_budget=self.sweep.token_budget,
+            )
         return self.encoder
 
     def close(self, _log) -> None:

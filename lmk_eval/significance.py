@@ -71,7 +71,9 @@ def _weighted_mean(x: np.ndarray, w: np.ndarray, axis: int = -1) -> np.ndarray:
     return (x * w).sum(axis=axis) / w.sum(axis=axis)
 
 
-def _arrays(scores: Mapping[Hashable, float], keys: list[Hashable], weights: Mapping[Hashable, float] | None):
+def _arrays(
+    scores: Mapping[Hashable, float], keys: list[Hashable], weights: Mapping[Hashable, float] | None
+):
     x = np.array([scores[k] for k in keys], dtype=float)
     w = np.array([weights[k] if weights else 1.0 for k in keys], dtype=float)
     return x, w
@@ -91,8 +93,15 @@ def bootstrap_ci(
         return None
     if np.all(x == x[0]):
         return float(x[0]), float(x[0])
-    res = bootstrap((x, w), _weighted_mean, paired=True, vectorized=True, n_resamples=RESAMPLES,
-                    method="percentile", rng=np.random.default_rng(RNG_SEED))  # fmt: skip
+    res = bootstrap(
+        (x, w),
+        _weighted_mean,
+        paired=True,
+        vectorized=True,
+        n_resamples=RESAMPLES,
+        method="percentile",
+        rng=np.random.default_rng(RNG_SEED),
+    )
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
@@ -118,9 +127,14 @@ def paired_test(
         return Comparison(n, diff, None)
     if np.all(d == 0):
         return Comparison(n, diff, 1.0, (0.0, 0.0))
-    res = permutation_test((d,), lambda x, axis=-1: _weighted_mean(x, w, axis), vectorized=True,
-                           permutation_type="samples", n_resamples=RESAMPLES,
-                           rng=np.random.default_rng(RNG_SEED))  # fmt: skip
+    res = permutation_test(
+        (d,),
+        lambda x, axis=-1: _weighted_mean(x, w, axis),
+        vectorized=True,
+        permutation_type="samples",
+        n_resamples=RESAMPLES,
+        rng=np.random.default_rng(RNG_SEED),
+    )
     ci = bootstrap_ci(dict(zip(common, d, strict=True)), weights)
     return Comparison(n, diff, min(1.0, float(res.pvalue)), ci)
 

@@ -64,8 +64,9 @@ class LandmarkTransformer(Transformer):
     def tokenisation(self) -> Tokenisation:
         if self._tokenisation is None:
             config = self.model.config
-            self._tokenisation = Tokenisation(self.tokenizer, max_positions(config),
-                                              causal=is_causal(config))  # fmt: skip
+            self._tokenisation = Tokenisation(
+                self.tokenizer, max_positions(config), causal=is_causal(config)
+            )
         return self._tokenisation
 
     def variant(self) -> Variant:
@@ -92,11 +93,24 @@ class HarnessPooling(Module):
     A pooling with weights of its own (latent_attention, multilayer_attention, gem) keeps them in
     ``self.pooler``, trained with the encoder and saved with the checkpoint."""
 
-    config_keys = ["pooling", "interval", "embedding_dimension", "layers", "n_layers", "pooler_options"]
+    config_keys = [
+        "pooling",
+        "interval",
+        "embedding_dimension",
+        "layers",
+        "n_layers",
+        "pooler_options",
+    ]
 
-    def __init__(self, embedding_dimension: int, pooling: str = "lmk", interval: int = 32,
-                 layers: int = 4, n_layers: int | None = None,
-                 pooler_options: dict[str, Any] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        embedding_dimension: int,
+        pooling: str = "lmk",
+        interval: int = 32,
+        layers: int = 4,
+        n_layers: int | None = None,
+        pooler_options: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         if pooling in ("layer_mean", "native"):
             raise LmkEvalError(f"{pooling} is evaluation-only; train with another pooling")
@@ -127,14 +141,20 @@ class HarnessPooling(Module):
     def get_embedding_dimension(self) -> int:
         return self.embedding_dimension
 
-    def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
+    def save(
+        self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any
+    ) -> None:
         self.save_config(output_path)
         if self.pooler is not None:
             self.save_torch_weights(output_path, safe_serialization=safe_serialization)
 
     @classmethod
     def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any):
-        hub = {k: kwargs[k] for k in ("token", "cache_folder", "revision", "local_files_only") if k in kwargs}
+        hub = {
+            k: kwargs[k]
+            for k in ("token", "cache_folder", "revision", "local_files_only")
+            if k in kwargs
+        }
         config = cls.load_config(model_name_or_path, subfolder=subfolder, **hub)
         module = cls(**config)
         if module.pooler is not None:
@@ -156,8 +176,11 @@ def build_model(base: str, pooling: str, *, max_seq_length: int = 256, **options
     if variant.spec.needs_layers:  # sentence-transformers then passes all_layer_embeddings on
         transformer.model.config.output_hidden_states = True
     pool = HarnessPooling(
-        transformer.get_embedding_dimension(), pooling=pooling, interval=options.get("interval", 32),
-        layers=layers, n_layers=transformer.model.config.num_hidden_layers + 1,
+        transformer.get_embedding_dimension(),
+        pooling=pooling,
+        interval=options.get("interval", 32),
+        layers=layers,
+        n_layers=transformer.model.config.num_hidden_layers + 1,
         pooler_options=pooler_options,
-    )  # fmt: skip
+    )
     return SentenceTransformer(modules=[transformer, pool, Normalize()], device="cpu")

@@ -36,9 +36,21 @@ from .provenance import code_info, differences, file_sha256
 from .records import RECORD_FORMAT, CellIdentity, CellRecord, Part, digest_before_4, upgrade
 
 SCORE_COLUMNS = [
-    "model", "variant", "pooling", "pooling_name", "options", "task", "context", "subset", "split",
-    "max_length", "strategy", "metric", "score", "main",
-]  # fmt: skip
+    "model",
+    "variant",
+    "pooling",
+    "pooling_name",
+    "options",
+    "task",
+    "context",
+    "subset",
+    "split",
+    "max_length",
+    "strategy",
+    "metric",
+    "score",
+    "main",
+]
 LOCK_NAME = ".lock"
 SET_ASIDE = "set-aside"  # where replaced, stale and corrupt cells go
 STORE_FOLDERS = ("cells", SET_ASIDE, "training")  # folders a run directory keeps
@@ -57,19 +69,30 @@ def read_record(path: Path, training: dict[str, dict[str, Any]] | None = None) -
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         what = exc.strerror if isinstance(exc, OSError) else "not valid JSON (truncated?)"
         raise CorruptCell(f"stored cell '{path}' is unreadable: {what}") from None
-    if isinstance(d, dict) and d.get("format", 2) < RECORD_FORMAT and "scores" in (d.get("digests") or {}):
+    if (
+        isinstance(d, dict)
+        and d.get("format", 2) < RECORD_FORMAT
+        and "scores" in (d.get("digests") or {})
+    ):
         if d["digests"]["scores"] != _digest_before_4(d):  # checked as written, before the upgrade
-            raise CorruptCell(f"stored cell '{path}' has scores that differ from the digest written with them (edited?)")
+            raise CorruptCell(
+                f"stored cell '{path}' has scores that differ from the digest written with them (edited?)"
+            )
     try:
         record = CellRecord.model_validate(upgrade(d, training or {}))
     except (ValidationError, LmkEvalError, KeyError, TypeError) as exc:
         first = exc.errors(include_url=False)[0] if isinstance(exc, ValidationError) else None
         where = ".".join(map(str, first["loc"])) if first else ""
         raise CorruptCell(
-            f"stored cell '{path}' is not a cell record" + (f" ({where}: {first['msg']})" if first else "")
+            f"stored cell '{path}' is not a cell record"
+            + (f" ({where}: {first['msg']})" if first else "")
         ) from None
     record.key = path.parent.name
-    _check_files(record, path, written_with_digests=isinstance(d, dict) and d.get("format", 2) >= RECORD_FORMAT)
+    _check_files(
+        record,
+        path,
+        written_with_digests=isinstance(d, dict) and d.get("format", 2) >= RECORD_FORMAT,
+    )
     return record
 
 
@@ -96,21 +119,29 @@ def _check_files(record: CellRecord, path: Path, written_with_digests: bool) -> 
     files = result_files(record, path.parent)
     for file in files.values():
         if not file.is_file():
-            raise CorruptCell(f"stored cell '{path.parent}' lacks mteb's {file.relative_to(path.parent)}")
+            raise CorruptCell(
+                f"stored cell '{path.parent}' lacks mteb's {file.relative_to(path.parent)}"
+            )
     if written_with_digests and "scores" not in record.digests:
-        raise CorruptCell(f"stored cell '{path}' has no digests, which every cell of format {RECORD_FORMAT}"
-                          " is written with (edited?)")  # fmt: skip
+        raise CorruptCell(
+            f"stored cell '{path}' has no digests, which every cell of format {RECORD_FORMAT}"
+            " is written with (edited?)"
+        )
     if not record.digests:
         return
     if "scores" in record.digests and record.digests["scores"] != record.scored_digest():
-        raise CorruptCell(f"stored cell '{path}' has scores that differ from the digest written with them (edited?)")
+        raise CorruptCell(
+            f"stored cell '{path}' has scores that differ from the digest written with them (edited?)"
+        )
     for key, file in files.items():
         try:
             same = record.digests.get(key) == file_sha256(file)
         except OSError as exc:
             raise CorruptCell(f"stored cell '{file}' is unreadable: {exc.strerror}") from None
         if not same:
-            raise CorruptCell(f"stored cell '{file}' differs from the digest written with its cell.json (edited?)")
+            raise CorruptCell(
+                f"stored cell '{file}' differs from the digest written with its cell.json (edited?)"
+            )
 
 
 @dataclass(frozen=True)
@@ -156,8 +187,12 @@ class RunStore:
         cells = (self.sweep() or {}).get("cells")
         if cells is None:
             return None
-        if not isinstance(cells, list) or not all(isinstance(c, dict) and "key" in c for c in cells):
-            raise LmkEvalError(f"'{self.root / 'sweep.json'}' has a malformed cell list; run the sweep again")
+        if not isinstance(cells, list) or not all(
+            isinstance(c, dict) and "key" in c for c in cells
+        ):
+            raise LmkEvalError(
+                f"'{self.root / 'sweep.json'}' has a malformed cell list; run the sweep again"
+            )
         return cells
 
     def records(self, training: dict[str, dict[str, Any]] | None = None) -> list[CellRecord]:
@@ -175,7 +210,9 @@ class RunStore:
             try:
                 out.append(read_record(path, training))
             except CorruptCell as exc:
-                raise LmkEvalError(f"{exc}; run the sweep again to set it aside and recompute it") from None
+                raise LmkEvalError(
+                    f"{exc}; run the sweep again to set it aside and recompute it"
+                ) from None
         return out
 
     def training_records(self) -> dict[str, dict[str, Any]]:
@@ -185,7 +222,9 @@ class RunStore:
             try:
                 out[p.stem] = json.loads(p.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-                raise LmkEvalError(f"training record '{p}' is unreadable; delete it or restore it") from None
+                raise LmkEvalError(
+                    f"training record '{p}' is unreadable; delete it or restore it"
+                ) from None
         return out
 
     def lookup(self, cell: Cell, identity: dict[str, Any]) -> Lookup:
@@ -276,24 +315,40 @@ class RunStore:
         with their digests, built aside and renamed into place."""
         staging = staging_dir(self.root / ".tmp", cell.key()[:40])
         try:
-            record = CellRecord(cell=cell.describe(), identity=CellIdentity(**identity),
-                                produced_by={**code_info(), **({"machine": machine} if machine else {})},
-                                task=cell.task, context=context,
-                                main_score=main_score, main=main, scores=scores, subtasks=subtasks or [],
-                                seconds=None if seconds is None else round(seconds, 2),
-                                zero_grade_queries=zero_grade_queries or {})  # fmt: skip
+            record = CellRecord(
+                cell=cell.describe(),
+                identity=CellIdentity(**identity),
+                produced_by={**code_info(), **({"machine": machine} if machine else {})},
+                task=cell.task,
+                context=context,
+                main_score=main_score,
+                main=main,
+                scores=scores,
+                subtasks=subtasks or [],
+                seconds=None if seconds is None else round(seconds, 2),
+                zero_grade_queries=zero_grade_queries or {},
+            )
             why = record.inconsistency()
             if why:  # never store numbers the report's statistics would contradict
-                raise LmkEvalError(f"cell {cell.key()}: {why}; nothing was stored for it (a change in mteb's"
-                                   " scoring? report it with the mteb version)")  # fmt: skip
+                raise LmkEvalError(
+                    f"cell {cell.key()}: {why}; nothing was stored for it (a change in mteb's"
+                    " scoring? report it with the mteb version)"
+                )
             files = result_files(record, staging)
-            texts = {"task_result": task_result_json,
-                     **{f"task_result/{k}": v for k, v in (subtask_results or {}).items()}}  # fmt: skip
+            texts = {
+                "task_result": task_result_json,
+                **{f"task_result/{k}": v for k, v in (subtask_results or {}).items()},
+            }
             if set(texts) != set(files):
-                raise LmkEvalError(f"cell {cell.key()}: mteb's results of {sorted(texts)} do not match its parts")
+                raise LmkEvalError(
+                    f"cell {cell.key()}: mteb's results of {sorted(texts)} do not match its parts"
+                )
             for name, file in files.items():
                 atomic_write_text(file, texts[name])
-            record.digests = {"scores": record.scored_digest(), **{k: file_sha256(f) for k, f in files.items()}}
+            record.digests = {
+                "scores": record.scored_digest(),
+                **{k: file_sha256(f) for k, f in files.items()},
+            }
             atomic_write_text(staging / "cell.json", record.model_dump_json(indent=1))
             target = self.cell_dir(cell)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -309,8 +364,12 @@ class RunStore:
         """Keep a checkpoint's training record with the results (checkpoints are not committed)."""
         atomic_write_text(self.root / "training" / f"{name}.json", json.dumps(record, indent=1))
 
-    def write_sweep(self, sweep_dict: dict[str, Any], cells: list[Cell],
-                    benchmarks: dict[str, list[str]] | None = None) -> None:  # fmt: skip
+    def write_sweep(
+        self,
+        sweep_dict: dict[str, Any],
+        cells: list[Cell],
+        benchmarks: dict[str, list[str]] | None = None,
+    ) -> None:
         """The sweep as run, its cells (the manifest) and the mteb benchmarks its tasks were named
         by (benchmark -> tasks), which the report averages over."""
         record = {**sweep_dict, "cells": [c.manifest_entry() for c in cells]}
@@ -325,25 +384,28 @@ class RunStore:
             c, v = r.cell, r.variant
             for part in r.scores:  # the task's own entries (an aggregate's: mteb's combined ones)
                 for metric, value in part.scores.items():
-                    rows.append({
-                        "model": c.model,
-                        "variant": v.key(),
-                        "pooling": c.label,
-                        "pooling_name": v.pooling,
-                        "options": json.dumps(v.relevant_options(), sort_keys=True),
-                        "task": r.task,
-                        "context": r.context,
-                        "subset": part.subset,
-                        "split": part.split,
-                        "max_length": v.max_length,
-                        "strategy": v.reading(),
-                        "metric": metric,
-                        "score": value,
-                        "main": metric == r.main_score,
-                    })  # fmt: skip
+                    rows.append(
+                        {
+                            "model": c.model,
+                            "variant": v.key(),
+                            "pooling": c.label,
+                            "pooling_name": v.pooling,
+                            "options": json.dumps(v.relevant_options(), sort_keys=True),
+                            "task": r.task,
+                            "context": r.context,
+                            "subset": part.subset,
+                            "split": part.split,
+                            "max_length": v.max_length,
+                            "strategy": v.reading(),
+                            "metric": metric,
+                            "score": value,
+                            "main": metric == r.main_score,
+                        }
+                    )
         frame = pd.DataFrame(rows, columns=SCORE_COLUMNS)
-        return frame.sort_values(["task", "subset", "split", "max_length", "variant", "model", "metric"],
-                                 kind="stable").reset_index(drop=True)  # fmt: skip
+        return frame.sort_values(
+            ["task", "subset", "split", "max_length", "variant", "model", "metric"], kind="stable"
+        ).reset_index(drop=True)
 
     def write_scores_csv(self) -> Path:
         path = self.root / "scores.csv"

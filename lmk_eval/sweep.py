@@ -68,12 +68,18 @@ class GridSpec(BaseModel):
     tasks: list[str] = Field(min_length=1)
     max_length: list[int] = Field(default_factory=lambda: [512], min_length=1)
     strategy: list[str] = Field(default_factory=lambda: ["truncate"], min_length=1)
-    attention_scale: list[str] | None = Field(default=None, min_length=1)  # None: as LongEmbed runs each strategy
+    attention_scale: list[str] | None = Field(
+        default=None, min_length=1
+    )  # None: as LongEmbed runs each strategy
     se_group: int | None = Field(default=None, ge=1)  # self-extend; None: LongEmbed's Table 6
     se_window: int | None = Field(default=None, ge=1)
-    poolings: list[str] | None = Field(default=None, min_length=1)  # None: all of the sweep's; else these pooling names
+    poolings: list[str] | None = Field(
+        default=None, min_length=1
+    )  # None: all of the sweep's; else these pooling names
 
-    _wrap = field_validator("tasks", "max_length", "strategy", "attention_scale", mode="before")(_listify)
+    _wrap = field_validator("tasks", "max_length", "strategy", "attention_scale", mode="before")(
+        _listify
+    )
 
     _se_group = field_validator("se_group")(check_se_group)
 
@@ -90,7 +96,9 @@ class GridSpec(BaseModel):
     def _self_extend_values(self) -> GridSpec:
         given = [k for k in ("se_group", "se_window") if getattr(self, k) is not None]
         if given and "self-extend" not in self.strategy:
-            raise ValueError(f"{' and '.join(given)} set how self-extend reads; add strategy self-extend or drop them")
+            raise ValueError(
+                f"{' and '.join(given)} set how self-extend reads; add strategy self-extend or drop them"
+            )
         return self
 
     def runs(self, pooling: dict[str, Any]) -> bool:
@@ -100,10 +108,20 @@ class GridSpec(BaseModel):
     def readings(self) -> list[dict[str, Any]]:
         """Every (max_length, strategy, attention scale) of this block as Variant options."""
         scales = self.attention_scale or [None]
-        se = {k: getattr(self, k) for k in ("se_group", "se_window") if getattr(self, k) is not None}
-        return [{"max_length": n, "strategy": strategy, "attention_scale": scale,
-                 **(se if strategy == "self-extend" else {})}
-                for strategy in self.strategy for n in self.max_length for scale in scales]  # fmt: skip
+        se = {
+            k: getattr(self, k) for k in ("se_group", "se_window") if getattr(self, k) is not None
+        }
+        return [
+            {
+                "max_length": n,
+                "strategy": strategy,
+                "attention_scale": scale,
+                **(se if strategy == "self-extend" else {}),
+            }
+            for strategy in self.strategy
+            for n in self.max_length
+            for scale in scales
+        ]
 
 
 class Sweep(BaseModel):
@@ -116,8 +134,12 @@ class Sweep(BaseModel):
     poolings: list[dict[str, Any]] = Field(default_factory=list)
     grids: list[GridSpec] = Field(alias="grid", min_length=1)
     baseline: str | None = None  # None: cls, or the sweep's first pooling when it has no cls
-    token_budget: int | None = Field(default=None, ge=MIN_TOKEN_BUDGET)  # None: 8,192 on a CPU, sized from free GPU memory
-    device: str | None = None  # None: the GPU if torch sees one, else the CPU (never a silent fallback)
+    token_budget: int | None = Field(
+        default=None, ge=MIN_TOKEN_BUDGET
+    )  # None: 8,192 on a CPU, sized from free GPU memory
+    device: str | None = (
+        None  # None: the GPU if torch sees one, else the CPU (never a silent fallback)
+    )
     train: TrainConfig | None = None  # a controlled sweep: train, then evaluate each checkpoint
     # how every model is loaded and fed (lmk_eval.options.EncodeOptions)
     query_prompt: str | None = None
@@ -134,7 +156,9 @@ class Sweep(BaseModel):
     def _shorthand_grid(cls, data: Any) -> Any:
         if isinstance(data, dict) and any(k in data for k in SHORTHAND):
             if "grid" in data:
-                raise ValueError("give either [[grid]] blocks or top-level tasks/max_length/strategy, not both")
+                raise ValueError(
+                    "give either [[grid]] blocks or top-level tasks/max_length/strategy, not both"
+                )
             data = dict(data)
             data["grid"] = [{k: data.pop(k) for k in SHORTHAND if k in data}]
         return data
@@ -143,7 +167,9 @@ class Sweep(BaseModel):
     @classmethod
     def _safe_name(cls, v: str) -> str:
         if len(v) > NAME_LIMIT:
-            raise ValueError(f"{len(v)} characters long; at most {NAME_LIMIT} (it names results/<name>/)")
+            raise ValueError(
+                f"{len(v)} characters long; at most {NAME_LIMIT} (it names results/<name>/)"
+            )
         if not NAME.match(v):
             raise ValueError(
                 f"name {v!r} must be letters, digits, '.', '_', '+' or '-' (it names results/<name>/)"
@@ -160,8 +186,10 @@ class Sweep(BaseModel):
         for i, grid in enumerate(self.grids):
             unknown = sorted(set(grid.poolings or []) - named)
             if unknown:
-                raise ValueError(f"grid {i}: poolings {', '.join(unknown)} are not among the sweep's poolings"
-                                 f" ({', '.join(sorted(n for n in named if n))})")  # fmt: skip
+                raise ValueError(
+                    f"grid {i}: poolings {', '.join(unknown)} are not among the sweep's poolings"
+                    f" ({', '.join(sorted(n for n in named if n))})"
+                )
         return self
 
     def model_poolings(self) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -220,7 +248,9 @@ def find_sweep_file(spec: str | Path) -> Path:
     )
 
 
-def sweep_from_dict(d: Any, default_name: str, where: str = "sweep", names: dict[str, str] | None = None) -> Sweep:
+def sweep_from_dict(
+    d: Any, default_name: str, where: str = "sweep", names: dict[str, str] | None = None
+) -> Sweep:
     """A validated sweep; ``names`` renames schema fields in errors (to the flags that set them)."""
     if isinstance(d, dict) and "name" not in d:
         d = {**d, "name": default_name}
@@ -263,12 +293,16 @@ def check_pooling_tables(poolings: list[dict[str, Any]], where: str) -> None:
             raise LmkEvalError(f"{where}: poolings.{i}: {exc}") from None
         reading = [k for k in extra if k in READING]
         if reading:
-            raise LmkEvalError(f"{where}: poolings.{i}: {', '.join(reading)} is how a document is read, not"
-                               " a pooling option; set it in [[grid]] (or the top-level shorthand)")  # fmt: skip
+            raise LmkEvalError(
+                f"{where}: poolings.{i}: {', '.join(reading)} is how a document is read, not"
+                " a pooling option; set it in [[grid]] (or the top-level shorthand)"
+            )
         if extra:
             pooling = table.get("pooling", "lmk")
-            raise LmkEvalError(f"{where}: poolings.{i}: {', '.join(extra)} does not apply to {pooling}"
-                               f" (it changes nothing there); remove it")  # fmt: skip
+            raise LmkEvalError(
+                f"{where}: poolings.{i}: {', '.join(extra)} does not apply to {pooling}"
+                f" (it changes nothing there); remove it"
+            )
 
 
 def validate(sweep: Sweep, where: str = "sweep") -> None:

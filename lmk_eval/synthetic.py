@@ -106,8 +106,9 @@ def _passkey_split(rng: random.Random, length: int, spec: SyntheticSpec) -> Retr
     return split
 
 
-def _needle_doc(rng: random.Random, fact: str, length: int, depth: float | None,
-                start: int | None = None) -> str:  # fmt: skip
+def _needle_doc(
+    rng: random.Random, fact: str, length: int, depth: float | None, start: int | None = None
+) -> str:
     """A haystack of the length's word budget with ``fact`` inserted; ``start`` fixes the passage
     (shared by the candidates of one length), else each document draws its own."""
     words = haystack_words()

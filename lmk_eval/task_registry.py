@@ -41,7 +41,9 @@ def synthetic_path(kind: str) -> Path:
 
 def write_synthetic(kind: str, splits: dict[str, RetrievalSplit], path: Path) -> None:
     lines = [json.dumps({"split": k, **v.to_json()}, ensure_ascii=False) for k, v in splits.items()]
-    atomic_write_bytes(path, lzma.compress("\n".join(lines).encode("utf-8"), preset=9 | lzma.PRESET_EXTREME))
+    atomic_write_bytes(
+        path, lzma.compress("\n".join(lines).encode("utf-8"), preset=9 | lzma.PRESET_EXTREME)
+    )
 
 
 @lru_cache(maxsize=8)
@@ -89,8 +91,12 @@ class Bundled:
     loader: Callable[[], dict[str, RetrievalSplit]]
     splits: list[str]
     main_score: str
-    files: tuple[str, ...]  # under lmk_eval/data: what the loader reads (its content is the data's identity)
-    construction: str  # how the loader builds the task from those files; change it when the code changes
+    files: tuple[
+        str, ...
+    ]  # under lmk_eval/data: what the loader reads (its content is the data's identity)
+    construction: (
+        str  # how the loader builds the task from those files; change it when the code changes
+    )
     curve: str | None = None  # the published curve (REFERENCE_CURVES) it is calibrated against
 
 
@@ -106,35 +112,89 @@ def _synth(kind: str) -> tuple[str, ...]:
 
 
 BUNDLED: dict[str, Bundled] = {
-    "scifact": Bundled("BEIR SciFact test (300 claims, 5,183 abstracts)",
-                       _beir_loader("scifact"), ["test"], "ndcg_at_10", _SCIFACT_FILES, "full"),
-    "scifact-quick": Bundled("SciFact: first 100 test claims, 400 abstracts (their relevant ones + sampled)",
-                             _beir_loader("scifact", (100, 400)), ["test"], "ndcg_at_10", _SCIFACT_FILES,
-                             "subset(100 queries, 400 docs, seed 0)"),
-    "qmsum": Bundled("QMSum meetings: 1,534 queries -> 232 transcripts (median ~9k words)",
-                     _beir_loader("qmsum"), ["test"], "ndcg_at_10", _QMSUM_FILES, "full"),
-    "qmsum-quick": Bundled("QMSum: first 200 queries, all 232 transcripts",
-                           _beir_loader("qmsum", (200, 232)), ["test"], "ndcg_at_10", _QMSUM_FILES,
-                           "subset(200 queries, 232 docs, seed 0)"),
-    "passkey": Bundled("LongEmbed-style passkey, 256..32768 tokens, 50 queries x 100 docs/length",
-                       _synthetic_loader("passkey", False), _LENGTH_SPLITS, "ndcg_at_1", _synth("passkey"), "full"),
-    "needle": Bundled("LongEmbed-style needle: 100 candidates per length share one public-domain book passage, 256..32768 tokens, 50 x 100",
-                      _synthetic_loader("needle", False), _LENGTH_SPLITS, "ndcg_at_1", _synth("needle"),
-                      "full; shared haystack per length", curve="needle"),
-    "needle-depth": Bundled("needle at depth 0.0, 0.1, ..., 1.0 of 368-token documents (fit whole), 50 x 100",
-                            _synthetic_loader("needle-depth", False), _DEPTH_SPLITS, "ndcg_at_1",
-                            _synth("needle-depth"), "full"),
-    "passkey-quick": Bundled("passkey, 256..4096 tokens, 20 queries x 30 docs/length",
-                             _synthetic_loader("passkey", True), _QUICK_SPLITS, "ndcg_at_1", _synth("passkey"),
-                             "subset(20 queries, 30 docs, seed 0) per length"),
-    "needle-quick": Bundled("needle, 256..4096 tokens, 20 queries x 30 docs/length",
-                            _synthetic_loader("needle", True), _QUICK_SPLITS, "ndcg_at_1", _synth("needle"),
-                            "subset(20 queries, 30 docs, seed 0) per length; shared haystack per length",
-                            curve="needle"),
-    "needle-depth-quick": Bundled("needle at 11 depths of 368-token documents, 10 x 10 per depth",
-                                  _synthetic_loader("needle-depth", True), _DEPTH_SPLITS, "ndcg_at_1",
-                                  _synth("needle-depth"), "subset(10 queries, 10 docs, seed 0) per depth"),
-}  # fmt: skip
+    "scifact": Bundled(
+        "BEIR SciFact test (300 claims, 5,183 abstracts)",
+        _beir_loader("scifact"),
+        ["test"],
+        "ndcg_at_10",
+        _SCIFACT_FILES,
+        "full",
+    ),
+    "scifact-quick": Bundled(
+        "SciFact: first 100 test claims, 400 abstracts (their relevant ones + sampled)",
+        _beir_loader("scifact", (100, 400)),
+        ["test"],
+        "ndcg_at_10",
+        _SCIFACT_FILES,
+        "subset(100 queries, 400 docs, seed 0)",
+    ),
+    "qmsum": Bundled(
+        "QMSum meetings: 1,534 queries -> 232 transcripts (median ~9k words)",
+        _beir_loader("qmsum"),
+        ["test"],
+        "ndcg_at_10",
+        _QMSUM_FILES,
+        "full",
+    ),
+    "qmsum-quick": Bundled(
+        "QMSum: first 200 queries, all 232 transcripts",
+        _beir_loader("qmsum", (200, 232)),
+        ["test"],
+        "ndcg_at_10",
+        _QMSUM_FILES,
+        "subset(200 queries, 232 docs, seed 0)",
+    ),
+    "passkey": Bundled(
+        "LongEmbed-style passkey, 256..32768 tokens, 50 queries x 100 docs/length",
+        _synthetic_loader("passkey", False),
+        _LENGTH_SPLITS,
+        "ndcg_at_1",
+        _synth("passkey"),
+        "full",
+    ),
+    "needle": Bundled(
+        "LongEmbed-style needle: 100 candidates per length share one public-domain book passage, 256..32768 tokens, 50 x 100",
+        _synthetic_loader("needle", False),
+        _LENGTH_SPLITS,
+        "ndcg_at_1",
+        _synth("needle"),
+        "full; shared haystack per length",
+        curve="needle",
+    ),
+    "needle-depth": Bundled(
+        "needle at depth 0.0, 0.1, ..., 1.0 of 368-token documents (fit whole), 50 x 100",
+        _synthetic_loader("needle-depth", False),
+        _DEPTH_SPLITS,
+        "ndcg_at_1",
+        _synth("needle-depth"),
+        "full",
+    ),
+    "passkey-quick": Bundled(
+        "passkey, 256..4096 tokens, 20 queries x 30 docs/length",
+        _synthetic_loader("passkey", True),
+        _QUICK_SPLITS,
+        "ndcg_at_1",
+        _synth("passkey"),
+        "subset(20 queries, 30 docs, seed 0) per length",
+    ),
+    "needle-quick": Bundled(
+        "needle, 256..4096 tokens, 20 queries x 30 docs/length",
+        _synthetic_loader("needle", True),
+        _QUICK_SPLITS,
+        "ndcg_at_1",
+        _synth("needle"),
+        "subset(20 queries, 30 docs, seed 0) per length; shared haystack per length",
+        curve="needle",
+    ),
+    "needle-depth-quick": Bundled(
+        "needle at 11 depths of 368-token documents, 10 x 10 per depth",
+        _synthetic_loader("needle-depth", True),
+        _DEPTH_SPLITS,
+        "ndcg_at_1",
+        _synth("needle-depth"),
+        "subset(10 queries, 10 docs, seed 0) per depth",
+    ),
+}
 
 
 # Published curves the bundled stand-ins are calibrated against: mteb's results for the same model
@@ -161,8 +221,11 @@ def _bundled_identity(name: str) -> Callable[[], dict]:
     def identity() -> dict:
         b = BUNDLED[name]
         root = data_dir("")
-        return {"kind": "bundled", "files": files_digest(root, [root / f for f in b.files]),
-                "construction": b.construction}  # fmt: skip
+        return {
+            "kind": "bundled",
+            "files": files_digest(root, [root / f for f in b.files]),
+            "construction": b.construction,
+        }
 
     return identity
 
@@ -171,8 +234,9 @@ def _build_local(loader, main_score: str, description: str):
     def make(ref: TaskRef):
         from .local_tasks import local_task
 
-        return local_task(ref.name, loader, list(ref.splits), description=description,
-                          main_score=main_score)  # fmt: skip
+        return local_task(
+            ref.name, loader, list(ref.splits), description=description, main_score=main_score
+        )
 
     return make
 
@@ -185,8 +249,13 @@ def _bundled(name: str, splits: tuple[str, ...] | None = None) -> TaskRef:
             f"task '{name}' has no split {', '.join(sorted(unknown))}; it has {', '.join(b.splits)}"
         )
     chosen = tuple(s for s in b.splits if s in set(splits or b.splits))  # the task's own order
-    return TaskRef(name, "bundled", chosen, _build_local(b.loader, b.main_score, b.description),
-                   _bundled_identity(name))  # fmt: skip
+    return TaskRef(
+        name,
+        "bundled",
+        chosen,
+        _build_local(b.loader, b.main_score, b.description),
+        _bundled_identity(name),
+    )
 
 
 def _folder(path: str, split: str) -> TaskRef:
@@ -196,9 +265,17 @@ def _folder(path: str, split: str) -> TaskRef:
     def identity() -> dict:
         return {"kind": "folder", "files": files_digest(folder, beir_files(folder, split))}
 
-    return TaskRef(folder.name, os.path.normpath(path), (split,),
-                   _build_local(lambda: {split: read_beir_folder(folder, split)}, "ndcg_at_10",
-                                f"local BEIR folder {folder}"), identity)  # fmt: skip
+    return TaskRef(
+        folder.name,
+        os.path.normpath(path),
+        (split,),
+        _build_local(
+            lambda: {split: read_beir_folder(folder, split)},
+            "ndcg_at_10",
+            f"local BEIR folder {folder}",
+        ),
+        identity,
+    )
 
 
 def disambiguate(refs: list[TaskRef]) -> dict[tuple, TaskRef]:
@@ -236,9 +313,13 @@ def _parts(spec: str) -> tuple[str, tuple[str, ...] | None, tuple[str, ...] | No
     """(name, subsets, splits) of ``Name[sub1+sub2]:split1+split2``; a folder path keeps its
     colons but the last."""
     found = SPEC.match(spec)
-    if found is None or (found.group("subsets") is not None and not found.group("subsets").strip("+")):
-        raise LmkEvalError(f"task spec '{spec}' is not NAME, NAME:split1+split2 or NAME[subset1+subset2]:split;"
-                           " see `lmk-eval tasks`")  # fmt: skip
+    if found is None or (
+        found.group("subsets") is not None and not found.group("subsets").strip("+")
+    ):
+        raise LmkEvalError(
+            f"task spec '{spec}' is not NAME, NAME:split1+split2 or NAME[subset1+subset2]:split;"
+            " see `lmk-eval tasks`"
+        )
 
     def listed(text: str | None) -> tuple[str, ...] | None:
         return (tuple(x for x in text.split("+") if x) or None) if text is not None else None
@@ -252,9 +333,13 @@ def resolve(spec: str) -> list[TaskRef]:
     from . import mteb_tasks
 
     name, subsets, splits = _parts(spec)
-    local = name in BUNDLED or Path(name).expanduser().exists() or "/" in name or name.startswith(".")
+    local = (
+        name in BUNDLED or Path(name).expanduser().exists() or "/" in name or name.startswith(".")
+    )
     if subsets is not None and local:
-        raise LmkEvalError(f"task '{name}' has no subsets: [..] picks the language subsets of an mteb task")
+        raise LmkEvalError(
+            f"task '{name}' has no subsets: [..] picks the language subsets of an mteb task"
+        )
     if name in BUNDLED:
         return [_bundled(name, splits)]
     if local:

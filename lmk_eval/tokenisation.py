@@ -112,8 +112,14 @@ class Tokenisation:
     refused for them, since a causal model's first token sees nothing after it.
     """
 
-    def __init__(self, tokenizer, max_positions: int, *, causal: bool = False,
-                 landmark_token: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        tokenizer,
+        max_positions: int,
+        *,
+        causal: bool = False,
+        landmark_token: str | None = None,
+    ) -> None:
         self.tokenizer = tokenizer
         self.max_positions = max_positions
         self.causal = causal
@@ -152,7 +158,10 @@ class Tokenisation:
         if not texts:
             return []
         if self._backend is not None:
-            return [e.ids for e in self._backend.encode_batch_fast(list(texts), add_special_tokens=False)]
+            return [
+                e.ids
+                for e in self._backend.encode_batch_fast(list(texts), add_special_tokens=False)
+            ]
         return self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
 
     def _with_prompt(self, texts: Sequence[str], prompt: str) -> list[tuple[list[int], list[int]]]:
@@ -188,7 +197,9 @@ class Tokenisation:
                 lead = (self.prefix if self.causal else [self.cls_id]) + p_ids
                 out.extend(self._landmark(owner, lead, chunks, max_length, variant, strategy))
             elif variant.scheme == "chunk_ends":
-                out.extend(self._chunk_ends(owner, self.prefix + p_ids, chunks, max_length, strategy))
+                out.extend(
+                    self._chunk_ends(owner, self.prefix + p_ids, chunks, max_length, strategy)
+                )
             else:
                 lead = [self.cls_id] + p_ids if p_ids else []
                 out.extend(self._multi_cls(owner, lead, chunks, max_length, strategy))
@@ -223,8 +234,9 @@ class Tokenisation:
         return out
 
     # -- chunking shared by landmark and multi-CLS schemes ----------------------------------
-    def _chunks(self, texts: Sequence[str], split, variant: Variant,
-                limit: int | None = None) -> list[list[list[int]]]:  # fmt: skip
+    def _chunks(
+        self, texts: Sequence[str], split, variant: Variant, limit: int | None = None
+    ) -> list[list[list[int]]]:
         if variant.granularity == "sentence":
             per_text = [split_sentences(t) for t in texts]
             flat = self.content_ids([s for sents in per_text for s in sents])
@@ -249,14 +261,23 @@ class Tokenisation:
             out.append(fixed_chunks(ids, interval))
         return out
 
-    def _landmark(self, owner: int, lead: list[int], chunks: list[list[int]], max_length: int,
-                  variant: Variant, strategy: str) -> list[Window]:  # fmt: skip
+    def _landmark(
+        self,
+        owner: int,
+        lead: list[int],
+        chunks: list[list[int]],
+        max_length: int,
+        variant: Variant,
+        strategy: str,
+    ) -> list[Window]:
         """``lead c1 [L] c2 [L] ... cn [L]`` (placement 'after'; 'before' puts each landmark in
         front of its chunk). With 'after', a truncated input ends with exactly one landmark."""
         before = variant.placement == "before"
         L = self.landmark_id
-        units = [([L] + c, [True] + [False] * len(c)) if before else (c + [L], [False] * len(c) + [True])
-                 for c in chunks or [[]]]  # fmt: skip
+        units = [
+            ([L] + c, [True] + [False] * len(c)) if before else (c + [L], [False] * len(c) + [True])
+            for c in chunks or [[]]
+        ]
         if strategy == "truncate":
             self._room(lead, max_length, 2)
             ids = lead + [t for u in units for t in u[0]]
@@ -278,8 +299,9 @@ class Tokenisation:
             for ids, marks in self._pack(units, room, split_unit)
         ]
 
-    def _multi_cls(self, owner: int, lead: list[int], chunks: list[list[int]], max_length: int,
-                   strategy: str) -> list[Window]:  # fmt: skip
+    def _multi_cls(
+        self, owner: int, lead: list[int], chunks: list[list[int]], max_length: int, strategy: str
+    ) -> list[Window]:
         """``[CLS] c1 [CLS] c2 ... [CLS] cn`` closed by the tokenizer's own suffix ([SEP], </s>);
         every chunk [CLS] is a marker. With a prompt, an unmarked ``[CLS] prompt`` leads. A
         truncated input never ends with a chunk [CLS] that has no content after it."""
@@ -293,15 +315,19 @@ class Tokenisation:
             marks = [m for u in units for m in u[1]][:room]
             while len(marks) > 1 and marks[-1]:  # a chunk [CLS] cut off from its chunk
                 body, marks = body[:-1], marks[:-1]
-            return [Window(owner, lead + body + close, lead_marks + marks + [False] * len(close),
-                           len(lead))]  # fmt: skip
+            return [
+                Window(
+                    owner, lead + body + close, lead_marks + marks + [False] * len(close), len(lead)
+                )
+            ]
         return [
             Window(owner, lead + ids + close, lead_marks + marks + [False] * len(close), len(lead))
             for ids, marks in self._pack(units, room, self._split_cls_unit)
         ]
 
-    def _chunk_ends(self, owner: int, lead: list[int], chunks: list[list[int]], max_length: int,
-                    strategy: str) -> list[Window]:  # fmt: skip
+    def _chunk_ends(
+        self, owner: int, lead: list[int], chunks: list[list[int]], max_length: int, strategy: str
+    ) -> list[Window]:
         """Late chunking: the tokenizer's own ``prefix prompt text suffix`` with nothing inserted,
         the last token of every chunk marked; ``prompt`` counts the whole lead, which belongs to
         no chunk. A truncated input's last text token closes its last (partial) chunk."""

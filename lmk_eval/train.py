@@ -72,7 +72,9 @@ class TrainConfig(BaseModel):
         return Path(self.data) if self.data else data_dir("scifact")
 
 
-def train_config(values: dict[str, Any], where: str, names: dict[str, str] | None = None) -> TrainConfig:
+def train_config(
+    values: dict[str, Any], where: str, names: dict[str, str] | None = None
+) -> TrainConfig:
     """``names``: how the caller spells each field (the CLI's flags), for its error lines."""
     try:
         return TrainConfig.model_validate(values)
@@ -106,26 +108,35 @@ def training_identity(cfg: TrainConfig, pooling: str, seed: int) -> dict[str, An
     """Everything that makes one checkpoint what it is: base model and training data by content,
     every hyper-parameter, the pooling, the seed and the recipe version."""
     folder = cfg.data_folder()
-    return {
-        "base": models.identity(models.resolve_model(cfg.base)),
-        "data": files_digest(folder, beir_files(folder, cfg.split)),
-        "split": cfg.split,
-        "steps": cfg.steps,
-        "batch_size": cfg.batch_size,
-        "learning_rate": cfg.learning_rate,
-        "max_seq_length": cfg.max_seq_length,
-        "eval_interval": cfg.eval_interval,
-        "pooling": pooling,
-        "seed": seed,
-        "recipe": TRAINING_RECIPE,
-    } | ({"precision": cfg.precision} if cfg.precision != "float32" else {}) | (
-        {"pooler": cfg.pooler} if cfg.pooler and make_variant(pooling).spec.weights == "trainable" else {}
+    return (
+        {
+            "base": models.identity(models.resolve_model(cfg.base)),
+            "data": files_digest(folder, beir_files(folder, cfg.split)),
+            "split": cfg.split,
+            "steps": cfg.steps,
+            "batch_size": cfg.batch_size,
+            "learning_rate": cfg.learning_rate,
+            "max_seq_length": cfg.max_seq_length,
+            "eval_interval": cfg.eval_interval,
+            "pooling": pooling,
+            "seed": seed,
+            "recipe": TRAINING_RECIPE,
+        }
+        | ({"precision": cfg.precision} if cfg.precision != "float32" else {})
+        | (
+            {"pooler": cfg.pooler}
+            if cfg.pooler and make_variant(pooling).spec.weights == "trainable"
+            else {}
+        )
     )  # defaults add nothing, so checkpoints trained before these options keep their names
 
 
 def checkpoint_dir(cfg: TrainConfig, pooling: str, seed: int) -> Path:
     """``<output>/<pooling>-seed<N>-<hash>``: a changed training setup gets a new directory."""
-    return Path(cfg.output) / f"{pooling}-seed{seed}-{digest(training_identity(cfg, pooling, seed), 8)}"
+    return (
+        Path(cfg.output)
+        / f"{pooling}-seed{seed}-{digest(training_identity(cfg, pooling, seed), 8)}"
+    )
 
 
 def _done_record(path: Path) -> dict[str, Any] | None:
@@ -219,7 +230,9 @@ def train_one(
     return record
 
 
-def _fit(cfg: TrainConfig, model, pairs: list[dict[str, str]], seed: int, scratch: Path) -> list[float]:
+def _fit(
+    cfg: TrainConfig, model, pairs: list[dict[str, str]], seed: int, scratch: Path
+) -> list[float]:
     """sentence-transformers' trainer, MultipleNegativesRankingLoss over no-duplicate batches;
     the loss of every step."""
     from datasets import Dataset
@@ -246,8 +259,12 @@ def _fit(cfg: TrainConfig, model, pairs: list[dict[str, str]], seed: int, scratc
         bf16=cfg.precision == "bfloat16",
         disable_tqdm=os.environ.get("CI") == "true",
     )
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs),
-                                         loss=MultipleNegativesRankingLoss(model))  # fmt: skip
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(pairs),
+        loss=MultipleNegativesRankingLoss(model),
+    )
     trainer.train()
     return [e["loss"] for e in trainer.state.log_history if "loss" in e]
 
@@ -255,25 +272,29 @@ def _fit(cfg: TrainConfig, model, pairs: list[dict[str, str]], seed: int, scratc
 def model_card(r: dict[str, Any]) -> str:
     c = r["config"]
     losses = r["losses"]
-    return "\n".join([
-        f"# {r['pooling']} checkpoint (seed {r['seed']}) trained by lmk-eval",
-        "",
-        f"- base: {r['base']} ({r['base_path']})",
-        f"- pooling: {r['pooling']}; landmark granularity in training: {r['trained_granularity']};"
-        f" saved for evaluation with: {r['saved_granularity']}"
-        + (f" (interval {c['eval_interval']})" if r["saved_granularity"] == "fixed" else ""),
-        f"- data: {c['data'] or 'bundled SciFact'} split {c['split']}: {r['pairs']} (query, document) pairs",
-        "- loss: MultipleNegativesRankingLoss, in-batch negatives, no-duplicates batches",
-        f"- steps {c['steps']}, batch size {c['batch_size']}, learning rate {c['learning_rate']},"
-        f" 10% warm-up, max_seq_length {c['max_seq_length']}, seed {r['seed']},"
-        f" precision {c.get('precision', 'float32')}",
-        f"- loss first/last step: {losses[0]:.4f} / {losses[-1]:.4f}" if losses else "- no loss logged",
-        f"- wall time: {r['seconds']} s",
-        "",
-        "Load with `SentenceTransformer(dir, trust_remote_code=True)` (sentence-transformers 6 asks",
-        "that for any module outside its namespace) or `lmk_eval.encoder(dir, pooling=...)`.",
-        "",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"# {r['pooling']} checkpoint (seed {r['seed']}) trained by lmk-eval",
+            "",
+            f"- base: {r['base']} ({r['base_path']})",
+            f"- pooling: {r['pooling']}; landmark granularity in training: {r['trained_granularity']};"
+            f" saved for evaluation with: {r['saved_granularity']}"
+            + (f" (interval {c['eval_interval']})" if r["saved_granularity"] == "fixed" else ""),
+            f"- data: {c['data'] or 'bundled SciFact'} split {c['split']}: {r['pairs']} (query, document) pairs",
+            "- loss: MultipleNegativesRankingLoss, in-batch negatives, no-duplicates batches",
+            f"- steps {c['steps']}, batch size {c['batch_size']}, learning rate {c['learning_rate']},"
+            f" 10% warm-up, max_seq_length {c['max_seq_length']}, seed {r['seed']},"
+            f" precision {c.get('precision', 'float32')}",
+            f"- loss first/last step: {losses[0]:.4f} / {losses[-1]:.4f}"
+            if losses
+            else "- no loss logged",
+            f"- wall time: {r['seconds']} s",
+            "",
+            "Load with `SentenceTransformer(dir, trust_remote_code=True)` (sentence-transformers 6 asks",
+            "that for any module outside its namespace) or `lmk_eval.encoder(dir, pooling=...)`.",
+            "",
+        ]
+    )
 
 
 def _cuda() -> bool:

@@ -18,8 +18,16 @@ from . import registry
 from .errors import LmkEvalError, schema_error
 from .scales import parse_scale, self_extend_defaults
 
-__all__ = ["LmkEvalError", "Variant", "make_variant", "POOLINGS", "GRANULARITIES", "STRATEGIES",
-           "PLACEMENTS", "ATTENTION_SCALES"]
+__all__ = [
+    "LmkEvalError",
+    "Variant",
+    "make_variant",
+    "POOLINGS",
+    "GRANULARITIES",
+    "STRATEGIES",
+    "PLACEMENTS",
+    "ATTENTION_SCALES",
+]
 
 POOLINGS: dict[str, str] = {name: p.summary for name, p in registry.POOLINGS.items()}
 
@@ -41,7 +49,14 @@ STRATEGIES: dict[str, str] = {
     "self-extend": "one input of up to max_length tokens, SelfExtend: true relative positions within a neighbour"
     " window, grouped positions beyond it (RoPE models; --se-group / --se-window, default LongEmbed's Table 6)",
 }
-EXTENDING = ("grouped", "recurrent", "interpolate", "rope-ntk", "rope-yarn", "self-extend")  # past the positions in one input
+EXTENDING = (
+    "grouped",
+    "recurrent",
+    "interpolate",
+    "rope-ntk",
+    "rope-yarn",
+    "self-extend",
+)  # past the positions in one input
 ATTENTION_SCALES: dict[str, str] = {
     "none": "attention as trained",
     "logn": "queries x max(1, ln n / ln P) for an input of n > P tokens (LongEmbed; the default under every"
@@ -55,17 +70,28 @@ PLACEMENTS: dict[str, str] = {
     " shorter than one chunk is then seen by no landmark)",
 }
 
-NAMED_CHOICES = {"pooling": ("pooling", POOLINGS), "granularity": ("granularity", GRANULARITIES),
-                 "strategy": ("context strategy", STRATEGIES),
-                 "placement": ("landmark placement", PLACEMENTS)}  # fmt: skip
+NAMED_CHOICES = {
+    "pooling": ("pooling", POOLINGS),
+    "granularity": ("granularity", GRANULARITIES),
+    "strategy": ("context strategy", STRATEGIES),
+    "placement": ("landmark placement", PLACEMENTS),
+}
 DEFAULT_INTERVALS = (32, 64, 128, 256)
-READING = ("max_length", "strategy", "attention_scale", "se_group", "se_window")  # how, not what, it pools
+READING = (
+    "max_length",
+    "strategy",
+    "attention_scale",
+    "se_group",
+    "se_window",
+)  # how, not what, it pools
 MIN_MAX_LENGTH = 3  # [CLS], one content token, one landmark (or the closing [SEP])
 
 
 def check_se_group(v: int | None) -> int | None:
     if v == 1:
-        raise ValueError("a group of 1 groups nothing (self-extend would read as plain truncation); use 2 or more")
+        raise ValueError(
+            "a group of 1 groups nothing (self-extend would read as plain truncation); use 2 or more"
+        )
     return v
 
 
@@ -90,10 +116,14 @@ class Variant:
     max_length: int | None = None
     strategy: str = "truncate"
     normalize: bool = True
-    placement: str = "after"  # lmk: a landmark after each chunk, or before it (authors' decoder script)
+    placement: str = (
+        "after"  # lmk: a landmark after each chunk, or before it (authors' decoder script)
+    )
     include_prompt: bool = True  # pool the prompt's positions too (sentence-transformers' default)
     attention_scale: str | None = None  # None: as LongEmbed runs the strategy (see ``scale``)
-    se_group: int | None = None  # self-extend: None = LongEmbed's Table 6 value for the extension ratio
+    se_group: int | None = (
+        None  # self-extend: None = LongEmbed's Table 6 value for the extension ratio
+    )
     se_window: int | None = None
 
     @field_validator("pooling", "granularity", "strategy", "placement")
@@ -129,9 +159,18 @@ class Variant:
     def _max_length(cls, v: int | None, info: ValidationInfo) -> int | None:
         if v is not None and v < MIN_MAX_LENGTH:
             pooling = info.data.get("pooling")
-            marks = pooling in registry.POOLINGS and registry.POOLINGS[pooling].tokenisation in ("landmark", "multi_cls")
-            holds = "[CLS], a token and a landmark" if marks else "the special tokens around one token of text"
-            raise ValueError(f"max_length {v!r} is too small to hold {holds}; use at least {MIN_MAX_LENGTH}")
+            marks = pooling in registry.POOLINGS and registry.POOLINGS[pooling].tokenisation in (
+                "landmark",
+                "multi_cls",
+            )
+            holds = (
+                "[CLS], a token and a landmark"
+                if marks
+                else "the special tokens around one token of text"
+            )
+            raise ValueError(
+                f"max_length {v!r} is too small to hold {holds}; use at least {MIN_MAX_LENGTH}"
+            )
         return v
 
     @property
@@ -152,7 +191,9 @@ class Variant:
         and SelfExtend options where they are not the defaults, e.g. ``grouped+logn``."""
         out = self.strategy
         if self.strategy == "self-extend":
-            given = [f"{k}={v}" for k, v in (("group", self.se_group), ("window", self.se_window)) if v]
+            given = [
+                f"{k}={v}" for k, v in (("group", self.se_group), ("window", self.se_window)) if v
+            ]
             out += f"({','.join(given)})" if given else ""
         return out + (f"+{self.scale}" if self.scale != "none" else "")
 
@@ -181,7 +222,9 @@ class Variant:
         wanted = set(self.spec.options)
         if self.spec.chunked:
             wanted -= {"interval", "intervals", "seed"}
-            wanted |= {"fixed": {"interval"}, "variable": {"intervals", "seed"}}.get(self.granularity, set())
+            wanted |= {"fixed": {"interval"}, "variable": {"intervals", "seed"}}.get(
+                self.granularity, set()
+            )
         return wanted
 
     def relevant_options(self) -> dict[str, Any]:
@@ -199,7 +242,11 @@ class Variant:
         if self.scale != "none":  # absent = none, so cells stored before scaling existed stay valid
             opts["attention_scale"] = self.scale
         if self.strategy == "self-extend":
-            opts |= {k: getattr(self, k) for k in ("se_group", "se_window") if getattr(self, k) is not None}
+            opts |= {
+                k: getattr(self, k)
+                for k in ("se_group", "se_window")
+                if getattr(self, k) is not None
+            }
         if not self.normalize:
             opts["normalize"] = False
         if not self.include_prompt:
@@ -244,7 +291,11 @@ class Variant:
         """Short human name used as a report column, e.g. ``lmk[fixed/32]``. Every option that
         makes two variants differ shows, so two variants of one report never share a label."""
         opts = self.pooling_options()
-        extra = [_shown(v) for k, v in opts.items() if k in ("granularity", "interval", "intervals", "layers")]
+        extra = [
+            _shown(v)
+            for k, v in opts.items()
+            if k in ("granularity", "interval", "intervals", "layers")
+        ]
         if "seed" in opts and opts["seed"] != 0:
             extra.append(f"seed{opts['seed']}")
         if "placement" in opts:

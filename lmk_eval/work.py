@@ -33,8 +33,12 @@ class ResultSink(Protocol):
     def trained(self, model: str, record: dict[str, Any]) -> None: ...
 
 
-PER_QUERY_PREFIX = {"ndcg_at_": "ndcg_cut_", "map_at_": "map_cut_", "recall_at_": "recall_",
-                    "precision_at_": "P_"}  # fmt: skip
+PER_QUERY_PREFIX = {
+    "ndcg_at_": "ndcg_cut_",
+    "map_at_": "map_cut_",
+    "recall_at_": "recall_",
+    "precision_at_": "P_",
+}
 
 
 def quiet_libraries() -> None:
@@ -54,7 +58,9 @@ def pytrec_measure(main_score: str) -> str | None:
     return None
 
 
-def per_query_scores(task, predictions_file: Path, main_score: str) -> dict[tuple[str, str], dict[str, float]]:
+def per_query_scores(
+    task, predictions_file: Path, main_score: str
+) -> dict[tuple[str, str], dict[str, float]]:
     """(subset, split) -> per-query main-metric values of mteb's saved rankings, by pytrec_eval
     (what mteb itself averages), so the mean over a part's queries is its mteb score."""
     import pytrec_eval
@@ -71,7 +77,9 @@ def per_query_scores(task, predictions_file: Path, main_score: str) -> dict[tupl
         for split, results in splits.items():
             qrels = task.dataset[subset][split]["relevant_docs"]
             if task.ignore_identical_ids:
-                results = {q: {d: s for d, s in docs.items() if d != q} for q, docs in results.items()}
+                results = {
+                    q: {d: s for d, s in docs.items() if d != q} for q, docs in results.items()
+                }
             evaluated = pytrec_eval.RelevanceEvaluator(qrels, {request}).evaluate(results)
             out[(subset, split)] = {q: m[key] for q, m in evaluated.items()}
     return out
@@ -104,7 +112,9 @@ def zero_grade_queries(task) -> dict[str, int]:
                     continue
                 qrels = data["relevant_docs"]
                 zero = sum(1 for docs in qrels.values() if not any(g > 0 for g in docs.values()))
-                name = Part(task=part.metadata.name, subset=subset, split=split, scores={}).label(own)
+                name = Part(task=part.metadata.name, subset=subset, split=split, scores={}).label(
+                    own
+                )
                 if qrels and zero == len(qrels):
                     raise LmkEvalError(
                         f"{own} {name}: no query has a relevant document (every judgement is grade"
@@ -137,30 +147,51 @@ def evaluate_cell(task, encoder) -> Evaluated:
 
     parts = scored_tasks(task)
     with tempfile.TemporaryDirectory(prefix="lmk-eval-pred-") as folder:
-        result = mteb.evaluate(encoder, parts if task.is_aggregate else task, cache=None,
-                               prediction_folder=folder, show_progress_bar=False, co2_tracker=False,
-                               raise_error=True)  # fmt: skip
-        per_query = {p.metadata.name: per_query_scores(p, Path(folder) / f"{p.metadata.name}_predictions.json",
-                                                       p.metadata.main_score)
-                     for p in parts}  # fmt: skip
+        result = mteb.evaluate(
+            encoder,
+            parts if task.is_aggregate else task,
+            cache=None,
+            prediction_folder=folder,
+            show_progress_bar=False,
+            co2_tracker=False,
+            raise_error=True,
+        )
+        per_query = {
+            p.metadata.name: per_query_scores(
+                p, Path(folder) / f"{p.metadata.name}_predictions.json", p.metadata.main_score
+            )
+            for p in parts
+        }
     results = list(result.task_results)
     if not task.is_aggregate:
         return Evaluated(results[0], [], parts_of(results[0], per_query), [])
     combined = task.combine_task_results(results)
-    return Evaluated(combined, results, parts_of(combined, {}), [p for r in results for p in parts_of(r, per_query)])
+    return Evaluated(
+        combined,
+        results,
+        parts_of(combined, {}),
+        [p for r in results for p in parts_of(r, per_query)],
+    )
 
 
-def parts_of(task_result, per_query: dict[str, dict[tuple[str, str], dict[str, float]]]) -> list[Part]:
+def parts_of(
+    task_result, per_query: dict[str, dict[tuple[str, str], dict[str, float]]]
+) -> list[Part]:
     """The entries of an mteb TaskResult as Parts, each with its per-query scores."""
     name = task_result.task_name
     out = []
     for split, entries in task_result.scores.items():
         for entry in entries:
             subset = entry.get("hf_subset", "default")
-            numbers = {k: float(v) for k, v in entry.items()
-                       if isinstance(v, (int, float)) and not isinstance(v, bool)}  # fmt: skip
+            numbers = {
+                k: float(v)
+                for k, v in entry.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
             queries = per_query.get(name, {}).get((subset, split), {})
-            out.append(Part(task=name, subset=subset, split=split, scores=numbers, per_query=queries))
+            out.append(
+                Part(task=name, subset=subset, split=split, scores=numbers, per_query=queries)
+            )
     return out
 
 
@@ -183,7 +214,9 @@ def _characters(corpus) -> tuple[int, int]:
     """(characters of title + " " + text, documents) of a corpus: an mteb Dataset, counted in
     Arrow (a million documents take a second), or id -> {text} from older loaders."""
     if isinstance(corpus, dict):
-        return sum(len(f"{d.get('title') or ''} {d['text']}".strip()) for d in corpus.values()), len(corpus)
+        return sum(
+            len(f"{d.get('title') or ''} {d['text']}".strip()) for d in corpus.values()
+        ), len(corpus)
     import pyarrow.compute as pc
 
     arrow = corpus.with_format("arrow")
@@ -211,8 +244,12 @@ class CellPayload:
     machine: str  # where it was computed (the seconds' machine): accelerator or CPU
 
 
-def compute_group(group: CellGroup, missing: list[Cell], encoder: TextEncoder,
-                  on_start: Callable[[Cell], None] | None = None) -> Iterator[CellPayload]:  # fmt: skip
+def compute_group(
+    group: CellGroup,
+    missing: list[Cell],
+    encoder: TextEncoder,
+    on_start: Callable[[Cell], None] | None = None,
+) -> Iterator[CellPayload]:
     """Score the missing cells of one group with one encoder, sharing its forward passes."""
     from .search import GroupSearch
 
@@ -230,12 +267,24 @@ def compute_group(group: CellGroup, missing: list[Cell], encoder: TextEncoder,
                 on_start(cell)
             cell_started = time.perf_counter()
             found = evaluate_cell(task, search.view(cell.variant))
-            if zero_grade is None:  # the qrels as mteb scored them (some tasks load them in evaluate)
+            if (
+                zero_grade is None
+            ):  # the qrels as mteb scored them (some tasks load them in evaluate)
                 zero_grade = zero_grade_queries(task)
             subtasks = {r.task_name: r.model_dump_json(indent=1) for r in found.subtask_results}
-            yield CellPayload(cell.key(), context, found.task_result.model_dump_json(indent=1), subtasks,
-                              task.metadata.main_score, found.main, found.scores, found.subtasks,
-                              time.perf_counter() - cell_started, zero_grade, machine)  # fmt: skip
+            yield CellPayload(
+                cell.key(),
+                context,
+                found.task_result.model_dump_json(indent=1),
+                subtasks,
+                task.metadata.main_score,
+                found.main,
+                found.scores,
+                found.subtasks,
+                time.perf_counter() - cell_started,
+                zero_grade,
+                machine,
+            )
     finally:
         unload(task)
 
@@ -243,8 +292,14 @@ def compute_group(group: CellGroup, missing: list[Cell], encoder: TextEncoder,
 def make_encoder(sweep: Sweep, model: str, progress: bool = False, **extra: Any) -> TextEncoder:
     from .encoding import TextEncoder  # torch: only once there is something to encode
 
-    return TextEncoder(model, options=sweep.encode_options(), device=sweep.device,
-                       token_budget=sweep.token_budget, progress=progress, **extra)  # fmt: skip
+    return TextEncoder(
+        model,
+        options=sweep.encode_options(),
+        device=sweep.device,
+        token_budget=sweep.token_budget,
+        progress=progress,
+        **extra,
+    )
 
 
 def checkpoint_trainer(sweep: Sweep, sink: ResultSink, log: Callable[[str], None]):

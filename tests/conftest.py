@@ -49,7 +49,10 @@ def tiny(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny-models")
     dirs = build_all(root)
-    st = {name: as_sentence_transformer(d, root / f"{name}-st", NATIVE[name]) for name, d in dirs.items()}
+    st = {
+        name: as_sentence_transformer(d, root / f"{name}-st", NATIVE[name])
+        for name, d in dirs.items()
+    }
     return dirs, st
 
 

@@ -40,7 +40,11 @@ class Repo:
 
 def folder_files(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` by its path relative to it (a model directory, say)."""
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 class FakeHub:
@@ -75,7 +79,9 @@ class FakeHub:
 
 
 _API = re.compile(r"^/api/(models|datasets)/(?P<rest>.+)$")
-_RESOLVE = re.compile(r"^/(?:(?P<kind>datasets)/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
+_RESOLVE = re.compile(
+    r"^/(?:(?P<kind>datasets)/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$"
+)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -86,8 +92,13 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     # -- plumbing -----------------------------------------------------------------------------
-    def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
-              head: bool = False) -> None:  # fmt: skip
+    def _send(
+        self,
+        status: int,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        head: bool = False,
+    ) -> None:
         self.send_response(status)
         for k, v in (headers or {}).items():
             self.send_header(k, v)
@@ -98,8 +109,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _json(self, status: int, payload, headers: dict[str, str] | None = None) -> None:
         body = json.dumps(payload).encode()
-        self._send(status, body, {"Content-Type": "application/json", **(headers or {})},
-                   head=self.command == "HEAD")  # fmt: skip
+        self._send(
+            status,
+            body,
+            {"Content-Type": "application/json", **(headers or {})},
+            head=self.command == "HEAD",
+        )
 
     def _error(self, code: str, message: str) -> None:
         self._json(404, {"error": message}, {"X-Error-Code": code, "X-Error-Message": message})
@@ -130,12 +145,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.fake.requests.append(f"{self.command} {path}")
         api = _API.match(url.path)
         if api:
-            return self._api("model" if api.group(1) == "models" else "dataset", api.group("rest"), url.query)
+            return self._api(
+                "model" if api.group(1) == "models" else "dataset", api.group("rest"), url.query
+            )
         resolve = _RESOLVE.match(url.path)
         if resolve:
             kind = "dataset" if resolve.group("kind") else "model"
-            return self._resolve(kind, unquote(resolve.group("repo")), unquote(resolve.group("rev")),
-                                 unquote(resolve.group("path")))  # fmt: skip
+            return self._resolve(
+                kind,
+                unquote(resolve.group("repo")),
+                unquote(resolve.group("rev")),
+                unquote(resolve.group("path")),
+            )
         self._error("EntryNotFound", f"no route for {path}")
 
     def _api(self, kind: str, rest: str, query: str) -> None:
@@ -165,19 +186,35 @@ class _Handler(BaseHTTPRequestHandler):
     # -- payloads -----------------------------------------------------------------------------
     @staticmethod
     def _info(repo: Repo) -> dict:
-        return {"id": repo.repo_id, "_id": repo.repo_id, "sha": repo.commit, "private": False,
-                "disabled": False, "gated": False, "downloads": 0, "likes": 0, "tags": [],
-                "lastModified": "2024-01-01T00:00:00.000Z", "cardData": {},
-                "siblings": [{"rfilename": p} for p in sorted(repo.files)]}  # fmt: skip
+        return {
+            "id": repo.repo_id,
+            "_id": repo.repo_id,
+            "sha": repo.commit,
+            "private": False,
+            "disabled": False,
+            "gated": False,
+            "downloads": 0,
+            "likes": 0,
+            "tags": [],
+            "lastModified": "2024-01-01T00:00:00.000Z",
+            "cardData": {},
+            "siblings": [{"rfilename": p} for p in sorted(repo.files)],
+        }
 
     @staticmethod
     def _entries(repo: Repo) -> list[dict]:
         """Every file and folder of the tree, as the tree API lists them."""
-        folders = {"/".join(p.split("/")[:i]) for p in repo.files for i in range(1, p.count("/") + 1)}
-        out = [{"type": "directory", "oid": hashlib.sha1(d.encode()).hexdigest(), "size": 0, "path": d}  # noqa: S324
-               for d in sorted(folders)]  # fmt: skip
-        out += [{"type": "file", "oid": git_blob_sha(b), "size": len(b), "path": p}
-                for p, b in sorted(repo.files.items())]  # fmt: skip
+        folders = {
+            "/".join(p.split("/")[:i]) for p in repo.files for i in range(1, p.count("/") + 1)
+        }
+        out = [
+            {"type": "directory", "oid": hashlib.sha1(d.encode()).hexdigest(), "size": 0, "path": d}  # noqa: S324
+            for d in sorted(folders)
+        ]
+        out += [
+            {"type": "file", "oid": git_blob_sha(b), "size": len(b), "path": p}
+            for p, b in sorted(repo.files.items())
+        ]
         return out
 
     def _tree(self, repo: Repo, prefix: str, recursive: bool) -> list[dict]:
@@ -197,8 +234,12 @@ class _Handler(BaseHTTPRequestHandler):
         if data is None:
             self._error("EntryNotFound", f"{path} does not exist on {revision}")
             return
-        headers = {"X-Repo-Commit": repo.commit, "ETag": f'"{git_blob_sha(data)}"',
-                   "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}  # fmt: skip
+        headers = {
+            "X-Repo-Commit": repo.commit,
+            "ETag": f'"{git_blob_sha(data)}"',
+            "Accept-Ranges": "bytes",
+            "Content-Type": "application/octet-stream",
+        }
         status, body = 200, data
         ranged = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", ""))
         if ranged:
@@ -227,9 +268,12 @@ def beir_repo(repo_id: str, commit: str, splits: dict, per_split: bool = False) 
     """mteb's BEIR layout (configs default = qrels per split, corpus, queries) from
     ``{split: RetrievalSplit}``; corpus and queries are the union over splits, or with
     ``per_split`` one split of each per evaluated split (as mteb/LEMBPasskeyRetrieval has them)."""
+
     def rows(kind: str, items: list[dict]) -> bytes:
         if kind == "corpus":
-            return _jsonl([{"_id": d["id"], "title": d.get("title", ""), "text": d["text"]} for d in items])
+            return _jsonl(
+                [{"_id": d["id"], "title": d.get("title", ""), "text": d["text"]} for d in items]
+            )
         return _jsonl([{"_id": q["id"], "text": q["text"]} for q in items])
 
     files, card = {}, {}
@@ -243,8 +287,13 @@ def beir_repo(repo_id: str, commit: str, splits: dict, per_split: bool = False) 
             files[f"{kind}.jsonl"] = rows(kind, list(union.values()))
             card[kind] = {kind: f"{kind}.jsonl"}
     for name, s in splits.items():
-        files[f"qrels/{name}.jsonl"] = _jsonl([{"query-id": q, "corpus-id": d, "score": g}
-                                               for q, docs in s.qrels.items() for d, g in docs.items()])  # fmt: skip
+        files[f"qrels/{name}.jsonl"] = _jsonl(
+            [
+                {"query-id": q, "corpus-id": d, "score": g}
+                for q, docs in s.qrels.items()
+                for d, g in docs.items()
+            ]
+        )
     files["README.md"] = _card({"default": {n: f"qrels/{n}.jsonl" for n in splits}, **card})
     return Repo("dataset", repo_id, commit, files)
 
@@ -264,7 +313,12 @@ def _parquet(rows: list[dict], columns: dict[str, str]) -> bytes:
     return out.getvalue()
 
 
-LONGEMBED_COLUMNS = {"qid": "string", "doc_id": "string", "text": "string", "context_length": "int64"}
+LONGEMBED_COLUMNS = {
+    "qid": "string",
+    "doc_id": "string",
+    "text": "string",
+    "context_length": "int64",
+}
 
 
 def longembed_repo(commit: str, configs: dict[str, dict]) -> Repo:
@@ -274,10 +328,17 @@ def longembed_repo(commit: str, configs: dict[str, dict]) -> Repo:
     for name, by_length in configs.items():
         rows: dict[str, list[dict]] = {"queries": [], "corpus": [], "qrels": []}
         for length, s in by_length.items():
-            rows["queries"] += [{"qid": q["id"], "text": q["text"], "context_length": length} for q in s.queries]
-            rows["corpus"] += [{"doc_id": d["id"], "text": d["text"], "context_length": length} for d in s.corpus]
-            rows["qrels"] += [{"qid": q, "doc_id": d, "context_length": length}
-                              for q, docs in s.qrels.items() for d in docs]  # fmt: skip
+            rows["queries"] += [
+                {"qid": q["id"], "text": q["text"], "context_length": length} for q in s.queries
+            ]
+            rows["corpus"] += [
+                {"doc_id": d["id"], "text": d["text"], "context_length": length} for d in s.corpus
+            ]
+            rows["qrels"] += [
+                {"qid": q, "doc_id": d, "context_length": length}
+                for q, docs in s.qrels.items()
+                for d in docs
+            ]
         for split, r in rows.items():
             files[f"{name}/{split}.parquet"] = _parquet(r, LONGEMBED_COLUMNS)
         card[name] = {split: f"{name}/{split}.parquet" for split in rows}
@@ -288,11 +349,19 @@ def longembed_repo(commit: str, configs: dict[str, dict]) -> Repo:
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(args: list[str], endpoint: str, hf_home: Path, offline: bool = False) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], endpoint: str, hf_home: Path, offline: bool = False
+) -> subprocess.CompletedProcess:
     """``lmk-eval`` in a fresh process, so HF_ENDPOINT and HF_HOME are set before any import."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "MTEB_"))}
     env |= {"HF_ENDPOINT": endpoint, "HF_HOME": str(hf_home), "HF_HUB_DISABLE_TELEMETRY": "1"}
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
-    return subprocess.run([sys.executable, "-m", "lmk_eval.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=1200)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "lmk_eval.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )

@@ -36,9 +36,11 @@ def _scifact(offset: int, prefix: str) -> RetrievalSplit:
     queries = whole.queries[offset * QUERIES : (offset + 1) * QUERIES]
     picked = RetrievalSplit(whole.corpus, queries, {q["id"]: whole.qrels[q["id"]] for q in queries})
     small = subset(picked, QUERIES, DOCUMENTS, seed=offset)
-    return RetrievalSplit([{**d, "id": prefix + d["id"], "text": d["text"][:TEXT_CHARACTERS]} for d in small.corpus],
-                          [{**q, "id": prefix + q["id"]} for q in small.queries],
-                          {prefix + q: {prefix + d: g for d, g in docs.items()} for q, docs in small.qrels.items()})  # fmt: skip
+    return RetrievalSplit(
+        [{**d, "id": prefix + d["id"], "text": d["text"][:TEXT_CHARACTERS]} for d in small.corpus],
+        [{**q, "id": prefix + q["id"]} for q in small.queries],
+        {prefix + q: {prefix + d: g for d, g in docs.items()} for q, docs in small.qrels.items()},
+    )
 
 
 def _by_length(kind: str) -> dict[str, RetrievalSplit]:
@@ -48,27 +50,46 @@ def _by_length(kind: str) -> dict[str, RetrievalSplit]:
     longest = list(splits)[-1]
     out = {}
     for name in splits:
-        s = subset(splits[name if name == longest else "test_256"], LENGTH_QUERIES, LENGTH_DOCUMENTS)
-        out[name] = RetrievalSplit([{**d, "id": f"{name}-{d['id']}"} for d in s.corpus],
-                                   [{**q, "id": f"{name}-{q['id']}"} for q in s.queries],
-                                   {f"{name}-{q}": {f"{name}-{d}": g for d, g in docs.items()}
-                                    for q, docs in s.qrels.items()})  # fmt: skip
+        s = subset(
+            splits[name if name == longest else "test_256"], LENGTH_QUERIES, LENGTH_DOCUMENTS
+        )
+        out[name] = RetrievalSplit(
+            [{**d, "id": f"{name}-{d['id']}"} for d in s.corpus],
+            [{**q, "id": f"{name}-{q['id']}"} for q in s.queries],
+            {
+                f"{name}-{q}": {f"{name}-{d}": g for d, g in docs.items()}
+                for q, docs in s.qrels.items()
+            },
+        )
     return out
 
 
-def multilingual_repo(repo_id: str, commit: str, languages: dict[str, dict[str, RetrievalSplit]]) -> Repo:
+def multilingual_repo(
+    repo_id: str, commit: str, languages: dict[str, dict[str, RetrievalSplit]]
+) -> Repo:
     """mteb's multilingual retrieval layout: per language ``<lang>-corpus`` (split corpus),
     ``<lang>-queries`` (split queries) and ``<lang>-qrels`` (one split per evaluated split)."""
     files, card = {}, {}
     for lang, splits in languages.items():
         corpus = {d["id"]: d for s in splits.values() for d in s.corpus}
         queries = {q["id"]: q for s in splits.values() for q in s.queries}
-        files[f"{lang}/corpus.jsonl"] = _jsonl([{"_id": d["id"], "title": d.get("title", ""), "text": d["text"]}
-                                                for d in corpus.values()])  # fmt: skip
-        files[f"{lang}/queries.jsonl"] = _jsonl([{"_id": q["id"], "text": q["text"]} for q in queries.values()])
+        files[f"{lang}/corpus.jsonl"] = _jsonl(
+            [
+                {"_id": d["id"], "title": d.get("title", ""), "text": d["text"]}
+                for d in corpus.values()
+            ]
+        )
+        files[f"{lang}/queries.jsonl"] = _jsonl(
+            [{"_id": q["id"], "text": q["text"]} for q in queries.values()]
+        )
         for name, s in splits.items():
-            files[f"{lang}/qrels/{name}.jsonl"] = _jsonl([{"query-id": q, "corpus-id": d, "score": g}
-                                                          for q, docs in s.qrels.items() for d, g in docs.items()])  # fmt: skip
+            files[f"{lang}/qrels/{name}.jsonl"] = _jsonl(
+                [
+                    {"query-id": q, "corpus-id": d, "score": g}
+                    for q, docs in s.qrels.items()
+                    for d, g in docs.items()
+                ]
+            )
         card[f"{lang}-corpus"] = {"corpus": f"{lang}/corpus.jsonl"}
         card[f"{lang}-queries"] = {"queries": f"{lang}/queries.jsonl"}
         card[f"{lang}-qrels"] = {name: f"{lang}/qrels/{name}.jsonl" for name in splits}
@@ -92,16 +113,23 @@ def repos_for(task_names: list[str]) -> list[Repo]:
         if path == "dwzhu/LongEmbed":  # read by the task's own load_data, one config per task
             revision = commit
             kind = m.dataset["name"]
-            longembed[kind] = ({int(n.split("_")[1]): s for n, s in _by_length(kind).items()}
-                               if kind in ("passkey", "needle") else {0: _scifact(i, f"{kind}-")})  # fmt: skip
+            longembed[kind] = (
+                {int(n.split("_")[1]): s for n, s in _by_length(kind).items()}
+                if kind in ("passkey", "needle")
+                else {0: _scifact(i, f"{kind}-")}
+            )
         elif m.name == "LEMBPasskeyRetrieval":
             out[(path, commit)] = beir_repo(path, commit, _by_length("passkey"), per_split=True)
         elif m.is_multilingual:
-            languages = {lang: {split: _scifact(i + j, f"{lang}-") for split in m.eval_splits}
-                         for j, lang in enumerate(m.hf_subsets)}  # fmt: skip
+            languages = {
+                lang: {split: _scifact(i + j, f"{lang}-") for split in m.eval_splits}
+                for j, lang in enumerate(m.hf_subsets)
+            }
             out[(path, commit)] = multilingual_repo(path, commit, languages)
         else:
-            out[(path, commit)] = beir_repo(path, commit, {split: _scifact(i, "") for split in m.eval_splits})
+            out[(path, commit)] = beir_repo(
+                path, commit, {split: _scifact(i, "") for split in m.eval_splits}
+            )
     if longembed:
         out[("dwzhu/LongEmbed", revision)] = longembed_repo(revision, longembed)
     return list(out.values())
@@ -113,4 +141,6 @@ def paper_tasks() -> list[str]:
     from lmk_eval.task_registry import resolve_all
 
     sweep = load_sweep("paper")
-    return list(dict.fromkeys(r.base_name or r.name for g in sweep.grids for r in resolve_all(g.tasks)))
+    return list(
+        dict.fromkeys(r.base_name or r.name for g in sweep.grids for r in resolve_all(g.tasks))
+    )

@@ -35,7 +35,9 @@ def mteb_mean(record: CellRecord) -> float:
 def check_cell(record: CellRecord, folder: Path) -> None:
     for part in record.scored_parts():
         assert part.per_query, f"{record.key}: {part.label(record.task)} has no per-query scores"
-        assert abs(fmean(part.per_query.values()) - part.scores[record.main_score]) < TOLERANCE, part
+        assert abs(fmean(part.per_query.values()) - part.scores[record.main_score]) < TOLERANCE, (
+            part
+        )
     saved = TaskResult.model_validate_json((folder / f"{record.task}.json").read_text())
     assert abs(mteb_mean(record) - record.main) < TOLERANCE, record.key
     assert abs(saved.get_score() - record.main) < 1e-9, record.key

@@ -28,10 +28,20 @@ def test_scale_factors_on_hand_built_lengths():
 
 
 def test_self_extend_defaults_follow_longembed_table_6():
-    assert [self_extend_defaults(n, 512) for n in (1024, 2048, 4096)] == [(3, 256), (5, 128), (9, 64)]
-    assert [self_extend_defaults(n, 4096) for n in (8192, 16384, 32768)] == [(3, 2048), (5, 1024), (9, 512)]
+    assert [self_extend_defaults(n, 512) for n in (1024, 2048, 4096)] == [
+        (3, 256),
+        (5, 128),
+        (9, 64),
+    ]
+    assert [self_extend_defaults(n, 4096) for n in (8192, 16384, 32768)] == [
+        (3, 2048),
+        (5, 1024),
+        (9, 512),
+    ]
     g, w = self_extend_defaults(65536, 4096)  # past the table: the grouped positions still fit
-    assert w == 512 and (65536 - 1) // g + w - w // g < 4096 <= (65536 - 1) // (g - 1) + w - w // (g - 1)
+    assert w == 512 and (65536 - 1) // g + w - w // g < 4096 <= (65536 - 1) // (g - 1) + w - w // (
+        g - 1
+    )
 
 
 def test_default_scale_is_logn_where_a_strategy_reads_past_the_positions_and_none_elsewhere():
@@ -40,8 +50,14 @@ def test_default_scale_is_logn_where_a_strategy_reads_past_the_positions_and_non
     assert make_variant("mean", strategy="grouped", attention_scale="none").reading() == "grouped"
     window = make_variant("mean", strategy="window", attention_scale="logn")
     assert window == make_variant("mean", strategy="window")  # every window fits: nothing to scale
-    assert "attention_scale" not in make_variant("mean", strategy="grouped", attention_scale="none").relevant_options()
-    assert make_variant("mean", strategy="grouped", attention_scale="temperature:0.80").reading() == "grouped+temperature:0.8"
+    assert (
+        "attention_scale"
+        not in make_variant("mean", strategy="grouped", attention_scale="none").relevant_options()
+    )
+    assert (
+        make_variant("mean", strategy="grouped", attention_scale="temperature:0.80").reading()
+        == "grouped+temperature:0.8"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +71,15 @@ def small_bert(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bert64")
     tokenizer = BertTokenizerFast.from_pretrained(str(packaged_model_path()))
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, initializer_range=0.3)  # fmt: skip
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        initializer_range=0.3,
+    )
     BertModel(config, add_pooling_layer=False).eval().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -91,8 +114,12 @@ def test_scaled_attention_equals_an_eager_reference_with_scaled_query_weights(sm
     positions = torch.tensor([[i // math.ceil(n / 64) for i in range(n)]])  # grouped, by hand
     with torch.no_grad():  # an explicit mask, as the encoder passes: without one, transformers
         # (5.25 here) reads position ids that do not count up by one as packed sequences
-        hidden = reference(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=positions,
-                           token_type_ids=torch.zeros_like(ids)).last_hidden_state  # fmt: skip
+        hidden = reference(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            position_ids=positions,
+            token_type_ids=torch.zeros_like(ids),
+        ).last_hidden_state
     np.testing.assert_allclose(got[variant][0], _mean(hidden[0]), atol=2e-6)
     assert not np.allclose(got[plain][0], got[variant][0], atol=1e-4)  # the scale changed something
 
@@ -105,8 +132,9 @@ def _reference_self_extend(group: int, window: int, inv_freq: torch.Tensor):
         if getattr(module, "sliding_window", None) is not None:
             from transformers import AttentionInterface
 
-            return AttentionInterface._global_mapping["sdpa"](module, query, key, value, attention_mask,
-                                                                scaling=scaling, **kwargs)  # fmt: skip
+            return AttentionInterface._global_mapping["sdpa"](
+                module, query, key, value, attention_mask, scaling=scaling, **kwargs
+            )
         q, k, v = query.double(), key.double(), value.double()
         k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
         v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
@@ -122,8 +150,13 @@ def _reference_self_extend(group: int, window: int, inv_freq: torch.Tensor):
         q, k = unrotate(q), unrotate(k)
         i, j = pos[:, None], pos[None, :]
         join = window - window // group
-        r = torch.where(i - j >= window, torch.floor(i / group) - torch.floor(j / group) + join,
-                        torch.where(j - i >= window, torch.floor(i / group) - torch.floor(j / group) - join, i - j))  # fmt: skip
+        r = torch.where(
+            i - j >= window,
+            torch.floor(i / group) - torch.floor(j / group) + join,
+            torch.where(
+                j - i >= window, torch.floor(i / group) - torch.floor(j / group) - join, i - j
+            ),
+        )
         angle = r[..., None] * theta  # (n, n, half)
         q1, q2 = q[..., :half].unsqueeze(3), q[..., half:].unsqueeze(3)  # (b, h, n, 1, half)
         k1, k2 = k[..., :half].unsqueeze(2), k[..., half:].unsqueeze(2)  # (b, h, 1, n, half)
@@ -151,17 +184,40 @@ def small_rope_models(tmp_path_factory):
     from lmk_eval.models import packaged_model_path
 
     tokenizer = BertTokenizerFast.from_pretrained(str(packaged_model_path()))
-    size = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 2,
-            "initializer_range": 0.3}  # wide weights: attention far from uniform, positions matter
+    size = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 2,
+        "initializer_range": 0.3,
+    }  # wide weights: attention far from uniform, positions matter
     torch.manual_seed(0)
     models = {
-        "modernbert": ModernBertModel(ModernBertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=64,
-                                                       pad_token_id=0, cls_token_id=101, sep_token_id=102,
-                                                       bos_token_id=101, eos_token_id=102, local_attention=16,
-                                                       global_attn_every_n_layers=2, **size)),
-        "qwen2": Qwen2Model(Qwen2Config(vocab_size=tokenizer.vocab_size, max_position_embeddings=64,
-                                        num_key_value_heads=1, pad_token_id=0, eos_token_id=102, **size)),
-    }  # fmt: skip
+        "modernbert": ModernBertModel(
+            ModernBertConfig(
+                vocab_size=tokenizer.vocab_size,
+                max_position_embeddings=64,
+                pad_token_id=0,
+                cls_token_id=101,
+                sep_token_id=102,
+                bos_token_id=101,
+                eos_token_id=102,
+                local_attention=16,
+                global_attn_every_n_layers=2,
+                **size,
+            )
+        ),
+        "qwen2": Qwen2Model(
+            Qwen2Config(
+                vocab_size=tokenizer.vocab_size,
+                max_position_embeddings=64,
+                num_key_value_heads=1,
+                pad_token_id=0,
+                eos_token_id=102,
+                **size,
+            )
+        ),
+    }
     out = {}
     for name, model in models.items():
         folder = tmp_path_factory.mktemp(name)
@@ -223,10 +279,18 @@ def test_self_extend_runs_at_four_times_the_tiny_models_positions(tiny, family):
 def test_a_stored_variant_reads_back_as_itself_and_an_old_one_as_unscaled():
     from lmk_eval.variants import Variant
 
-    variants = [make_variant("mean", max_length=4096, strategy=s, attention_scale=a, se_group=g)
-                for s in ("window", "grouped", "self-extend") for a in (None, "none", "temperature:0.8") for g in (None, 7)]  # fmt: skip
+    variants = [
+        make_variant("mean", max_length=4096, strategy=s, attention_scale=a, se_group=g)
+        for s in ("window", "grouped", "self-extend")
+        for a in (None, "none", "temperature:0.8")
+        for g in (None, 7)
+    ]
     for v in variants:
         assert Variant.from_options(v.relevant_options()) == v, v.reading()
-    old = {"pooling": "mean", "max_length": 4096, "strategy": "grouped"}  # a cell stored before scales existed
+    old = {
+        "pooling": "mean",
+        "max_length": 4096,
+        "strategy": "grouped",
+    }  # a cell stored before scales existed
     assert Variant.from_options(old).reading() == "grouped"
     assert make_variant(**old).reading() == "grouped+logn"  # asked for now: LongEmbed's default

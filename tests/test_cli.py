@@ -8,15 +8,38 @@ import pytest
 
 from lmk_eval.cli import main
 
-SHIPPED = ["cls", "mean", "max", "lasttoken", "weightedmean", "mean_sqrt_len_tokens", "lmk",
-           "mean_every_k", "multi_cls", "layer_mean", "layer_max_cls", "latent_attention",
-           "multilayer_attention", "gem", "native"]  # fmt: skip
+SHIPPED = [
+    "cls",
+    "mean",
+    "max",
+    "lasttoken",
+    "weightedmean",
+    "mean_sqrt_len_tokens",
+    "lmk",
+    "mean_every_k",
+    "multi_cls",
+    "layer_mean",
+    "layer_max_cls",
+    "latent_attention",
+    "multilayer_attention",
+    "gem",
+    "native",
+]
 
 
 def test_list_names_every_shipped_pooling_and_how_windows_merge(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for name in [*SHIPPED, "fixed", "sentence", "variable", "after", "before", "truncate", "window"]:
+    for name in [
+        *SHIPPED,
+        "fixed",
+        "sentence",
+        "variable",
+        "after",
+        "before",
+        "truncate",
+        "window",
+    ]:
         assert f"  {name} " in out, name
     merges = out.split("under --strategy window:")[1]
     assert "mean_every_k" in merges and "a window shorter than k adds nothing" in merges
@@ -26,8 +49,22 @@ def test_list_names_every_shipped_pooling_and_how_windows_merge(capsys):
 def test_pooling_options_from_flags_apply_before_the_sweep_is_checked(tmp_path, capsys):
     """The command the old code refused: its baseline was resolved before --interval applied."""
     out = tmp_path / "out"
-    code = main(["run", "--pooling", "lmk,mean", "--interval", "64", "--tasks", "passkey-quick:test_256",
-                 "--output", str(out), "--report-dir", str(tmp_path / "reports"), "--no-progress"])  # fmt: skip
+    code = main(
+        [
+            "run",
+            "--pooling",
+            "lmk,mean",
+            "--interval",
+            "64",
+            "--tasks",
+            "passkey-quick:test_256",
+            "--output",
+            str(out),
+            "--report-dir",
+            str(tmp_path / "reports"),
+            "--no-progress",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     frame = pd.read_csv(out / "scores.csv")
     assert set(frame["pooling"]) == {"lmk[fixed/64]", "mean"}
@@ -64,8 +101,14 @@ def test_tasks_lists_bundled_and_online(capsys):
     [
         (["--pooling", "clss"], "unknown pooling 'clss'"),
         (["--interval", "0"], "interval must be an integer >= 1"),
-        (["--max-length", "2"], "max_length 2 is too small to hold the special tokens around one token of text"),
-        (["--max-length", "2", "--pooling", "lmk"], "too small to hold [CLS], a token and a landmark"),
+        (
+            ["--max-length", "2"],
+            "max_length 2 is too small to hold the special tokens around one token of text",
+        ),
+        (
+            ["--max-length", "2", "--pooling", "lmk"],
+            "too small to hold [CLS], a token and a landmark",
+        ),
         (["--model", "./no/such/model"], "model path './no/such/model' does not exist"),
         (["--tasks", "./no/such/folder"], "task folder './no/such/folder' does not exist"),
         (["--config", "tasks/none.toml"], "sweep config 'tasks/none.toml' does not exist"),
@@ -90,10 +133,20 @@ def test_bad_options_give_one_line_and_exit_2(args, message, capsys, tmp_path):
 
 def test_bad_model_path_through_the_real_console_entry_point(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "lmk_eval.cli", "run", "--model", str(tmp_path / "missing"),
-         "--output", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "lmk_eval.cli",
+            "run",
+            "--model",
+            str(tmp_path / "missing"),
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr

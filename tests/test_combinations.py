@@ -34,9 +34,16 @@ def accepted_variants(encoder: TextEncoder) -> list:
     for pooling, granularity, placement, include_prompt, strategy in itertools.product(
         registry.POOLINGS, GRANULARITIES, PLACEMENTS, (True, False), ("window", "truncate")
     ):
-        v = make_variant(pooling, granularity=granularity, placement=placement, interval=8,
-                         intervals=(4, 8, 16), include_prompt=include_prompt, max_length=40,
-                         strategy=strategy)  # fmt: skip
+        v = make_variant(
+            pooling,
+            granularity=granularity,
+            placement=placement,
+            interval=8,
+            intervals=(4, 8, 16),
+            include_prompt=include_prompt,
+            max_length=40,
+            strategy=strategy,
+        )
         try:
             concrete = facts.concrete(v)
             facts.tokenisation.check(concrete)
@@ -79,11 +86,16 @@ def test_labels_and_keys_tell_every_variant_apart(text_encoder, decoder):
 
 
 def test_placements_differ_and_prompt_inclusion_differs(text_encoder):
-    after, before = (make_variant("lmk", interval=8, max_length=40, placement=p) for p in PLACEMENTS)
+    after, before = (
+        make_variant("lmk", interval=8, max_length=40, placement=p) for p in PLACEMENTS
+    )
     mean, no_prompt = (make_variant("mean", max_length=40, include_prompt=i) for i in (True, False))
     out = text_encoder.encode(TEXTS, [after, before, mean, no_prompt], PROMPT)
     assert np.abs(out[after] - out[before]).max() > 1e-3
     assert np.abs(out[mean] - out[no_prompt]).max() > 1e-3
     assert {after.label(), before.label(), mean.label(), no_prompt.label()} == {
-        "lmk[fixed/8]", "lmk[fixed/8/before]", "mean", "mean[no-prompt]"
+        "lmk[fixed/8]",
+        "lmk[fixed/8/before]",
+        "mean",
+        "mean[no-prompt]",
     }

@@ -19,27 +19,53 @@ def planned_and_run(sweep: Sweep):
 
 
 def test_plan_counts_exactly_the_tokens_the_run_encodes(tiny_beir):
-    sweep = Sweep.model_validate({"name": "t", "poolings": [{"pooling": p} for p in ("cls", "mean", "lmk")],
-                                  "grid": [{"tasks": [str(tiny_beir)], "max_length": [64]}]})  # fmt: skip
+    sweep = Sweep.model_validate(
+        {
+            "name": "t",
+            "poolings": [{"pooling": p} for p in ("cls", "mean", "lmk")],
+            "grid": [{"tasks": [str(tiny_beir)], "max_length": [64]}],
+        }
+    )
     cost, encoder = planned_and_run(sweep)
     assert cost.tokens == encoder.stats.real_tokens  # what the run put through the model
-    assert (cost.documents, cost.queries, cost.cells, cost.tokenisations) == (20, 8, 3, 2)  # lmk has its own
+    assert (cost.documents, cost.queries, cost.cells, cost.tokenisations) == (
+        20,
+        8,
+        3,
+        2,
+    )  # lmk has its own
     assert cost.unshared > cost.tokens and cost.counted == "counted"
 
 
 def test_plan_counts_shared_windows_once_as_the_encoder_runs_them():
     """Passkey haystacks repeat one filler: read in windows, most windows are identical."""
-    sweep = Sweep.model_validate({"name": "t", "poolings": [{"pooling": "mean"}, {"pooling": "lmk"}],
-                                  "grid": [{"tasks": ["passkey-quick:test_1024"], "max_length": [256],
-                                            "strategy": ["window"]}]})  # fmt: skip
+    sweep = Sweep.model_validate(
+        {
+            "name": "t",
+            "poolings": [{"pooling": "mean"}, {"pooling": "lmk"}],
+            "grid": [
+                {"tasks": ["passkey-quick:test_1024"], "max_length": [256], "strategy": ["window"]}
+            ],
+        }
+    )
     cost, encoder = planned_and_run(sweep)
     assert encoder.stats.reused_windows > 0  # the data is repetitive: sharing matters
     assert cost.tokens == encoder.stats.real_tokens
 
 
 def test_a_dry_run_of_a_finished_sweep_plans_nothing(tiny_beir, tmp_path, capsys):
-    args = ["--tasks", str(tiny_beir), "--pooling", "mean,cls", "--max-length", "64", "--output", str(tmp_path / "out"),
-            "--no-report", "--no-progress"]  # fmt: skip
+    args = [
+        "--tasks",
+        str(tiny_beir),
+        "--pooling",
+        "mean,cls",
+        "--max-length",
+        "64",
+        "--output",
+        str(tmp_path / "out"),
+        "--no-report",
+        "--no-progress",
+    ]
     assert main(["run", "--dry-run", "--no-measure", *args]) == 0
     assert "2 cells to compute in 1 groups." in capsys.readouterr().out
     assert main(["run", *args]) == 0
@@ -51,8 +77,13 @@ def test_a_dry_run_of_a_finished_sweep_plans_nothing(tiny_beir, tmp_path, capsys
 
 
 def test_the_plan_times_the_tasks_own_texts(tiny_beir):
-    sweep = Sweep.model_validate({"name": "t", "poolings": [{"pooling": "mean"}],
-                                  "grid": [{"tasks": [str(tiny_beir)], "max_length": [64]}]})  # fmt: skip
+    sweep = Sweep.model_validate(
+        {
+            "name": "t",
+            "poolings": [{"pooling": "mean"}],
+            "grid": [{"tasks": [str(tiny_beir)], "max_length": [64]}],
+        }
+    )
     groups = plan(sweep)
     (cost,) = estimate(sweep, [(groups[0], groups[0].cells)])
     assert cost.seconds_here is not None and cost.seconds_here > 0
@@ -63,5 +94,3 @@ def test_flops_per_token_of_bert_base_are_twice_its_85m_layer_weights():
 
     assert flops_per_token(BertConfig(), 0) == 2 * 84_934_656
     assert flops_per_token(BertConfig(), 512) > flops_per_token(BertConfig(), 0)
-
-

@@ -24,8 +24,16 @@ TEXTS = [
     "Short",
     "Ten short texts are enough to test an encoder.",
 ]
-SHARED_POOLINGS = ["cls", "mean", "max", "lasttoken", "weightedmean", "mean_sqrt_len_tokens",
-                   "mean_every_k", "layer_mean"]  # fmt: skip
+SHARED_POOLINGS = [
+    "cls",
+    "mean",
+    "max",
+    "lasttoken",
+    "weightedmean",
+    "mean_sqrt_len_tokens",
+    "mean_every_k",
+    "layer_mean",
+]
 
 
 def variants(*names, **options):
@@ -118,7 +126,10 @@ def test_encoder_accepts_hub_ids_and_local_dirs_without_loading(tmp_path):
 
 def test_hub_model_offline_gives_one_clear_line():
     enc = TextEncoder("nonexistent-org/nonexistent-model")
-    with pytest.raises(lmk_eval.LmkEvalError, match="HF_HUB_OFFLINE is set and hub model .* not in the Hugging Face cache"):
+    with pytest.raises(
+        lmk_eval.LmkEvalError,
+        match="HF_HUB_OFFLINE is set and hub model .* not in the Hugging Face cache",
+    ):
         enc.load()
 
 
@@ -142,7 +153,9 @@ def test_token_budget_is_sized_from_memory_per_token(text_encoder):
     config = text_encoder.facts.config  # MiniLM: hidden 384, intermediate 1536, 12 heads
     per = hardware.bytes_per_token(config, "float32", 512)
     assert per == 4 * (8 * 384 + 2 * 1536) + 4 * 12 * 512  # 49,152 bytes
-    assert hardware.bytes_per_token(config, "bfloat16", 512) == 2 * (8 * 384 + 2 * 1536) + 4 * 12 * 512
+    assert (
+        hardware.bytes_per_token(config, "bfloat16", 512) == 2 * (8 * 384 + 2 * 1536) + 4 * 12 * 512
+    )
     assert hardware.token_budget_for(70 * 2**30, per) == 764_586  # half of 70 GiB
     assert hardware.token_budget_for(10 * 2**40, per) == 1 << 20  # capped
     assert hardware.token_budget_for(2**20, per) == 8192  # never below the CPU budget

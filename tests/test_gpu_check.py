@@ -29,20 +29,30 @@ print("loaded:", sorted({{m.split(".")[0] for m in sys.modules}} & set({BLOCKED!
 
 def test_gpu_check_runs_on_cpu_without_mteb(tmp_path):
     out = tmp_path / "gpu-check.md"
-    done = subprocess.run([sys.executable, "-c", RUNNER, "--device", "cpu", "--tiny", "--output", str(out)],
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", RUNNER, "--device", "cpu", "--tiny", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "loaded: []"
     result = json.loads(out.with_suffix(".json").read_text())
     cases = {(r["model"], r["length"], r["dtype"]) for r in result["speed"]}
-    assert cases == {(m, n, d) for m in ("minilm", "modernbert-base") for n in (128, 1024)
-                     for d in ("float32", "bfloat16")}  # fmt: skip
+    assert cases == {
+        (m, n, d)
+        for m in ("minilm", "modernbert-base")
+        for n in (128, 1024)
+        for d in ("float32", "bfloat16")
+    }
     for r in result["speed"]:
         assert r["tokens"] > 0 and r["raw_tok_s"] > 0 and r["harness_tok_s"] > 0
     from lmk_eval.registry import POOLINGS
 
     expected = {p for p, spec in POOLINGS.items() if not spec.needs_checkpoint and p != "native"}
-    assert set(result["cosine"]) == {f"{m}@{n}" for m in ("minilm", "modernbert-base") for n in (128, 1024)}
+    assert set(result["cosine"]) == {
+        f"{m}@{n}" for m in ("minilm", "modernbert-base") for n in (128, 1024)
+    }
     for case in result["cosine"].values():
         assert set(case) == expected
         # bf16 rounds every activation: close to the float32 direction, and really not float32
@@ -53,6 +63,10 @@ def test_gpu_check_runs_on_cpu_without_mteb(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is there")
 def test_gpu_check_refuses_a_missing_gpu():
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cuda"],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cuda"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr

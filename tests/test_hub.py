@@ -70,8 +70,24 @@ def main_scores(output: Path) -> dict[tuple[str, str, str], float]:
 def online_run(hub, tmp_path_factory):
     root = tmp_path_factory.mktemp("online")
     out = root / "hub-run"
-    done = cli(["run", "--model", MODEL, "--tasks", TASKS, "--pooling", "mean,lmk", "--max-length", "256",
-                "--output", str(out), "--no-report"], hub.endpoint, root / "hf")  # fmt: skip
+    done = cli(
+        [
+            "run",
+            "--model",
+            MODEL,
+            "--tasks",
+            TASKS,
+            "--pooling",
+            "mean,lmk",
+            "--max-length",
+            "256",
+            "--output",
+            str(out),
+            "--no-report",
+        ],
+        hub.endpoint,
+        root / "hf",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return root, out
 
@@ -87,13 +103,34 @@ def test_hub_run_matches_the_same_data_as_local_folders(online_run, data, tmp_pa
             (folder / "qrels" / "test.tsv").rename(folder / "qrels" / f"{split_name}.tsv")
         folders[name] = f"{folder}:{split_name}"
     local = tmp_path / "local-run"
-    done = cli(["run", "--model", str(packaged_model_path()), "--tasks", ",".join(folders.values()),
-                "--pooling", "mean,lmk", "--max-length", "256", "--output", str(local), "--no-report"],
-               "http://127.0.0.1:1", root / "hf")  # fmt: skip
+    done = cli(
+        [
+            "run",
+            "--model",
+            str(packaged_model_path()),
+            "--tasks",
+            ",".join(folders.values()),
+            "--pooling",
+            "mean,lmk",
+            "--max-length",
+            "256",
+            "--output",
+            str(local),
+            "--no-report",
+        ],
+        "http://127.0.0.1:1",
+        root / "hf",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    task_of = {"SciFact": "scifact", "LEMBPasskeyRetrieval": "passkey", "LEMBNeedleRetrieval": "needle"}
+    task_of = {
+        "SciFact": "scifact",
+        "LEMBPasskeyRetrieval": "passkey",
+        "LEMBNeedleRetrieval": "needle",
+    }
     online = {(v, task_of[t], s, m): x for (v, t, s, m), x in main_scores(out).items()}
-    offline = {(v, t.removeprefix("local_"), s, m): x for (v, t, s, m), x in main_scores(local).items()}
+    offline = {
+        (v, t.removeprefix("local_"), s, m): x for (v, t, s, m), x in main_scores(local).items()
+    }
     assert len(online) == 12 and online.keys() == offline.keys()
     assert online == offline
     assert check_run(out) == check_run(local) == 6
@@ -112,47 +149,99 @@ def test_cells_record_the_model_commit_and_the_dataset_revision(online_run):
 def test_offline_run_reuses_the_cache(online_run):
     root, out = online_run
     again = root / "offline-run"
-    done = cli(["run", "--model", MODEL, "--tasks", TASKS, "--pooling", "mean,lmk", "--max-length", "256",
-                "--output", str(again), "--no-report"], "http://127.0.0.1:1", root / "hf", offline=True)  # fmt: skip
+    done = cli(
+        [
+            "run",
+            "--model",
+            MODEL,
+            "--tasks",
+            TASKS,
+            "--pooling",
+            "mean,lmk",
+            "--max-length",
+            "256",
+            "--output",
+            str(again),
+            "--no-report",
+        ],
+        "http://127.0.0.1:1",
+        root / "hf",
+        offline=True,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert main_scores(again) == main_scores(out)
 
 
-@pytest.mark.parametrize("case", ["wrong revision", "missing repo", "missing model", "dead endpoint",
-                                  "offline, not cached"])  # fmt: skip
+@pytest.mark.parametrize(
+    "case",
+    ["wrong revision", "missing repo", "missing model", "dead endpoint", "offline, not cached"],
+)
 def test_hub_failures_end_in_one_line_before_anything_is_written(case, data, tmp_path):
-    args = {"missing repo": ["--tasks", "NFCorpus"], "missing model": ["--model", "lmk-test/nope"]}.get(case, [])
-    base = ["run", "--model", MODEL, "--tasks", "SciFact", "--pooling", "mean", "--max-length", "64"]
+    args = {
+        "missing repo": ["--tasks", "NFCorpus"],
+        "missing model": ["--model", "lmk-test/nope"],
+    }.get(case, [])
+    base = [
+        "run",
+        "--model",
+        MODEL,
+        "--tasks",
+        "SciFact",
+        "--pooling",
+        "mean",
+        "--max-length",
+        "64",
+    ]
     out = tmp_path / "out"
     with FakeHub(repos(data, scifact_commit="7" * 40)) as other:
         endpoint = "http://127.0.0.1:1" if case == "dead endpoint" else other.endpoint
-        done = cli([*base, *args, "--output", str(out)], endpoint, tmp_path / "hf",
-                   offline=case == "offline, not cached")  # fmt: skip
+        done = cli(
+            [*base, *args, "--output", str(out)],
+            endpoint,
+            tmp_path / "hf",
+            offline=case == "offline, not cached",
+        )
     assert done.returncode == 2, done.stderr[-2000:]
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("lmk-eval: error:"), done.stderr
-    expected = {"wrong revision": "no such revision", "missing repo": "no such repository",
-                "missing model": "no such repository", "dead endpoint": "did not answer",
-                "offline, not cached": "not in the Hugging Face cache"}[case]  # fmt: skip
+    expected = {
+        "wrong revision": "no such revision",
+        "missing repo": "no such repository",
+        "missing model": "no such repository",
+        "dead endpoint": "did not answer",
+        "offline, not cached": "not in the Hugging Face cache",
+    }[case]
     assert expected in lines[0]
     assert not out.exists()
 
 
 def _resolved(model: str, endpoint: str, hf_home: Path, offline: bool = False) -> tuple[dict, str]:
-    code = ("import json; from lmk_eval import models; "
-            f"print(json.dumps(models.identity(models.resolve_model({model!r}))))")  # fmt: skip
+    code = (
+        "import json; from lmk_eval import models; "
+        f"print(json.dumps(models.identity(models.resolve_model({model!r}))))"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env |= {"HF_ENDPOINT": endpoint, "HF_HOME": str(hf_home)} | ({"HF_HUB_OFFLINE": "1"} if offline else {})
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    env |= {"HF_ENDPOINT": endpoint, "HF_HOME": str(hf_home)} | (
+        {"HF_HUB_OFFLINE": "1"} if offline else {}
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout), done.stderr
 
 
 def test_the_minilm_hub_id_means_the_hubs_files_when_the_hub_serves_them(hub, tmp_path):
     online, said = _resolved("sentence-transformers/all-MiniLM-L6-v2", hub.endpoint, tmp_path)
-    assert online == {"kind": "hub", "repo": "sentence-transformers/all-MiniLM-L6-v2", "commit": "6" * 40}
+    assert online == {
+        "kind": "hub",
+        "repo": "sentence-transformers/all-MiniLM-L6-v2",
+        "commit": "6" * 40,
+    }
     assert said == ""
-    offline, said = _resolved("sentence-transformers/all-MiniLM-L6-v2", hub.endpoint, tmp_path, offline=True)
+    offline, said = _resolved(
+        "sentence-transformers/all-MiniLM-L6-v2", hub.endpoint, tmp_path, offline=True
+    )
     assert offline["kind"] == "packaged"
     assert said.strip().splitlines() == [
         "lmk-eval: sentence-transformers/all-MiniLM-L6-v2: HF_HUB_OFFLINE is set and the cache does not hold it,"
@@ -164,8 +253,19 @@ def test_the_minilm_hub_id_means_the_hubs_files_when_the_hub_serves_them(hub, tm
 def test_an_offline_rerun_of_an_online_minilm_run_computes_nothing(hub, tmp_path):
     """Offline, the cached snapshot is the model the hub id names; the packaged copy stands in
     only where the cache does not hold it."""
-    args = ["run", "--model", "sentence-transformers/all-MiniLM-L6-v2", "--tasks", "needle-depth-quick:depth_000",
-            "--pooling", "mean", "--output", str(tmp_path / "out"), "--no-report", "--no-progress"]  # fmt: skip
+    args = [
+        "run",
+        "--model",
+        "sentence-transformers/all-MiniLM-L6-v2",
+        "--tasks",
+        "needle-depth-quick:depth_000",
+        "--pooling",
+        "mean",
+        "--output",
+        str(tmp_path / "out"),
+        "--no-report",
+        "--no-progress",
+    ]
     online = cli(args, hub.endpoint, tmp_path / "hf")
     assert online.returncode == 0, online.stderr[-3000:]
     again = cli(args, "http://127.0.0.1:1", tmp_path / "hf", offline=True)
@@ -177,7 +277,9 @@ def test_a_task_id_the_hub_library_rejects_is_said_so(tmp_path):
     from lmk_eval import hub
     from lmk_eval.errors import LmkEvalError
 
-    with pytest.raises(LmkEvalError, match="'aggregate tasks do not have a path' .* is not a valid dataset id"):
+    with pytest.raises(
+        LmkEvalError, match="'aggregate tasks do not have a path' .* is not a valid dataset id"
+    ):
         hub.commit("aggregate tasks do not have a path", "dataset", "1", " (mteb task X)")
 
 
@@ -198,8 +300,9 @@ def test_a_hub_error_is_shortened_at_a_word(monkeypatch):
         hub.commit.__wrapped__("owner/name", "dataset", None, "")
     text = str(caught.value)
     inside = text.split("did not answer (", 1)[1].split(")", 1)[0]
-    assert inside.endswith(" ...") and all(re.fullmatch(r"word\d+", w) for w in inside.removesuffix(" ...").split())
-
+    assert inside.endswith(" ...") and all(
+        re.fullmatch(r"word\d+", w) for w in inside.removesuffix(" ...").split()
+    )
 
 
 def test_export_is_read_back_by_mteb_one_experiment_per_variant(online_run, tmp_path):
@@ -215,22 +318,38 @@ def test_export_is_read_back_by_mteb_one_experiment_per_variant(online_run, tmp_
     records = RunStore(out).records()
     cache = mteb.ResultCache(tmp_path / "mteb")
     loaded = cache.load_results(include_remote=False, load_experiments="match_name")
-    read = {(m.model_name, m.model_revision, m.experiment_name, t.task_name): t.get_score()
-            for m in loaded.model_results for t in m.task_results}  # fmt: skip
+    read = {
+        (m.model_name, m.model_revision, m.experiment_name, t.task_name): t.get_score()
+        for m in loaded.model_results
+        for t in m.task_results
+    }
     metas = {r.key: experiment_meta(r) for r in records}
-    expected = {(MODEL, MODEL_COMMIT[:12], metas[r.key].experiment_name, r.task): r.main for r in records}
+    expected = {
+        (MODEL, MODEL_COMMIT[:12], metas[r.key].experiment_name, r.task): r.main for r in records
+    }
     assert len({k[2] for k in read}) == 2 and len(read) == 6  # mean and lmk, three tasks each
     assert read == pytest.approx(expected, abs=1e-12)
     lmk = next(m for m in metas.values() if m.experiment_kwargs["pooling"] == "lmk")
-    only = cache.load_results(models=[lmk], include_remote=False, experiment_kwargs=lmk.experiment_kwargs)
-    assert {(m.experiment_name, len(m.task_results)) for m in only.model_results} == {(lmk.experiment_name, 3)}
+    only = cache.load_results(
+        models=[lmk], include_remote=False, experiment_kwargs=lmk.experiment_kwargs
+    )
+    assert {(m.experiment_name, len(m.task_results)) for m in only.model_results} == {
+        (lmk.experiment_name, 3)
+    }
 
 
 def test_export_names_the_results_the_leaderboard_will_skip(online_run, tmp_path):
     from lmk_eval.export import export_run, leaderboard_mismatch
 
     _, out = online_run
-    assert export_run(out, tmp_path / "hub").not_on_leaderboard == {}  # served at mteb's pinned revisions
+    assert (
+        export_run(out, tmp_path / "hub").not_on_leaderboard == {}
+    )  # served at mteb's pinned revisions
     bundled = export_run(Path(__file__).parents[1] / "results" / "quick", tmp_path / "bundled")
-    assert set(bundled.not_on_leaderboard) == {"scifact-quick", "passkey-quick", "needle-quick", "needle-depth-quick"}
+    assert set(bundled.not_on_leaderboard) == {
+        "scifact-quick",
+        "passkey-quick",
+        "needle-quick",
+        "needle-depth-quick",
+    }
     assert SCIFACT_REV in leaderboard_mismatch("SciFact", "0" * 40)

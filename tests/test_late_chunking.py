@@ -34,9 +34,15 @@ def test_chunk_ends_mark_the_plain_token_sequence(text_encoder):
     (plain,) = tok.windows([TEXT], make_variant("mean", max_length=12))
     (w,) = tok.windows([TEXT], late)
     assert w.ids == plain.ids  # nothing inserted: the model reads exactly mean's input
-    assert [i for i, m in enumerate(w.markers) if m] == [4, 8, 10]  # every 4 text tokens, the cut one closed
+    assert [i for i, m in enumerate(w.markers) if m] == [
+        4,
+        8,
+        10,
+    ]  # every 4 text tokens, the cut one closed
     assert w.prompt == 1  # the [CLS] in front belongs to no chunk
-    windows = tok.windows([TEXT], make_variant("late_chunking", interval=4, max_length=8, strategy="window"))
+    windows = tok.windows(
+        [TEXT], make_variant("late_chunking", interval=4, max_length=8, strategy="window")
+    )
     assert all(x.markers[-2] for x in windows)  # windows are cut at chunk ends: none straddles two
     assert sum(len(x.ids) - 2 for x in windows) == len(tok.content_ids([TEXT])[0])
 
@@ -49,9 +55,13 @@ def test_late_chunking_vectors_are_the_chunk_means_of_one_forward_pass(text_enco
         hidden = text_encoder.model(input_ids=torch.tensor([w.ids])).last_hidden_state[0]
     ends = [i for i, m in enumerate(w.markers) if m]
     starts = [1] + [e + 1 for e in ends[:-1]]
-    expected = torch.stack([hidden[a : b + 1].mean(dim=0) for a, b in zip(starts, ends, strict=True)])
+    expected = torch.stack(
+        [hidden[a : b + 1].mean(dim=0) for a, b in zip(starts, ends, strict=True)]
+    )
     np.testing.assert_allclose(got.chunks[v][0], expected.numpy(), atol=1e-5)
-    np.testing.assert_allclose(got.vectors[v][0], hidden[1 : ends[-1] + 1].mean(dim=0).numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        got.vectors[v][0], hidden[1 : ends[-1] + 1].mean(dim=0).numpy(), atol=1e-5
+    )
 
 
 def test_best_chunk_scores_take_each_documents_maximum(text_encoder):
@@ -72,18 +82,35 @@ def test_one_chunk_per_document_searches_exactly_as_mteb_ranks_its_vectors(text_
     alone = LmkEncoder(text_encoder, late, model_meta(text_encoder, late))
     reference = evaluate_cell(task, SearchEncoderWrapper(alone))
     for variants in ([late], [make_variant("mean", max_length=128), late]):
-        group = GroupSearch(text_encoder, variants, chunk_bytes=2 * 384 * 4 * 5)  # several corpus chunks
+        group = GroupSearch(
+            text_encoder, variants, chunk_bytes=2 * 384 * 4 * 5
+        )  # several corpus chunks
         result = evaluate_cell(task, group.view(late))
-        assert result.task_result.scores == reference.task_result.scores and result.scores == reference.scores
+        assert (
+            result.task_result.scores == reference.task_result.scores
+            and result.scores == reference.scores
+        )
 
 
 def test_several_chunks_change_the_ranking_and_reranking_is_refused(text_encoder, tiny_beir):
     task = _folder(str(tiny_beir), "test").build()
     task.load_data()
     one, many = (make_variant("late_chunking", interval=k, max_length=128) for k in (10_000, 8))
-    scores = {v: evaluate_cell(task, GroupSearch(text_encoder, [v]).view(v)).task_result.scores for v in (one, many)}
+    scores = {
+        v: evaluate_cell(task, GroupSearch(text_encoder, [v]).view(v)).task_result.scores
+        for v in (one, many)
+    }
     assert scores[one] != scores[many]
     group = GroupSearch(text_encoder, [many])
     with pytest.raises(LmkEvalError, match="reranking"):
-        group.search(many, None, None, task_metadata=task.metadata, hf_split="test", hf_subset="default", top_k=10,
-                     encode_kwargs={}, top_ranked={"q": ["d"]})  # fmt: skip
+        group.search(
+            many,
+            None,
+            None,
+            task_metadata=task.metadata,
+            hf_split="test",
+            hf_subset="default",
+            top_k=10,
+            encode_kwargs={},
+            top_ranked={"q": ["d"]},
+        )

@@ -15,7 +15,10 @@ QUICK = Path(__file__).parents[1] / "results" / "quick"
 def _markdown_rows(md: str) -> dict[str, list[str]]:
     section = md[md.index("## Main scores") :]
     rows = [line for line in section.splitlines() if line.startswith("| ") and "@" in line][:4]
-    return {cells[0]: cells[3:] for cells in ([c.strip() for c in r.strip("|").split("|")] for r in rows)}
+    return {
+        cells[0]: cells[3:]
+        for cells in ([c.strip() for c in r.strip("|").split("|")] for r in rows)
+    }
 
 
 def _latex_rows(tex: str) -> dict[str, list[str]]:
@@ -24,7 +27,10 @@ def _latex_rows(tex: str) -> dict[str, list[str]]:
     out = {}
     for line in rows:
         cells = [c.strip() for c in line.removesuffix(r"\\").split("&")]
-        plain = [re.sub(r"\\textbf\{(.*)\}", r"**\1**", c).replace(r"\textsuperscript{\dag}", "†") for c in cells[1:]]
+        plain = [
+            re.sub(r"\\textbf\{(.*)\}", r"**\1**", c).replace(r"\textsuperscript{\dag}", "†")
+            for c in cells[1:]
+        ]
         out[cells[0]] = [re.sub(r"\*\*(.*?)†\*\*", r"**\1†**", c) for c in plain]
     return out
 

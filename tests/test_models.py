@@ -17,8 +17,12 @@ from lmk_eval.sweep import sweep_from_dict
 from lmk_eval.variants import make_variant
 from tests.tiny_models import NATIVE, PROMPTS, as_sentence_transformer
 
-TEXTS = ["The cat sat on the mat and looked at the birds outside.", "Rain falls mainly in Spain.",
-         "A whale is not a fish, said the narrator, " * 12, "short"]  # fmt: skip
+TEXTS = [
+    "The cat sat on the mat and looked at the birds outside.",
+    "Rain falls mainly in Spain.",
+    "A whale is not a fish, said the narrator, " * 12,
+    "short",
+]
 
 
 def cosine(a, b):
@@ -58,11 +62,16 @@ def test_plain_poolings_equal_sentence_transformers(tiny, tmp_path, family, pool
 def test_include_prompt_false_matches_sentence_transformers(tiny, tmp_path):
     dirs, _ = tiny
     for family, mode in [("modernbert", "mean"), ("qwen2", "mean"), ("roberta", "weightedmean")]:
-        target = as_sentence_transformer(dirs[family], tmp_path / family, mode, include_prompt=False)
+        target = as_sentence_transformer(
+            dirs[family], tmp_path / family, mode, include_prompt=False
+        )
         st = SentenceTransformer(str(target), device="cpu")
         got = ours(target, "native", prompt_type="query")
         assert cosine(got, st.encode(TEXTS, prompt_name="query")).min() > 0.9999, family
-        assert json.loads((target / "1_Pooling" / "config.json").read_text())["include_prompt"] is False
+        assert (
+            json.loads((target / "1_Pooling" / "config.json").read_text())["include_prompt"]
+            is False
+        )
 
 
 def test_prompts_of_a_local_minilm_equal_sentence_transformers(tmp_path):
@@ -84,8 +93,9 @@ def test_mteb_picks_the_prompt_by_its_own_rules(tiny):
     import mteb
 
     _, st_dirs = tiny
-    enc = lmk_eval.encoder(str(st_dirs["qwen2"]), "lasttoken", max_length=64,
-                           query_prompt="Instruct: find it\nQuery: ")  # fmt: skip
+    enc = lmk_eval.encoder(
+        str(st_dirs["qwen2"]), "lasttoken", max_length=64, query_prompt="Instruct: find it\nQuery: "
+    )
     meta = mteb.get_task("SciFact").metadata
     assert enc.prompt(meta, "query") == "Instruct: find it\nQuery: "
     assert enc.prompt(meta, "document") == "passage: "
@@ -99,7 +109,9 @@ def test_landmarks_per_family(tiny):
         tok = inspect_model(resolve_model(str(dirs[family]))).tokenisation
         (w,) = tok.windows(text, make_variant("lmk", interval=4, max_length=64))
         assert not tok.causal and w.ids[0] == tok.tokenizer.cls_token_id
-        assert tok.landmark_id == tok.tokenizer.sep_token_id  # [SEP] for BERT-likes, </s> for RoBERTa
+        assert (
+            tok.landmark_id == tok.tokenizer.sep_token_id
+        )  # [SEP] for BERT-likes, </s> for RoBERTa
         marked = [i for i, m in enumerate(w.markers) if m]
         assert marked[:2] == [5, 10] and w.markers[-1] and w.ids[-1] == tok.landmark_id
     tok = inspect_model(resolve_model(str(dirs["qwen2"]))).tokenisation
@@ -109,7 +121,9 @@ def test_landmarks_per_family(tiny):
     assert after.ids[:4] == tok.content_ids(text)[0][:4]  # no [CLS], no BOS: the text starts
     assert [i for i, m in enumerate(after.markers) if m][:2] == [4, 9] and after.markers[-1]
     assert sum(after.markers) == -(-n // 4)
-    (before,) = tok.windows(text, make_variant("lmk", interval=4, max_length=64, placement="before"))
+    (before,) = tok.windows(
+        text, make_variant("lmk", interval=4, max_length=64, placement="before")
+    )
     assert before.markers[0] and before.ids[0] == tok.landmark_id and not before.markers[-1]
     pad = tok.tokenizer.pad_token_id
     assert pad == tok.landmark_id  # pad is EOS here: landmarks are marked by position, never by id
@@ -120,8 +134,16 @@ def test_decoder_refuses_cls_poolings_before_any_work(tiny, tmp_path):
     for pooling in ("cls", "multi_cls"):
         with pytest.raises(LmkEvalError, match="causal .decoder. model"):
             lmk_eval.encoder(str(dirs["qwen2"]), pooling, max_length=64)
-    sweep = sweep_from_dict({"name": "d", "models": [str(dirs["qwen2"])], "poolings": ["mean", "cls"],
-                             "tasks": ["needle-depth-quick:depth_000"], "max_length": [64]}, "d")  # fmt: skip
+    sweep = sweep_from_dict(
+        {
+            "name": "d",
+            "models": [str(dirs["qwen2"])],
+            "poolings": ["mean", "cls"],
+            "tasks": ["needle-depth-quick:depth_000"],
+            "max_length": [64],
+        },
+        "d",
+    )
     with pytest.raises(LmkEvalError, match="cls pooling on a causal"):
         run_sweep(sweep, tmp_path / "out", progress=False, log=lambda m: None)
     assert not (tmp_path / "out").exists()
@@ -133,17 +155,27 @@ def test_landmark_token_override(tiny):
     enc = lmk_eval.encoder(str(dirs["roberta"]), "lmk", max_length=64, landmark_token="<mask>")
     assert enc.text_encoder.tokenisation.landmark_id == tok.tokenizer.mask_token_id
     with pytest.raises(LmkEvalError, match="is not a single token"):
-        lmk_eval.encoder(str(dirs["roberta"]), "lmk", max_length=64, landmark_token="not-a-token-xyz")
+        lmk_eval.encoder(
+            str(dirs["roberta"]), "lmk", max_length=64, landmark_token="not-a-token-xyz"
+        )
 
 
 @pytest.mark.parametrize("family", list(NATIVE))
 def test_each_family_runs_a_sweep_end_to_end(tiny, tiny_beir, tmp_path, family):
     _, st_dirs = tiny
     poolings = ["native", "mean", "lmk"] + (["lasttoken"] if family == "qwen2" else ["cls"])
-    sweep = sweep_from_dict({"name": family, "models": [str(st_dirs[family])], "poolings": poolings,
-                             "grid": [{"tasks": [str(tiny_beir)], "max_length": [64, 128]},
-                                      {"tasks": ["passkey-quick:test_1024"], "max_length": [256],
-                                       "strategy": "window"}]}, family)  # fmt: skip
+    sweep = sweep_from_dict(
+        {
+            "name": family,
+            "models": [str(st_dirs[family])],
+            "poolings": poolings,
+            "grid": [
+                {"tasks": [str(tiny_beir)], "max_length": [64, 128]},
+                {"tasks": ["passkey-quick:test_1024"], "max_length": [256], "strategy": "window"},
+            ],
+        },
+        family,
+    )
     out = tmp_path / "run"
     summary = run_sweep(sweep, out, progress=False, log=lambda m: None)
     assert summary.computed == len(poolings) * 3
@@ -167,8 +199,16 @@ def test_a_rope_encoder_truncates_at_4096_with_mean_and_lmk(tiny, tmp_path):
     long = " ".join(["Call me Ishmael. Some years ago, never mind how long precisely."] * 400)
     (w,) = tok.windows([long], make_variant("lmk", max_length=4096))
     assert len(w.ids) == 4096 and w.markers[-1] and sum(w.markers) == 4095 // 33 + 1
-    sweep = sweep_from_dict({"name": "rope", "models": [str(dirs["modernbert"])], "poolings": ["mean", "lmk"],
-                             "tasks": ["passkey-quick:test_4096"], "max_length": [512, 4096]}, "rope")  # fmt: skip
+    sweep = sweep_from_dict(
+        {
+            "name": "rope",
+            "models": [str(dirs["modernbert"])],
+            "poolings": ["mean", "lmk"],
+            "tasks": ["passkey-quick:test_4096"],
+            "max_length": [512, 4096],
+        },
+        "rope",
+    )
     out = tmp_path / "run"
     run_sweep(sweep, out, progress=False, log=lambda m: None)
     frame = pd.read_csv(out / "scores.csv")
@@ -187,7 +227,9 @@ def test_native_refuses_what_it_cannot_reproduce(tiny, tmp_path):
     _, st_dirs = tiny
     target = shutil.copytree(st_dirs["roberta"], tmp_path / "dense")
     modules = json.loads((target / "modules.json").read_text())
-    modules.insert(2, {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+    modules.insert(
+        2, {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
+    )
     (target / "modules.json").write_text(json.dumps(modules))
     with pytest.raises(LmkEvalError, match="pipeline has Dense"):
         lmk_eval.encoder(str(target), "native", max_length=64)
@@ -219,20 +261,29 @@ def test_a_real_model_reproduces_its_own_sentence_transformers_retrieval_score(t
     transformer = Transformer(str(packaged_model_path()), max_seq_length=256)
     model = SentenceTransformer(
         modules=[transformer, Pooling(transformer.get_embedding_dimension(), pooling_mode="cls")],
-        prompts=PROMPTS, similarity_fn_name="dot", device="cpu",
-    )  # fmt: skip
+        prompts=PROMPTS,
+        similarity_fn_name="dot",
+        device="cpu",
+    )
     model.save(str(tmp_path / "minilm-e5-style"))
     task = resolve("scifact-quick")[0].build()
     task.load_data()
 
     def score(encoder) -> float:
-        result = mteb.evaluate(encoder, task, cache=None, show_progress_bar=False, co2_tracker=False)
+        result = mteb.evaluate(
+            encoder, task, cache=None, show_progress_bar=False, co2_tracker=False
+        )
         return result.task_results[0].get_score()
 
-    reference = score(mteb.SentenceTransformerEncoderWrapper(
-        SentenceTransformer(str(tmp_path / "minilm-e5-style"), device="cpu")))  # fmt: skip
+    reference = score(
+        mteb.SentenceTransformerEncoderWrapper(
+            SentenceTransformer(str(tmp_path / "minilm-e5-style"), device="cpu")
+        )
+    )
     harness = lmk_eval.encoder(str(tmp_path / "minilm-e5-style"), "native", max_length=256)
     assert harness.mteb_model_meta.similarity_fn_name == "dot" and harness.model_prompts == PROMPTS
     ours_score = score(harness)
-    print(f"SciFact-quick nDCG@10: sentence-transformers {reference:.5f}, lmk-eval native {ours_score:.5f}")
+    print(
+        f"SciFact-quick nDCG@10: sentence-transformers {reference:.5f}, lmk-eval native {ours_score:.5f}"
+    )
     assert round(ours_score, 3) == round(reference, 3)

@@ -22,7 +22,9 @@ def test_gem_and_layer_max_cls_by_hand():
     mask = torch.tensor([[1, 1, 0]])
     torch.testing.assert_close(pooling.gem(hidden, mask, 1.0), pooling.mean(hidden, mask))
     # p = 3: m = mean(1, 27) = 14 -> 14^(1/3); second column mean(-8, 64) = 28 -> 28^(1/3)
-    torch.testing.assert_close(pooling.gem(hidden, mask, 3.0), torch.tensor([[14 ** (1 / 3), 28 ** (1 / 3)]]))
+    torch.testing.assert_close(
+        pooling.gem(hidden, mask, 3.0), torch.tensor([[14 ** (1 / 3), 28 ** (1 / 3)]])
+    )
     big = pooling.gem(hidden, mask, 60.0)
     assert math.isclose(float(big[0, 0]), 3.0, rel_tol=0.03)  # towards max |x| of real tokens
     layers = torch.stack([hidden, hidden * -1, hidden * 2])
@@ -41,10 +43,19 @@ def test_untrained_poolers_are_refused_and_training_free_ones_run():
 
 @pytest.fixture(scope="module")
 def trained(train_folder, tmp_path_factory):  # noqa: F811
-    cfg = TrainConfig(poolings=["latent_attention", "multilayer_attention", "gem", "layer_max_cls"],
-                      data=str(train_folder), steps=3, batch_size=8, learning_rate=1e-4, max_seq_length=64,
-                      pooler={"latents": 16, "heads": 4}, output=str(tmp_path_factory.mktemp("ckpt")))  # fmt: skip
-    with pytest.raises(LmkEvalError, match=r"\['latents'\] are not options of multilayer_attention"):
+    cfg = TrainConfig(
+        poolings=["latent_attention", "multilayer_attention", "gem", "layer_max_cls"],
+        data=str(train_folder),
+        steps=3,
+        batch_size=8,
+        learning_rate=1e-4,
+        max_seq_length=64,
+        pooler={"latents": 16, "heads": 4},
+        output=str(tmp_path_factory.mktemp("ckpt")),
+    )
+    with pytest.raises(
+        LmkEvalError, match=r"\['latents'\] are not options of multilayer_attention"
+    ):
         train_all(cfg.model_copy(update={"poolings": ["multilayer_attention"]}), log=lambda m: None)
     cfg = cfg.model_copy(update={"pooler": {}})  # each pooler's own defaults
     records = train_all(cfg, log=lambda m: None)
@@ -78,8 +89,23 @@ def test_the_trained_pooler_moved_and_was_saved(trained):
 def test_train_cli_writes_a_latent_attention_checkpoint(train_folder, tmp_path):  # noqa: F811
     from sentence_transformers import SentenceTransformer
 
-    code = main(["train", "--pooling", "latent_attention", "--steps", "3", "--batch-size", "8",
-                 "--max-seq-length", "64", "--data", str(train_folder), "--output", str(tmp_path)])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--pooling",
+            "latent_attention",
+            "--steps",
+            "3",
+            "--batch-size",
+            "8",
+            "--max-seq-length",
+            "64",
+            "--data",
+            str(train_folder),
+            "--output",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     (path,) = [p for p in tmp_path.iterdir() if p.name.startswith("latent_attention-seed0-")]
     st = SentenceTransformer(str(path), device="cpu", trust_remote_code=True).encode(TEXTS)

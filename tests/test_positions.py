@@ -13,7 +13,12 @@ from lmk_eval.variants import make_variant
 
 SHORT = ["A cat sat on the mat.", "Landmark pooling averages separator states. " * 8, "short"]
 EXTENDING = ["window", "grouped", "recurrent", "interpolate"]
-SCALES = [None, "none", "logn", "temperature:0.8"]  # None: the strategy's default (logn where it extends)
+SCALES = [
+    None,
+    "none",
+    "logn",
+    "temperature:0.8",
+]  # None: the strategy's default (logn where it extends)
 
 
 def test_remap_formulas_on_hand_built_inputs():
@@ -39,11 +44,17 @@ def test_position_ids_per_row_by_its_own_length(text_encoder):
     assert (kwargs["token_type_ids"] == 0).all()
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean", "lmk", "multi_cls", "max", "lasttoken", "layer_mean"])
+@pytest.mark.parametrize(
+    "pooling", ["cls", "mean", "lmk", "multi_cls", "max", "lasttoken", "layer_mean"]
+)
 def test_every_strategy_equals_truncate_where_the_text_fits(text_encoder, pooling):
     truncate = make_variant(pooling, max_length=512)
     reference = text_encoder.encode(SHORT, [truncate])[truncate]
-    variants = [make_variant(pooling, max_length=4096, strategy=s, attention_scale=a) for s in EXTENDING for a in SCALES]
+    variants = [
+        make_variant(pooling, max_length=4096, strategy=s, attention_scale=a)
+        for s in EXTENDING
+        for a in SCALES
+    ]
     assert {v.scale for v in variants} == {"none", "logn", "temperature:0.8"}
     out = text_encoder.encode(SHORT, variants)
     for v in variants:
@@ -51,7 +62,9 @@ def test_every_strategy_equals_truncate_where_the_text_fits(text_encoder, poolin
 
 
 def test_long_inputs_are_really_extended(text_encoder):
-    long = [" ".join(["Call me Ishmael, said the narrator of the long book."] * 120)]  # ~1,300 tokens
+    long = [
+        " ".join(["Call me Ishmael, said the narrator of the long book."] * 120)
+    ]  # ~1,300 tokens
     out = {}
     for strategy in ("grouped", "recurrent", "interpolate"):
         v = make_variant("mean", max_length=1024, strategy=strategy)
@@ -72,21 +85,38 @@ def test_a_window_above_the_model_reads_that_many_text_tokens_in_model_sized_win
     assert n > 1000 and all(len(w.ids) <= 512 for w in windows)
     assert sum(len(w.ids) - 2 for w in windows) == 1000  # [CLS] ... [SEP] around each window
     lmk = tok.windows(long, make_variant("lmk", max_length=1000, strategy="window"))
-    assert sum(len(w.ids) - 1 - sum(w.markers) for w in lmk) == 1000 and all(len(w.ids) <= 512 for w in lmk)
+    assert sum(len(w.ids) - 1 - sum(w.markers) for w in lmk) == 1000 and all(
+        len(w.ids) <= 512 for w in lmk
+    )
 
 
 def test_strategies_on_a_sweep_with_an_offset_model_and_the_report(tmp_path):
     """The bar's command on its 256-token split: every strategy scores exactly as window."""
     from lmk_eval.report import write_report
 
-    sweep = sweep_from_dict({"name": "ext", "poolings": ["mean", "lmk"], "tasks": ["passkey-quick:test_256+test_512"],
-                             "max_length": [1024], "strategy": EXTENDING}, "ext")  # fmt: skip
+    sweep = sweep_from_dict(
+        {
+            "name": "ext",
+            "poolings": ["mean", "lmk"],
+            "tasks": ["passkey-quick:test_256+test_512"],
+            "max_length": [1024],
+            "strategy": EXTENDING,
+        },
+        "ext",
+    )
     out = tmp_path / "run"
     run_sweep(sweep, out, progress=False, log=lambda m: None)
     frame = pd.read_csv(out / "scores.csv")
     main = frame[frame["main"]]
-    at_256 = main[main["split"] == "test_256"].pivot_table(index="pooling", columns="strategy", values="score")
-    readings = ["window", "grouped+logn", "recurrent+logn", "interpolate+logn"]  # logn: LongEmbed's default
+    at_256 = main[main["split"] == "test_256"].pivot_table(
+        index="pooling", columns="strategy", values="score"
+    )
+    readings = [
+        "window",
+        "grouped+logn",
+        "recurrent+logn",
+        "interpolate+logn",
+    ]  # logn: LongEmbed's default
     assert set(at_256.columns) == set(readings)
     for reading in readings:
         assert (at_256[reading] == at_256["window"]).all(), reading
@@ -100,9 +130,17 @@ def test_absolute_strategies_refuse_a_rope_model_before_any_work(tmp_path):
     from tests.tiny_models import build_modernbert
 
     model = build_modernbert(tmp_path / "mb")
-    sweep = sweep_from_dict({"name": "r", "models": [str(model)], "poolings": ["mean"],
-                             "tasks": ["needle-depth-quick:depth_000"], "max_length": [1024],
-                             "strategy": ["grouped"]}, "r")  # fmt: skip
+    sweep = sweep_from_dict(
+        {
+            "name": "r",
+            "models": [str(model)],
+            "poolings": ["mean"],
+            "tasks": ["needle-depth-quick:depth_000"],
+            "max_length": [1024],
+            "strategy": ["grouped"],
+        },
+        "r",
+    )
     with pytest.raises(LmkEvalError, match="uses rotary positions"):
         run_sweep(sweep, tmp_path / "out", progress=False, log=lambda m: None)
     assert not (tmp_path / "out").exists()
@@ -139,32 +177,48 @@ def test_rope_config_scales_the_global_rotary_base_or_sets_yarn(rope_model):
     ntk = rope_config(config, "rope-ntk", 16384, 4096)
     dim = config.hidden_size // config.num_attention_heads
     theta = config.rope_parameters["full_attention"]["rope_theta"]
-    assert ntk.rope_parameters["full_attention"]["rope_theta"] == pytest.approx(theta * 4 ** (dim / (dim - 2)))
+    assert ntk.rope_parameters["full_attention"]["rope_theta"] == pytest.approx(
+        theta * 4 ** (dim / (dim - 2))
+    )
     assert ntk.rope_parameters["sliding_attention"] == config.rope_parameters["sliding_attention"]
     yarn = rope_config(config, "rope-yarn", 16384, 4096)
     assert yarn.rope_parameters["full_attention"] | {"rope_theta": 0} == {
-        "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4096, "rope_theta": 0}  # fmt: skip
-    assert config.rope_parameters["full_attention"]["rope_type"] == "default"  # the original is untouched
+        "rope_type": "yarn",
+        "factor": 4.0,
+        "original_max_position_embeddings": 4096,
+        "rope_theta": 0,
+    }
+    assert (
+        config.rope_parameters["full_attention"]["rope_type"] == "default"
+    )  # the original is untouched
 
 
 def test_rope_strategies_extend_long_inputs_and_leave_short_ones_exact(rope_model):
     import lmk_eval
 
-    long = [" ".join(["Call me Ishmael, said the narrator of the long book."] * 500)]  # ~6,000 tokens
+    long = [
+        " ".join(["Call me Ishmael, said the narrator of the long book."] * 500)
+    ]  # ~6,000 tokens
     short = ["A cat sat on the mat.", "short"]
     reference = lmk_eval.encoder(str(rope_model), "mean", max_length=4096)
     got = {}
     for strategy in ("rope-ntk", "rope-yarn"):
-        enc = lmk_eval.encoder(str(rope_model), "mean", max_length=8192, strategy=strategy, attention_scale="none")
+        enc = lmk_eval.encoder(
+            str(rope_model), "mean", max_length=8192, strategy=strategy, attention_scale="none"
+        )
         assert np.array_equal(enc.encode(short), reference.encode(short)), strategy
         got[strategy] = enc.encode(long)
         assert len(enc.text_encoder._extended_models) == 1  # long inputs went to the scaled copy
     assert not np.allclose(got["rope-ntk"], got["rope-yarn"])
     for strategy in ("rope-ntk", "rope-yarn", "self-extend"):
         for scale in (None, "temperature:0.9"):
-            enc = lmk_eval.encoder(str(rope_model), "mean", max_length=8192, strategy=strategy, attention_scale=scale)
+            enc = lmk_eval.encoder(
+                str(rope_model), "mean", max_length=8192, strategy=strategy, attention_scale=scale
+            )
             assert np.array_equal(enc.encode(short), reference.encode(short)), (strategy, scale)
-    logn = lmk_eval.encoder(str(rope_model), "mean", max_length=8192, strategy="rope-ntk").encode(long)
+    logn = lmk_eval.encoder(str(rope_model), "mean", max_length=8192, strategy="rope-ntk").encode(
+        long
+    )
     assert not np.allclose(logn, got["rope-ntk"])  # the default logn scales the long input
     with pytest.raises(LmkEvalError, match="this model has none"):
         lmk_eval.encoder(None, "mean", max_length=1024, strategy="rope-ntk")  # MiniLM: absolute
@@ -174,25 +228,61 @@ def test_best_strategy_table_names_every_strategy_that_ties():
     from lmk_eval.report import best_strategy_table
 
     scores = {  # (strategy, length) -> score; at 256 every strategy reads the same input
-        ("window", 256): 0.9, ("grouped", 256): 0.9, ("recurrent", 256): 0.9,
-        ("window", 1024): 0.6, ("grouped", 1024): 0.8, ("recurrent", 1024): 0.8,
-        ("window", 4096): 0.7, ("grouped", 4096): 0.5, ("recurrent", 4096): 0.4,
-    }  # fmt: skip
-    frame = pd.DataFrame([{"model": "m", "task": "passkey", "split": f"test_{n}", "pooling": "mean",
-                           "strategy": s, "max_length": 4096, "score": v}
-                          for (s, n), v in scores.items()])  # fmt: skip
+        ("window", 256): 0.9,
+        ("grouped", 256): 0.9,
+        ("recurrent", 256): 0.9,
+        ("window", 1024): 0.6,
+        ("grouped", 1024): 0.8,
+        ("recurrent", 1024): 0.8,
+        ("window", 4096): 0.7,
+        ("grouped", 4096): 0.5,
+        ("recurrent", 4096): 0.4,
+    }
+    frame = pd.DataFrame(
+        [
+            {
+                "model": "m",
+                "task": "passkey",
+                "split": f"test_{n}",
+                "pooling": "mean",
+                "strategy": s,
+                "max_length": 4096,
+                "score": v,
+            }
+            for (s, n), v in scores.items()
+        ]
+    )
     row = best_strategy_table(frame, ["mean"], {"mean": "mean"}).splitlines()[-1]
-    assert row.split("|")[3:6] == [" all tied (90.0) ", " grouped = recurrent (80.0) ", " window (70.0) "]
+    assert row.split("|")[3:6] == [
+        " all tied (90.0) ",
+        " grouped = recurrent (80.0) ",
+        " window (70.0) ",
+    ]
 
 
 def _strategy_frame(rows):
     """Rows as report.frames.main_frame makes them (a reading ``grouped+logn`` is scaled)."""
-    return pd.DataFrame([{"model": "m", "seed": None, "task": "passkey", "context": "long",
-                          "max_length": n, "strategy": s, "scaled": "+" in s, "unscaled": s.partition("+")[0],
-                          "pooling": "mean", "label": "mean",
-                          "split": "test_256", "score": sum(q.values()) / len(q), "metric": "ndcg_at_1",
-                          "per_query": {("test_256", "passkey", "default", k): v for k, v in q.items()}}
-                         for s, n, q in rows])  # fmt: skip
+    return pd.DataFrame(
+        [
+            {
+                "model": "m",
+                "seed": None,
+                "task": "passkey",
+                "context": "long",
+                "max_length": n,
+                "strategy": s,
+                "scaled": "+" in s,
+                "unscaled": s.partition("+")[0],
+                "pooling": "mean",
+                "label": "mean",
+                "split": "test_256",
+                "score": sum(q.values()) / len(q),
+                "metric": "ndcg_at_1",
+                "per_query": {("test_256", "passkey", "default", k): v for k, v in q.items()},
+            }
+            for s, n, q in rows
+        ]
+    )
 
 
 def test_strategy_comparisons_pair_on_max_length_and_name_both():
@@ -200,16 +290,29 @@ def test_strategy_comparisons_pair_on_max_length_and_name_both():
 
     queries = [f"q{i}" for i in range(20)]
     ones, zeros = dict.fromkeys(queries, 1.0), dict.fromkeys(queries, 0.0)
-    frame = _strategy_frame([("truncate", 256, zeros), ("truncate", 512, ones),
-                             ("window", 512, ones), ("window", 4096, zeros)])  # fmt: skip
+    frame = _strategy_frame(
+        [
+            ("truncate", 256, zeros),
+            ("truncate", 512, ones),
+            ("window", 512, ones),
+            ("window", 4096, zeros),
+        ]
+    )
     found = {label: c for label, c in compare_strategies(frame, ["mean"], {"mean": "mean"})}
-    assert set(found) == {"passkey: mean window@512 vs truncate@512",
-                          "passkey: mean window@4096 vs truncate@512"}  # fmt: skip
+    assert set(found) == {
+        "passkey: mean window@512 vs truncate@512",
+        "passkey: mean window@4096 vs truncate@512",
+    }
     assert found["passkey: mean window@512 vs truncate@512"].mean_diff == 0  # not vs truncate@256
     assert found["passkey: mean window@4096 vs truncate@512"].mean_diff == -1
     (panel,) = strategy_pivots(frame)
     readings = set(panel.table.columns.get_level_values(1))
-    assert readings == {"truncate@256", "truncate@512", "window@512", "window@4096"}  # never averaged
+    assert readings == {
+        "truncate@256",
+        "truncate@512",
+        "window@512",
+        "window@4096",
+    }  # never averaged
 
 
 def test_scale_comparisons_pair_each_scaled_reading_with_its_unscaled_strategy():
@@ -218,11 +321,24 @@ def test_scale_comparisons_pair_each_scaled_reading_with_its_unscaled_strategy()
     queries = [f"q{i}" for i in range(20)]
     half = {q: float(i % 2) for i, q in enumerate(queries)}
     ones, zeros = dict.fromkeys(queries, 1.0), dict.fromkeys(queries, 0.0)
-    frame = _strategy_frame([("window", 4096, zeros), ("grouped", 4096, half), ("grouped+logn", 4096, ones),
-                             ("grouped+temperature:0.8", 4096, zeros), ("grouped", 1024, ones)])  # fmt: skip
+    frame = _strategy_frame(
+        [
+            ("window", 4096, zeros),
+            ("grouped", 4096, half),
+            ("grouped+logn", 4096, ones),
+            ("grouped+temperature:0.8", 4096, zeros),
+            ("grouped", 1024, ones),
+        ]
+    )
     found = {label: c for label, c in compare_scales(frame, ["mean"], {"mean": "mean"})}
-    assert set(found) == {"passkey: mean grouped+logn@4096 vs grouped@4096",
-                          "passkey: mean grouped+temperature:0.8@4096 vs grouped@4096"}  # fmt: skip
+    assert set(found) == {
+        "passkey: mean grouped+logn@4096 vs grouped@4096",
+        "passkey: mean grouped+temperature:0.8@4096 vs grouped@4096",
+    }
     logn = found["passkey: mean grouped+logn@4096 vs grouped@4096"]
-    assert logn.mean_diff == pytest.approx(0.5) and logn.ci[0] > 0  # vs grouped@4096, not @1024 or window
-    assert found["passkey: mean grouped+temperature:0.8@4096 vs grouped@4096"].mean_diff == pytest.approx(-0.5)
+    assert (
+        logn.mean_diff == pytest.approx(0.5) and logn.ci[0] > 0
+    )  # vs grouped@4096, not @1024 or window
+    assert found[
+        "passkey: mean grouped+temperature:0.8@4096 vs grouped@4096"
+    ].mean_diff == pytest.approx(-0.5)

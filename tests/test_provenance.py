@@ -22,8 +22,9 @@ def quiet(_message):
 
 
 def folder_sweep(*tasks, pooling="mean", name="prov"):
-    return sweep_from_dict({"name": name, "poolings": [pooling], "tasks": list(tasks),
-                            "max_length": [64]}, name)  # fmt: skip
+    return sweep_from_dict(
+        {"name": name, "poolings": [pooling], "tasks": list(tasks), "max_length": [64]}, name
+    )
 
 
 def main_scores(out: Path) -> dict[tuple, float]:
@@ -36,13 +37,29 @@ def main_scores(out: Path) -> dict[tuple, float]:
 def same_named(tmp_path_factory):
     """Two folders both called 'same': one where every query finds its document, one shuffled."""
     root = tmp_path_factory.mktemp("same")
-    docs = [{"id": f"d{i}", "text": t} for i, t in enumerate(
-        ["The cat sat on the mat.", "Rain falls in Spain.", "Paris is the capital of France.",
-         "Bees make honey.", "Ice melts when warm."])]  # fmt: skip
-    queries = [{"id": "q0", "text": "Where did the cat sit?"}, {"id": "q1", "text": "Where does rain fall?"},
-               {"id": "q2", "text": "What is the capital of France?"}]  # fmt: skip
-    easy = write_beir(root / "x" / "same", docs, queries, [("q0", "d0", 1), ("q1", "d1", 1), ("q2", "d2", 1)])
-    hard = write_beir(root / "y" / "same", docs, queries, [("q0", "d4", 1), ("q1", "d3", 1), ("q2", "d0", 1)])
+    docs = [
+        {"id": f"d{i}", "text": t}
+        for i, t in enumerate(
+            [
+                "The cat sat on the mat.",
+                "Rain falls in Spain.",
+                "Paris is the capital of France.",
+                "Bees make honey.",
+                "Ice melts when warm.",
+            ]
+        )
+    ]
+    queries = [
+        {"id": "q0", "text": "Where did the cat sit?"},
+        {"id": "q1", "text": "Where does rain fall?"},
+        {"id": "q2", "text": "What is the capital of France?"},
+    ]
+    easy = write_beir(
+        root / "x" / "same", docs, queries, [("q0", "d0", 1), ("q1", "d1", 1), ("q2", "d2", 1)]
+    )
+    hard = write_beir(
+        root / "y" / "same", docs, queries, [("q0", "d4", 1), ("q1", "d3", 1), ("q2", "d0", 1)]
+    )
     return easy, hard
 
 
@@ -123,8 +140,10 @@ def test_a_corrupt_cell_is_named_set_aside_and_recomputed(tiny_beir, tmp_path):
     (cell,) = (out / "cells").iterdir()
     text = (cell / "cell.json").read_text()
     (cell / "cell.json").write_text(text[: len(text) // 2])  # truncated mid-write by a crash
-    for command in (["report", str(out), "--output-dir", str(tmp_path / "r")],
-                    ["check", str(out), "--baseline", str(out)]):  # fmt: skip
+    for command in (
+        ["report", str(out), "--output-dir", str(tmp_path / "r")],
+        ["check", str(out), "--baseline", str(out)],
+    ):
         with pytest.raises(LmkEvalError, match="cell.json' is unreadable: not valid JSON"):
             RunStore(out).records()
         assert main(command) == 2
@@ -143,7 +162,9 @@ def test_recompute_computes_stored_cells_again(tiny_beir, tmp_path):
     assert run_sweep(sweep, out, recompute=True, progress=False, log=quiet).computed == 1
 
 
-@pytest.mark.parametrize(("umask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)])
+@pytest.mark.parametrize(
+    ("umask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)]
+)
 def test_results_honour_the_umask(tiny_beir, tmp_path, umask, file_mode, dir_mode):
     from lmk_eval.report import write_report
 
@@ -178,8 +199,21 @@ def test_a_model_that_fails_to_load_leaves_nothing_behind(tmp_path, capsys):
     broken = shutil.copytree(packaged_model_path(), tmp_path / "broken")
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     out = tmp_path / "out"
-    code = main(["run", "--model", str(broken), "--tasks", "needle-depth-quick:depth_000",
-                 "--pooling", "mean", "--output", str(out), "--no-report", "--no-progress"])  # fmt: skip
+    code = main(
+        [
+            "run",
+            "--model",
+            str(broken),
+            "--tasks",
+            "needle-depth-quick:depth_000",
+            "--pooling",
+            "mean",
+            "--output",
+            str(out),
+            "--no-report",
+            "--no-progress",
+        ]
+    )
     assert code == 2 and "could not load model directory" in capsys.readouterr().err
     assert not out.exists()
 
@@ -188,8 +222,10 @@ def test_auto_dtype_follows_the_cpu_flags(monkeypatch):
     from lmk_eval import hardware
 
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512f", "avx512_vnni"}))
-    assert hardware.resolve_dtype("auto", "cpu") == ("float32", "this CPU has no native bf16"
-                                                     " (no avx512_bf16, amx_bf16 or bf16 flag)")  # fmt: skip
+    assert hardware.resolve_dtype("auto", "cpu") == (
+        "float32",
+        "this CPU has no native bf16 (no avx512_bf16, amx_bf16 or bf16 flag)",
+    )
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
     assert hardware.resolve_dtype("auto", "cpu")[0] == "bfloat16"
     assert hardware.resolve_dtype("float32", "cpu") == ("float32", "as asked")
@@ -200,8 +236,16 @@ def test_auto_dtype_follows_the_cpu_flags(monkeypatch):
 def test_a_dtype_is_its_own_cell_beside_float32(tiny_beir, tmp_path):
     out = tmp_path / "out"
     fp32 = folder_sweep(str(tiny_beir))
-    bf16 = sweep_from_dict({"name": "prov", "poolings": ["mean"], "tasks": [str(tiny_beir)],
-                            "max_length": [64], "dtype": "bfloat16"}, "prov")  # fmt: skip
+    bf16 = sweep_from_dict(
+        {
+            "name": "prov",
+            "poolings": ["mean"],
+            "tasks": [str(tiny_beir)],
+            "max_length": [64],
+            "dtype": "bfloat16",
+        },
+        "prov",
+    )
     run_sweep(fp32, out, progress=False, log=quiet)
     summary = run_sweep(bf16, out, progress=False, log=quiet)
     assert summary.computed == 1 and summary.set_aside == 0  # beside the fp32 cell, not over it

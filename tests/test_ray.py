@@ -19,14 +19,33 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def quick_args(folder: Path, out: Path, *extra: str) -> list[str]:
     """Two tasks, two poolings, two lengths: 8 cells in 4 groups."""
-    return ["run", "--tasks", f"{folder},needle-depth-quick:depth_000+depth_100", "--pooling", "mean,lmk",
-            "--max-length", "96,128", "--output", str(out), "--no-report", "--no-progress", *extra]  # fmt: skip
+    return [
+        "run",
+        "--tasks",
+        f"{folder},needle-depth-quick:depth_000+depth_100",
+        "--pooling",
+        "mean,lmk",
+        "--max-length",
+        "96,128",
+        "--output",
+        str(out),
+        "--no-report",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def cli(args: list[str], **kw) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "lmk_eval.cli", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "lmk_eval.cli", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +57,9 @@ def local_scores(tiny_beir, tmp_path_factory) -> str:
     return (out / "scores.csv").read_text()
 
 
-@pytest.mark.parametrize("how", [[], ["--encoders", "2"]], ids=["groups as tasks", "corpus over two replicas"])
+@pytest.mark.parametrize(
+    "how", [[], ["--encoders", "2"]], ids=["groups as tasks", "corpus over two replicas"]
+)
 def test_ray_executor_gives_the_local_executors_scores(how, local_scores, tiny_beir, tmp_path):
     """Either way of running on Ray (the replicas embed each chunk's texts, the driver keeps each
     pooling's top-k) stores exactly the local executor's scores."""
@@ -84,7 +105,9 @@ def test_two_actors_embed_a_corpus_exactly_as_one_process(tiny_beir):
     split = resolve("scifact-quick")[0].build()
     split.load_data()
     corpus = split.dataset["default"]["test"]["corpus"]
-    texts = [(t + " " + x).strip() for t, x in zip(corpus["title"], corpus["text"], strict=True)][:120]
+    texts = [(t + " " + x).strip() for t, x in zip(corpus["title"], corpus["text"], strict=True)][
+        :120
+    ]
     variants = [make_variant("mean", max_length=128), make_variant("lmk", max_length=128)]
     single = TextEncoder(None, slice_tokens=2000).encode(texts, variants)  # ~8 slices
     sweep = sweep_from_dict({"name": "s", "poolings": ["mean"], "tasks": ["needle"]}, "s")
@@ -101,9 +124,17 @@ def test_two_actors_embed_a_corpus_exactly_as_one_process(tiny_beir):
 
 
 def test_the_local_executor_never_imports_ray(tiny_beir, tmp_path):
-    code = ("import sys; from lmk_eval.cli import main; "
-            f"code = main({quick_args(tiny_beir, tmp_path / 'out')[:-2] + ['--no-report', '--no-progress']!r}); "
-            "print(code, 'ray' in sys.modules)")  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)  # fmt: skip
+    code = (
+        "import sys; from lmk_eval.cli import main; "
+        f"code = main({quick_args(tiny_beir, tmp_path / 'out')[:-2] + ['--no-report', '--no-progress']!r}); "
+        "print(code, 'ray' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=600,
+    )
     assert done.stdout.strip().splitlines()[-1] == "0 False", done.stderr

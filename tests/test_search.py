@@ -31,13 +31,23 @@ def test_every_pooling_ranks_as_mteb_search_does_on_a_corpus_full_of_ties(text_e
     """Six texts, each seven times under shuffled ids, in chunks of five: many documents share a
     score across the top-k cut and across chunks. Every pooling of the group, the leader too, gets
     exactly the ranking mteb's own SearchEncoderWrapper gives that pooling searched alone."""
-    texts = ["Aspirin lowers the risk of heart attack.", "Vitamin D does not prevent fractures.",
-             "Sleep loss impairs memory.", "Coffee is linked to longer life.",
-             "Exercise improves insulin sensitivity.", "Salt raises blood pressure."]  # fmt: skip
+    texts = [
+        "Aspirin lowers the risk of heart attack.",
+        "Vitamin D does not prevent fractures.",
+        "Sleep loss impairs memory.",
+        "Coffee is linked to longer life.",
+        "Exercise improves insulin sensitivity.",
+        "Salt raises blood pressure.",
+    ]
     ids = [f"d{i:02d}" for i in np.random.default_rng(0).permutation(len(texts) * 7)]
     corpus = [{"id": d, "text": texts[i % len(texts)]} for i, d in enumerate(ids)]
     queries = [{"id": f"q{i}", "text": texts[i]} for i in range(4)]
-    task = _folder(str(write_beir(tmp_path / "ties", corpus, queries, [(f"q{i}", ids[i], 1) for i in range(4)])), "test").build()
+    task = _folder(
+        str(
+            write_beir(tmp_path / "ties", corpus, queries, [(f"q{i}", ids[i], 1) for i in range(4)])
+        ),
+        "test",
+    ).build()
     task.load_data()
     data = task.dataset["default"]["test"]
     vs = [make_variant(p, max_length=64) for p in ("cls", "mean", "max", "lmk")]
@@ -45,19 +55,27 @@ def test_every_pooling_ranks_as_mteb_search_does_on_a_corpus_full_of_ties(text_e
     dim = text_encoder.facts.config.hidden_size
     chunk = 5
     group = GroupSearch(text_encoder, vs, chunk_bytes=chunk * per_document * dim * 4)
-    common = {"task_metadata": task.metadata, "hf_split": "test", "hf_subset": "default",
-              "encode_kwargs": {"show_progress_bar": False}}  # fmt: skip
+    common = {
+        "task_metadata": task.metadata,
+        "hf_split": "test",
+        "hf_subset": "default",
+        "encode_kwargs": {"show_progress_bar": False},
+    }
     tied_cuts = 0
     for v in vs:
         ours = group.view(v)
         ours.index(data["corpus"], **common)
         found = ours.search(data["queries"], top_k=4, **common)
-        alone = SearchEncoderWrapper(LmkEncoder(text_encoder, v, model_meta(text_encoder, v)), corpus_chunk_size=chunk)
+        alone = SearchEncoderWrapper(
+            LmkEncoder(text_encoder, v, model_meta(text_encoder, v)), corpus_chunk_size=chunk
+        )
         alone.index(data["corpus"], **common)
         assert found == alone.search(data["queries"], top_k=4, **common), v.key()
         # four kept at one score that seven copies share: the cut fell inside a tie
         tied_cuts += sum(len(set(found[q].values())) == 1 for q in found)
-    assert tied_cuts >= len(vs) * len(queries) // 2  # (a copy in another batch can differ in the last bit)
+    assert (
+        tied_cuts >= len(vs) * len(queries) // 2
+    )  # (a copy in another batch can differ in the last bit)
 
 
 def test_one_pass_gives_each_poolings_own_mteb_results(text_encoder, tiny_beir):
@@ -65,7 +83,10 @@ def test_one_pass_gives_each_poolings_own_mteb_results(text_encoder, tiny_beir):
     scores equal those of its pooling searched alone by mteb's wrapper with the same chunks."""
     task = _folder(str(tiny_beir), "test").build()
     task.load_data()
-    vs = [make_variant(p, max_length=128) for p in ("cls", "mean", "max", "mean_every_k", "lmk", "multi_cls")]
+    vs = [
+        make_variant(p, max_length=128)
+        for p in ("cls", "mean", "max", "mean_every_k", "lmk", "multi_cls")
+    ]
     dim = text_encoder.facts.config.hidden_size
     budget = 6 * dim * 4 * 3  # three documents a chunk
     group = GroupSearch(text_encoder, vs, chunk_bytes=budget)
@@ -77,6 +98,10 @@ def test_one_pass_gives_each_poolings_own_mteb_results(text_encoder, tiny_beir):
         alone = LmkEncoder(text_encoder, v, model_meta(text_encoder, v))
         result = evaluate_cell(task, SearchEncoderWrapper(alone, corpus_chunk_size=3))
         assert together[v].task_result.scores == result.task_result.scores, v.key()
-        assert together[v].scores == result.scores and result.scores[0].per_query  # per-query scores too
+        assert (
+            together[v].scores == result.scores and result.scores[0].per_query
+        )  # per-query scores too
     alone_passes = text_encoder.stats.forward_passes - passes
-    assert one_pass * 2 == alone_passes  # three tokenisations (lmk, multi_cls, the rest) for six poolings
+    assert (
+        one_pass * 2 == alone_passes
+    )  # three tokenisations (lmk, multi_cls, the rest) for six poolings

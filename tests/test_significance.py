@@ -59,15 +59,23 @@ def test_seeds_are_averaged_per_query_before_pairing():
 
 
 def test_part_weights_make_the_mean_a_mean_of_split_task_and_subset_means():
-    keys = [("s1", "t", "default", "a"), ("s2", "t", "default", "a"), ("s2", "t", "default", "b"),
-            ("s2", "t", "default", "c")]  # fmt: skip
+    keys = [
+        ("s1", "t", "default", "a"),
+        ("s2", "t", "default", "a"),
+        ("s2", "t", "default", "b"),
+        ("s2", "t", "default", "c"),
+    ]
     w = part_weights(keys)
     values = dict(zip(keys, [1.0, 0.0, 0.0, 0.0], strict=True))
     weighted = sum(values[k] * w[k] for k in keys) / sum(w.values())
     assert weighted == pytest.approx((1.0 + 0.0) / 2)  # not the pooled 1/4
     # one split, two sub-tasks (one with two subsets): (mean(en, de) of t1 + t2) / 2, as mteb
-    keys = [("test", "t1", "en", "a"), ("test", "t1", "de", "a"), ("test", "t1", "de", "b"),
-            ("test", "t2", "default", "a")]  # fmt: skip
+    keys = [
+        ("test", "t1", "en", "a"),
+        ("test", "t1", "de", "a"),
+        ("test", "t1", "de", "b"),
+        ("test", "t2", "default", "a"),
+    ]
     values = dict(zip(keys, [1.0, 0.0, 1.0, 0.0], strict=True))
     w = part_weights(keys)
     expected = ((1.0 + (0.0 + 1.0) / 2) / 2 + 0.0) / 2

@@ -82,8 +82,15 @@ def test_two_runs_give_identical_scores(finished_run, tiny_beir, tmp_path):
 
 def _run_cli(args, **kw):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "lmk_eval.cli", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "lmk_eval.cli", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def _finished(cells: Path) -> int:
@@ -106,8 +113,21 @@ def test_killed_and_interrupted_runs_resume_to_the_uninterrupted_result(
     finished_run, tiny_beir, tmp_path
 ):
     target = tmp_path / "resumed"
-    args = ["run", "--tasks", str(tiny_beir), "--pooling", "cls,mean,lmk", "--interval", "16",
-            "--max-length", LENGTHS, "--output", str(target), "--no-report", "--no-progress"]  # fmt: skip
+    args = [
+        "run",
+        "--tasks",
+        str(tiny_beir),
+        "--pooling",
+        "cls,mean,lmk",
+        "--interval",
+        "16",
+        "--max-length",
+        LENGTHS,
+        "--output",
+        str(target),
+        "--no-report",
+        "--no-progress",
+    ]
     proc = _run_cli(args)
     _wait_for_cells(target / "cells", 1, proc)
     proc.kill()  # SIGKILL: no chance to clean up
@@ -191,9 +211,20 @@ def test_report_has_tables_significance_and_both_plots(finished_run, tmp_path):
 
 
 def _score_row(task, pooling, score, seed=None):
-    return {"model": "m", "seed": seed, "task": task, "context": "long", "max_length": 512,
-            "strategy": "window", "pooling": pooling, "label": pooling, "split": "test", "score": score,
-            "metric": "ndcg_at_1", "per_query": {}}  # fmt: skip
+    return {
+        "model": "m",
+        "seed": seed,
+        "task": task,
+        "context": "long",
+        "max_length": 512,
+        "strategy": "window",
+        "pooling": pooling,
+        "label": pooling,
+        "split": "test",
+        "score": score,
+        "metric": "ndcg_at_1",
+        "per_query": {},
+    }
 
 
 def test_context_average_uses_only_rows_every_pooling_has():
@@ -215,21 +246,33 @@ def test_poolings_are_compared_over_the_seeds_they_all_have():
     from lmk_eval.report import main_table, matched_seeds, seed_table
 
     row = _score_row
-    frame = pd.DataFrame([row("a", "cls", 0.2, 0), row("a", "cls", 0.8, 1), row("a", "lmk", 0.4, 0),
-                          row("b", "cls", 0.5, 1), row("b", "lmk", 0.7, 2)])  # fmt: skip
+    frame = pd.DataFrame(
+        [
+            row("a", "cls", 0.2, 0),
+            row("a", "cls", 0.8, 1),
+            row("a", "lmk", 0.4, 0),
+            row("b", "cls", 0.5, 1),
+            row("b", "lmk", 0.7, 2),
+        ]
+    )
     kept, left_out = matched_seeds(frame)
     assert left_out == ["cls seed 1 (a)"]  # b shares no seed: nothing to match on, kept whole
     assert sorted(kept.loc[kept["task"] == "a", "seed"]) == [0, 0]
     table = main_table(kept, ["cls", "lmk"], [], {"cls": "cls", "lmk": "lmk"})
     assert "| a | ndcg_at_1 | 1 | 20.0 | **40.0** |" in table  # not cls's two-seed mean, 50.0
-    per_seed = seed_table(frame, ["cls", "lmk"], {"cls": "cls", "lmk": "lmk"}).splitlines()  # every seed, the left-out one too
+    per_seed = seed_table(
+        frame, ["cls", "lmk"], {"cls": "cls", "lmk": "lmk"}
+    ).splitlines()  # every seed, the left-out one too
     assert per_seed[2:5] == [
         "| a | 0 | 20.0 | 40.0 |",
         "| a | 1 | 80.0 | – |",
         "| b | 1 | 50.0 | – |",
     ]
     unseeded = frame.assign(seed=None)
-    assert matched_seeds(unseeded)[0] is unseeded and seed_table(unseeded, ["cls"], {"cls": "cls"}) is None
+    assert (
+        matched_seeds(unseeded)[0] is unseeded
+        and seed_table(unseeded, ["cls"], {"cls": "cls"}) is None
+    )
 
 
 def test_sweep_config_errors_are_one_line(tmp_path):
@@ -257,7 +300,10 @@ def redigested(doc: dict) -> dict:
     of its scores written again as the store would have."""
     from lmk_eval.records import CellRecord
 
-    return {**doc, "digests": {**doc["digests"], "scores": CellRecord.model_validate(doc).scored_digest()}}
+    return {
+        **doc,
+        "digests": {**doc["digests"], "scores": CellRecord.model_validate(doc).scored_digest()},
+    }
 
 
 def test_a_baseline_keyed_before_subsets_reads_as_the_default_subset(finished_run, tmp_path):
@@ -293,7 +339,11 @@ def test_check_against_a_run_directory_to_four_decimals(finished_run, tmp_path, 
     cell.write_text(json.dumps(redigested(doc)))
     assert main(["check", str(copy), "--baseline", str(out), "--decimals", "4"]) == 1
     out_text = capsys.readouterr().out
-    assert out_text.count("FAIL ") == 1 and "|mean|" in out_text and "1 of 12 scores not equal" in out_text
+    assert (
+        out_text.count("FAIL ") == 1
+        and "|mean|" in out_text
+        and "1 of 12 scores not equal" in out_text
+    )
 
 
 def test_shipped_sweeps_resolve_by_name_from_any_directory(tmp_path, monkeypatch):
@@ -314,20 +364,37 @@ def test_the_default_baseline_falls_back_to_the_sweeps_first_pooling():
 
     sweep = sweep_from_dict({"name": "x", "poolings": ["mean", "lmk"], "tasks": ["needle"]}, "x")
     assert sweep.baseline is None and baseline(sweep) == "mean"  # validation changed nothing
-    explicit = sweep_from_dict({"name": "x", "poolings": ["mean", "lmk"], "tasks": ["needle"],
-                                "baseline": "lmk"}, "x")  # fmt: skip
+    explicit = sweep_from_dict(
+        {"name": "x", "poolings": ["mean", "lmk"], "tasks": ["needle"], "baseline": "lmk"}, "x"
+    )
     assert baseline(explicit) == "lmk(granularity=fixed,interval=32)"  # its one variant
     assert explicit.baseline == "lmk"
     with pytest.raises(LmkEvalError, match="baseline 'cls' is not a pooling of this sweep"):
-        sweep_from_dict({"name": "x", "poolings": ["mean"], "tasks": ["needle"], "baseline": "cls"}, "x")
+        sweep_from_dict(
+            {"name": "x", "poolings": ["mean"], "tasks": ["needle"], "baseline": "cls"}, "x"
+        )
 
 
 @pytest.mark.slow
 def test_a_plain_wheel_carries_the_shipped_sweeps_and_data(tmp_path):
     import zipfile
 
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = tmp_path.glob("lmk_eval-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {f"lmk_eval/tasks/{p.name}" for p in (ROOT / "tasks").glob("*.toml")}
@@ -337,8 +404,16 @@ def test_a_plain_wheel_carries_the_shipped_sweeps_and_data(tmp_path):
 
 
 def _options_sweep(folder: Path, poolings: list, name: str):
-    return sweep_from_dict({"name": name, "poolings": poolings, "tasks": [str(folder)],
-                            "max_length": [64], "query_prompt": "query: "}, name)  # fmt: skip
+    return sweep_from_dict(
+        {
+            "name": name,
+            "poolings": poolings,
+            "tasks": [str(folder)],
+            "max_length": [64],
+            "query_prompt": "query: ",
+        },
+        name,
+    )
 
 
 LMK_AFTER = {"pooling": "lmk", "interval": 8}
@@ -350,8 +425,12 @@ NO_PROMPT = {"pooling": "mean", "include_prompt": False}
 def options_run(tiny_beir, tmp_path_factory):
     root = tmp_path_factory.mktemp("options")
     together = root / "together"
-    run_sweep(_options_sweep(tiny_beir, [LMK_AFTER, LMK_BEFORE, "mean", NO_PROMPT], "together"),
-              together, progress=False, log=lambda m: None)  # fmt: skip
+    run_sweep(
+        _options_sweep(tiny_beir, [LMK_AFTER, LMK_BEFORE, "mean", NO_PROMPT], "together"),
+        together,
+        progress=False,
+        log=lambda m: None,
+    )
     return together
 
 
@@ -359,13 +438,19 @@ def _by_label(run: Path) -> dict:
     return {r.cell.label: r for r in RunStore(run).records()}
 
 
-def test_two_placements_in_one_sweep_score_as_each_alone_and_differ(options_run, tiny_beir, tmp_path):
+def test_two_placements_in_one_sweep_score_as_each_alone_and_differ(
+    options_run, tiny_beir, tmp_path
+):
     together = _by_label(options_run)
     for pooling, label in ((LMK_AFTER, "lmk[fixed/8]"), (LMK_BEFORE, "lmk[fixed/8/before]")):
         alone = tmp_path / label
-        run_sweep(_options_sweep(tiny_beir, [pooling], "alone"), alone, progress=False, log=lambda m: None)
+        run_sweep(
+            _options_sweep(tiny_beir, [pooling], "alone"), alone, progress=False, log=lambda m: None
+        )
         (record,) = RunStore(alone).records()
-        assert record.scores == together[label].scores and record.scores[0].per_query  # per-query scores too
+        assert (
+            record.scores == together[label].scores and record.scores[0].per_query
+        )  # per-query scores too
     assert together["lmk[fixed/8]"].scores != together["lmk[fixed/8/before]"].scores
 
 
@@ -375,13 +460,25 @@ def test_prompt_inclusion_is_its_own_row_column_and_gate_key(options_run, tmp_pa
     records = _by_label(options_run)  # (their embeddings differ: test_combinations)
     assert records["mean"].key != records["mean[no-prompt]"].key
     frame = pd.read_csv(options_run / "scores.csv")
-    assert sorted(frame[frame.main]["variant"]) == sorted([
-        "lmk(granularity=fixed,interval=8)", "lmk(granularity=fixed,interval=8,placement=before)",
-        "mean", "mean(include_prompt=false)"])  # fmt: skip
+    assert sorted(frame[frame.main]["variant"]) == sorted(
+        [
+            "lmk(granularity=fixed,interval=8)",
+            "lmk(granularity=fixed,interval=8,placement=before)",
+            "mean",
+            "mean(include_prompt=false)",
+        ]
+    )
     keys = main_scores(options_run)
-    assert len(keys) == 4 and any("|mean(include_prompt=false)|64|truncate|default|test" in k for k in keys)
-    text = write_report(options_run, tmp_path / "reports", baseline="mean(include_prompt=false)").read_text()
-    assert "| task | metric | splits | mean[no-prompt] | lmk[fixed/8] | lmk[fixed/8/before] | mean |" in text
+    assert len(keys) == 4 and any(
+        "|mean(include_prompt=false)|64|truncate|default|test" in k for k in keys
+    )
+    text = write_report(
+        options_run, tmp_path / "reports", baseline="mean(include_prompt=false)"
+    ).read_text()
+    assert (
+        "| task | metric | splits | mean[no-prompt] | lmk[fixed/8] | lmk[fixed/8/before] | mean |"
+        in text
+    )
     assert text.count("vs mean[no-prompt]") == 3  # each other variant against the baseline
 
 
@@ -410,21 +507,55 @@ def test_decimals_compare_distance_not_rounding(finished_run, tmp_path):
 def test_a_baseline_keyed_by_labels_is_refused_with_the_fix(finished_run, tmp_path):
     out, _ = finished_run
     old = tmp_path / "old.json"
-    old.write_text(json.dumps({"key": "model|task|pooling|max_length|strategy|split",
-                               "scores": {"default|t|cls|64|truncate|test": 0.5}}))  # fmt: skip
+    old.write_text(
+        json.dumps(
+            {
+                "key": "model|task|pooling|max_length|strategy|split",
+                "scores": {"default|t|cls|64|truncate|test": 0.5},
+            }
+        )
+    )
     with pytest.raises(LmkEvalError, match="write it again with `lmk-eval baseline"):
         check(out, old, 0.01)
 
 
 def test_a_grid_block_may_run_some_poolings_and_crosses_attention_scales():
-    sweep = sweep_from_dict({"name": "s", "poolings": ["cls", "late_chunking"], "grid": [
-        {"tasks": ["passkey-quick"], "max_length": [1024], "strategy": ["window", "grouped"],
-         "attention_scale": ["none", "logn"]},
-        {"tasks": ["passkey-quick"], "max_length": [1024], "strategy": ["grouped"],
-         "attention_scale": ["temperature:0.8"], "poolings": ["cls"]}]}, "s")  # fmt: skip
+    sweep = sweep_from_dict(
+        {
+            "name": "s",
+            "poolings": ["cls", "late_chunking"],
+            "grid": [
+                {
+                    "tasks": ["passkey-quick"],
+                    "max_length": [1024],
+                    "strategy": ["window", "grouped"],
+                    "attention_scale": ["none", "logn"],
+                },
+                {
+                    "tasks": ["passkey-quick"],
+                    "max_length": [1024],
+                    "strategy": ["grouped"],
+                    "attention_scale": ["temperature:0.8"],
+                    "poolings": ["cls"],
+                },
+            ],
+        },
+        "s",
+    )
     cells = [c for g in plan(sweep) for c in g.cells]
     readings = sorted((c.variant.pooling, c.variant.reading()) for c in cells)
-    assert readings == sorted([(p, r) for p in ("cls", "late_chunking") for r in ("window", "grouped", "grouped+logn")]
-                              + [("cls", "grouped+temperature:0.8")])  # window+logn is window: every window fits
-    with pytest.raises(LmkEvalError, match="grid 0: poolings lmk are not among the sweep's poolings"):
-        sweep_from_dict({"name": "s", "poolings": ["cls"], "grid": [{"tasks": ["passkey-quick"], "poolings": ["lmk"]}]}, "s")
+    assert readings == sorted(
+        [(p, r) for p in ("cls", "late_chunking") for r in ("window", "grouped", "grouped+logn")]
+        + [("cls", "grouped+temperature:0.8")]
+    )  # window+logn is window: every window fits
+    with pytest.raises(
+        LmkEvalError, match="grid 0: poolings lmk are not among the sweep's poolings"
+    ):
+        sweep_from_dict(
+            {
+                "name": "s",
+                "poolings": ["cls"],
+                "grid": [{"tasks": ["passkey-quick"], "poolings": ["lmk"]}],
+            },
+            "s",
+        )

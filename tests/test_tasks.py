@@ -90,27 +90,57 @@ def test_groups_are_mteb_benchmarks_with_their_splits_and_context_from_the_data(
     assert {r.benchmarks for r in beir} == {("BEIR",)} and all(r.context == "short" for r in beir)
     assert next(r for r in beir if r.name == "MSMARCO").splits == ("dev",)
     longembed = task_registry.resolve("LongEmbed")
-    assert {r.name for r in longembed} == {t.metadata.name for t in mteb.get_benchmark("LongEmbed").tasks}
+    assert {r.name for r in longembed} == {
+        t.metadata.name for t in mteb.get_benchmark("LongEmbed").tasks
+    }
     assert all(r.context == "long" for r in longembed)
     (mldr,) = task_registry.resolve("MultiLongDocRetrieval[en]:test")
-    assert (mldr.name, mldr.subsets, mldr.splits, mldr.context) == ("MultiLongDocRetrieval[en]", ("en",), ("test",), "long")
-    assert mldr.slot() == {"name": "MultiLongDocRetrieval", "source": "mteb", "splits": ["test"], "subsets": ["en"]}
-    assert task_registry.resolve("LEMBPasskeyRetrieval:test_256")[0].context == "short"  # 256-token documents
-    (every,) = task_registry.resolve("MultiLongDocRetrieval[" + "+".join(mteb.get_task("MultiLongDocRetrieval").hf_subsets) + "]")
-    assert every.subsets is None and every.name == "MultiLongDocRetrieval"  # all of them: as naming none
+    assert (mldr.name, mldr.subsets, mldr.splits, mldr.context) == (
+        "MultiLongDocRetrieval[en]",
+        ("en",),
+        ("test",),
+        "long",
+    )
+    assert mldr.slot() == {
+        "name": "MultiLongDocRetrieval",
+        "source": "mteb",
+        "splits": ["test"],
+        "subsets": ["en"],
+    }
+    assert (
+        task_registry.resolve("LEMBPasskeyRetrieval:test_256")[0].context == "short"
+    )  # 256-token documents
+    (every,) = task_registry.resolve(
+        "MultiLongDocRetrieval[" + "+".join(mteb.get_task("MultiLongDocRetrieval").hf_subsets) + "]"
+    )
+    assert (
+        every.subsets is None and every.name == "MultiLongDocRetrieval"
+    )  # all of them: as naming none
     (cqa,) = task_registry.resolve("CQADupstackRetrieval")
     assert cqa.context == "short" and cqa.splits == ("test",)
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("MultiLongDocRetrieval[xx]", "mteb task 'MultiLongDocRetrieval' has no subset xx; it has ar, de, en, es"),
-    ("MultiLongDocRetrieval[en]:train", "mteb task 'MultiLongDocRetrieval' has no split train; it has dev, test"),
-    ("Banking77Classification", "mteb task 'Banking77Classification' is a Classification task: lmk-eval evaluates retrieval"),
-    ("STS12", "is a STS task: lmk-eval evaluates retrieval (and reranking) tasks on text only"),
-    ("MTEB(eng, v2)", "mteb benchmark 'MTEB(eng, v2)' has tasks lmk-eval cannot run: "),
-    ("scifact[en]", "task 'scifact' has no subsets"),
-    ("SciFact[]", "task spec 'SciFact[]' is not NAME"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (
+            "MultiLongDocRetrieval[xx]",
+            "mteb task 'MultiLongDocRetrieval' has no subset xx; it has ar, de, en, es",
+        ),
+        (
+            "MultiLongDocRetrieval[en]:train",
+            "mteb task 'MultiLongDocRetrieval' has no split train; it has dev, test",
+        ),
+        (
+            "Banking77Classification",
+            "mteb task 'Banking77Classification' is a Classification task: lmk-eval evaluates retrieval",
+        ),
+        ("STS12", "is a STS task: lmk-eval evaluates retrieval (and reranking) tasks on text only"),
+        ("MTEB(eng, v2)", "mteb benchmark 'MTEB(eng, v2)' has tasks lmk-eval cannot run: "),
+        ("scifact[en]", "task 'scifact' has no subsets"),
+        ("SciFact[]", "task spec 'SciFact[]' is not NAME"),
+    ],
+)
 def test_what_cannot_run_is_refused_offline_before_the_hub_is_asked(spec, message):
     """Resolving reads mteb's metadata only (the hub is asked later, for identities)."""
     with pytest.raises(LmkEvalError, match=re.escape(message)):
@@ -206,7 +236,9 @@ def test_the_previous_needle_construction_stays_reproducible():
 
     from lmk_eval.synthetic import SyntheticSpec, generate
 
-    v1 = {k: v.to_json() for k, v in generate(SyntheticSpec("needle", shared_haystack=False)).items()}
+    v1 = {
+        k: v.to_json() for k, v in generate(SyntheticSpec("needle", shared_haystack=False)).items()
+    }
     digest = hashlib.sha256(json.dumps(v1, sort_keys=True).encode()).hexdigest()
     assert digest == "c8f68fb275ea9e44cb00e155743cfc84b91857f5bf5a166c9e89900bb956dbd4"
 
@@ -225,8 +257,12 @@ def test_a_local_tasks_context_is_counted_from_its_documents(tmp_path, text, con
     """Title + " " + text as mteb's statistics count them: 4,096 characters on average is long."""
     from lmk_eval.work import document_context
 
-    folder = write_beir(tmp_path / "data", [{"id": "d1", "title": "t", "text": text}, {"id": "d2", "text": text + "y"}],
-                        [{"id": "q1", "text": "which?"}], [("q1", "d1", 1)])  # fmt: skip
+    folder = write_beir(
+        tmp_path / "data",
+        [{"id": "d1", "title": "t", "text": text}, {"id": "d2", "text": text + "y"}],
+        [{"id": "q1", "text": "which?"}],
+        [("q1", "d1", 1)],
+    )
     task = task_registry.resolve(str(folder))[0].build()
     task.load_data()
     assert document_context(task) == context  # means 4,095.5 and 4,096.5 (the title counted)

@@ -128,7 +128,9 @@ def test_no_truncated_lmk_input_ends_with_two_landmarks(tok, interval):
     one, so (max_length - 1) mod (interval + 1) == 1 gave '[L] [L]'."""
     long_text = " ".join([TEXT] * 8)
     for max_length in range(3, 130):
-        (w,) = tok.windows([long_text], make_variant("lmk", interval=interval, max_length=max_length))
+        (w,) = tok.windows(
+            [long_text], make_variant("lmk", interval=interval, max_length=max_length)
+        )
         assert len(w.ids) <= max_length and w.markers[-1] and w.ids[-1] == tok.landmark_id
         doubled = [i for i in range(1, len(w.markers)) if w.markers[i] and w.markers[i - 1]]
         assert not doubled, (max_length, interval)
@@ -137,12 +139,16 @@ def test_no_truncated_lmk_input_ends_with_two_landmarks(tok, interval):
 
 def test_the_case_that_used_to_double_now_ends_one_short(tok):
     interval, max_length = 4, 12  # (12 - 1) mod 5 == 1: slot 10 is a landmark, slot 11 content
-    (w,) = tok.windows([" ".join([TEXT] * 4)], make_variant("lmk", interval=interval, max_length=max_length))
+    (w,) = tok.windows(
+        [" ".join([TEXT] * 4)], make_variant("lmk", interval=interval, max_length=max_length)
+    )
     assert len(w.ids) == 11 and w.markers == [False] + ([False] * 4 + [True]) * 2
 
 
 def test_a_window_larger_than_the_model_becomes_model_sized_windows(tok):
-    windows = tok.windows([" ".join([TEXT] * 40)], make_variant("mean", max_length=1024, strategy="window"))
+    windows = tok.windows(
+        [" ".join([TEXT] * 40)], make_variant("mean", max_length=1024, strategy="window")
+    )
     assert max(len(w.ids) for w in windows) == 512  # windows of the model's size ...
     assert sum(len(w.ids) - 2 for w in windows) == 1024  # ... over the first 1,024 text tokens
 

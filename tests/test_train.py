@@ -22,8 +22,12 @@ def train_folder(tmp_path_factory):
     facts = needles()[:16]
     corpus = [{"id": f"d{i}", "text": fact} for i, (fact, _) in enumerate(facts)]
     queries = [{"id": f"q{i}", "text": q} for i, (_, q) in enumerate(facts)]
-    folder = write_beir(tmp_path_factory.mktemp("train") / "facts", corpus, queries,
-                        [(f"q{i}", f"d{i}", 1) for i in range(16)])  # fmt: skip
+    folder = write_beir(
+        tmp_path_factory.mktemp("train") / "facts",
+        corpus,
+        queries,
+        [(f"q{i}", f"d{i}", 1) for i in range(16)],
+    )
     (folder / "qrels" / "test.tsv").rename(folder / "qrels" / "train.tsv")
     return folder
 
@@ -38,9 +42,15 @@ def in_batch_loss(model, pairs) -> float:
 
 @pytest.fixture(scope="module")
 def trained(train_folder, tmp_path_factory):
-    cfg = TrainConfig(poolings=["lmk"], data=str(train_folder), steps=8, batch_size=8,
-                      learning_rate=1e-4, max_seq_length=64,
-                      output=str(tmp_path_factory.mktemp("ckpt")))  # fmt: skip
+    cfg = TrainConfig(
+        poolings=["lmk"],
+        data=str(train_folder),
+        steps=8,
+        batch_size=8,
+        learning_rate=1e-4,
+        max_seq_length=64,
+        output=str(tmp_path_factory.mktemp("ckpt")),
+    )
     (record,) = train_all(cfg, log=lambda m: None)
     return cfg, record
 
@@ -53,7 +63,9 @@ def test_training_lowers_the_loss_on_its_data(train_folder, trained):
     cfg, record = trained
     pairs = training_pairs(train_folder, "train")
     before = in_batch_loss(build_model(str(packaged_model_path()), "lmk", max_seq_length=64), pairs)
-    model = SentenceTransformer(str(checkpoint_dir(cfg, "lmk", 0)), device="cpu", trust_remote_code=True)
+    model = SentenceTransformer(
+        str(checkpoint_dir(cfg, "lmk", 0)), device="cpu", trust_remote_code=True
+    )
     after = in_batch_loss(model, pairs)
     assert after < before
     assert len(record["losses"]) == 8 and record["saved_granularity"] == "fixed"
@@ -76,8 +88,11 @@ def test_checkpoint_files_follow_the_umask(trained):
     cfg, _ = trained
     umask = os.umask(0o022)
     os.umask(umask)  # read back: the checkpoint was written under this process's umask
-    modes = {p.relative_to(checkpoint_dir(cfg, "lmk", 0)).as_posix(): p.stat().st_mode & 0o777
-             for p in checkpoint_dir(cfg, "lmk", 0).rglob("*") if p.is_file()}  # fmt: skip
+    modes = {
+        p.relative_to(checkpoint_dir(cfg, "lmk", 0)).as_posix(): p.stat().st_mode & 0o777
+        for p in checkpoint_dir(cfg, "lmk", 0).rglob("*")
+        if p.is_file()
+    }
     assert "model.safetensors" in modes
     assert set(modes.values()) == {0o666 & ~umask}, modes
 
@@ -121,7 +136,7 @@ def test_controlled_sweep_trains_then_evaluates_each_checkpoint_with_its_pooling
                 "batch_size": 8,
                 "max_seq_length": 64,
                 "output": str(tmp_path / "ckpt"),
-            },  # fmt: skip
+            },
             "tasks": ["needle-depth-quick:depth_000+depth_050"],
             "max_length": [512],
         },
@@ -131,15 +146,25 @@ def test_controlled_sweep_trains_then_evaluates_each_checkpoint_with_its_pooling
     first_log = []
     summary = run_sweep(sweep, out, progress=False, log=first_log.append)
     assert summary.computed == 4  # 2 poolings x 2 seeds, each checkpoint with its own pooling only
-    pairs = {(r.cell.checkpoint.pooling, r.cell.checkpoint.seed, r.cell.label)
-             for r in RunStore(out).records()}  # fmt: skip
-    assert pairs == {("mean", 0, "mean"), ("mean", 1, "mean"),
-                     ("lmk", 0, "lmk[fixed/32]"), ("lmk", 1, "lmk[fixed/32]")}  # fmt: skip
+    pairs = {
+        (r.cell.checkpoint.pooling, r.cell.checkpoint.seed, r.cell.label)
+        for r in RunStore(out).records()
+    }
+    assert pairs == {
+        ("mean", 0, "mean"),
+        ("mean", 1, "mean"),
+        ("lmk", 0, "lmk[fixed/32]"),
+        ("lmk", 1, "lmk[fixed/32]"),
+    }
     assert {r.cell.checkpoint.group for r in RunStore(out).records()} == {str(tmp_path / "ckpt")}
     store = RunStore(out)
     trained_in_order = [m.split(" on ")[0] for m in first_log if m.startswith("training ")]
-    assert trained_in_order == ["training mean seed 0", "training lmk seed 0",
-                                "training mean seed 1", "training lmk seed 1"]  # fmt: skip
+    assert trained_in_order == [
+        "training mean seed 0",
+        "training lmk seed 0",
+        "training mean seed 1",
+        "training lmk seed 1",
+    ]
     assert len(store.training_records()) == 4  # kept with the results
     assert all(r.seconds > 0 for r in store.records())
     messages = []
@@ -165,7 +190,9 @@ def test_controlled_sweep_trains_then_evaluates_each_checkpoint_with_its_pooling
     partial = write_report(out, tmp_path / "reports", baseline="mean").read_text()
     assert f"Unfinished run: 3 of 4 planned cells are in the store.** Missing: {model}:" in partial
     assert "the rest needs about" in partial
-    other = "lmk[fixed/32] seed " + model.rsplit("seed", 1)[1].split("-")[0]  # the seed mean now lacks
+    other = (
+        "lmk[fixed/32] seed " + model.rsplit("seed", 1)[1].split("-")[0]
+    )  # the seed mean now lacks
     assert f"(the store keeps them): {other} (needle-depth-quick)." in partial
     missing = [c.manifest_entry() for g in plan(sweep) for c in g.cells if not store.has(c)]
     cell_mean = statistics.mean(r.seconds for r in store.records())
@@ -185,8 +212,14 @@ def test_controlled_sweep_trains_then_evaluates_each_checkpoint_with_its_pooling
 
 
 def test_bfloat16_training_runs_and_gets_its_own_checkpoint(train_folder, tmp_path):
-    fp32 = TrainConfig(poolings=["mean"], data=str(train_folder), steps=2, batch_size=8,
-                       max_seq_length=64, output=str(tmp_path))  # fmt: skip
+    fp32 = TrainConfig(
+        poolings=["mean"],
+        data=str(train_folder),
+        steps=2,
+        batch_size=8,
+        max_seq_length=64,
+        output=str(tmp_path),
+    )
     bf16 = fp32.model_copy(update={"precision": "bfloat16"})
     assert checkpoint_dir(bf16, "mean", 0) != checkpoint_dir(fp32, "mean", 0)
     (record,) = train_all(bf16, log=lambda m: None)

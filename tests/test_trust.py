@@ -35,8 +35,16 @@ def quiet(_message: str) -> None:
 
 
 def sweep_of(folder, poolings=("mean",), name="trust", **extra):
-    return sweep_from_dict({"name": name, "poolings": list(poolings), "tasks": [str(folder)],
-                            "max_length": [64], **extra}, name)  # fmt: skip
+    return sweep_from_dict(
+        {
+            "name": name,
+            "poolings": list(poolings),
+            "tasks": [str(folder)],
+            "max_length": [64],
+            **extra,
+        },
+        name,
+    )
 
 
 def main_scores(out: Path) -> dict[tuple, float]:
@@ -82,14 +90,19 @@ def _drop_digests_and_edit_score(cell: Path) -> None:
 
 TAMPERING = {
     "score edited in cell.json": (_edit_score, "differ from the digest written with them"),
-    "digests removed and score edited": (_drop_digests_and_edit_score, "has no digests, which every cell of"),
+    "digests removed and score edited": (
+        _drop_digests_and_edit_score,
+        "has no digests, which every cell of",
+    ),
     "mteb's JSON edited": (_edit_mteb_json, "differs from the digest written with its cell.json"),
     "mteb's JSON missing": (lambda cell: _mteb_json(cell).unlink(), "lacks mteb's"),
 }
 
 
 @pytest.mark.parametrize("case", list(TAMPERING))
-def test_a_tampered_cell_is_refused_by_readers_and_recomputed_by_run(case, tiny_beir, finished, tmp_path):
+def test_a_tampered_cell_is_refused_by_readers_and_recomputed_by_run(
+    case, tiny_beir, finished, tmp_path
+):
     out, cell = finished
     before = main_scores(out)
     tamper, why = TAMPERING[case]
@@ -150,15 +163,27 @@ def nan_run(tiny_beir, tmp_path):
             bad = cell.variant.pooling == "mean"
             per_query = {f"q{i}": math.nan if bad else i / 4 for i in range(5)}
             main = math.nan if bad else 0.5
-            part = Part(task=cell.task, split="test", scores={"ndcg_at_10": main}, per_query=per_query)
-            store.save(cell, identity=identity, context="short", task_result_json="{}", main_score="ndcg_at_10",
-                       main=main, scores=[part])  # fmt: skip
+            part = Part(
+                task=cell.task, split="test", scores={"ndcg_at_10": main}, per_query=per_query
+            )
+            store.save(
+                cell,
+                identity=identity,
+                context="short",
+                task_result_json="{}",
+                main_score="ndcg_at_10",
+                main=main,
+                scores=[part],
+            )
     return store.root, next(c.key() for c in cells if c.variant.pooling == "mean")
 
 
 def test_a_nan_main_score_fails_check_and_baseline_naming_the_cell(nan_run, tmp_path, capsys):
     run, bad_key = nan_run
-    for argv in (["check", str(run), "--baseline", str(run)], ["baseline", str(run), "-o", str(tmp_path / "b.json")]):
+    for argv in (
+        ["check", str(run), "--baseline", str(run)],
+        ["baseline", str(run), "-o", str(tmp_path / "b.json")],
+    ):
         assert main(argv) == 2
         (line,) = capsys.readouterr().err.strip().splitlines()
         assert bad_key in line and "nan" in line
@@ -170,7 +195,9 @@ def test_a_comparison_with_a_nan_side_is_reported_untested(nan_run, tmp_path):
 
     lines = write_report(nan_run[0], tmp_path / "reports").read_text().splitlines()
     (untested,) = [line for line in lines if "mean vs cls" in line]
-    assert "not tested (a side's per-query scores are not finite)" in untested and "p=" not in untested
+    assert (
+        "not tested (a side's per-query scores are not finite)" in untested and "p=" not in untested
+    )
     rows = [line for line in lines if line.startswith("| tiny_scifact")]
     assert rows and not [row for row in rows if "†" in row]
 
@@ -178,10 +205,18 @@ def test_a_comparison_with_a_nan_side_is_reported_untested(nan_run, tmp_path):
 # -- qrels conventions as mteb's, said out loud --------------------------------------------------
 @pytest.mark.parametrize("grade", [0, -1])
 def test_queries_judged_only_zero_are_named_kept_and_scored_zero(grade, tmp_path):
-    docs = [{"id": f"d{i}", "text": t} for i, t in enumerate(["Cats sit on mats.", "Rain falls in Spain.", "Bees make honey."])]
-    queries = [{"id": "q0", "text": "Where do cats sit?"}, {"id": "q1", "text": "Where does rain fall?"},
-               {"id": "q2", "text": "Who makes honey?"}]  # fmt: skip
-    folder = write_beir(tmp_path / "data", docs, queries, [("q0", "d0", 1), ("q1", "d1", 1), ("q2", "d2", grade)])
+    docs = [
+        {"id": f"d{i}", "text": t}
+        for i, t in enumerate(["Cats sit on mats.", "Rain falls in Spain.", "Bees make honey."])
+    ]
+    queries = [
+        {"id": "q0", "text": "Where do cats sit?"},
+        {"id": "q1", "text": "Where does rain fall?"},
+        {"id": "q2", "text": "Who makes honey?"},
+    ]
+    folder = write_beir(
+        tmp_path / "data", docs, queries, [("q0", "d0", 1), ("q1", "d1", 1), ("q2", "d2", grade)]
+    )
     log = []
     out = tmp_path / "out"
     run_sweep(sweep_of(folder), out, progress=False, log=log.append)
@@ -192,14 +227,20 @@ def test_queries_judged_only_zero_are_named_kept_and_scored_zero(grade, tmp_path
     from lmk_eval.report import write_report
 
     settings = write_report(out, tmp_path / "r").read_text().split("## Main scores")[0]
-    assert "judge no document relevant (every judgement grade 0 or less)" in settings and "test 1 of 3" in settings
+    assert (
+        "judge no document relevant (every judgement grade 0 or less)" in settings
+        and "test 1 of 3" in settings
+    )
 
 
 def test_a_split_without_positive_judgements_is_refused_before_scoring():
     from lmk_eval.work import zero_grade_queries
 
-    task = SimpleNamespace(dataset={"default": {"test": {"relevant_docs": {"q1": {"d1": 0}, "q2": {"d2": 0}}}}},
-                           metadata=SimpleNamespace(name="HubTask", eval_splits=["test"]), is_aggregate=False)  # fmt: skip
+    task = SimpleNamespace(
+        dataset={"default": {"test": {"relevant_docs": {"q1": {"d1": 0}, "q2": {"d2": 0}}}}},
+        metadata=SimpleNamespace(name="HubTask", eval_splits=["test"]),
+        is_aggregate=False,
+    )
     with pytest.raises(LmkEvalError, match="HubTask test: no query has a relevant document"):
         zero_grade_queries(task)
 
@@ -212,14 +253,30 @@ def controlled(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("controlled")
     facts = needles()[:16]
-    folder = write_beir(root / "facts", [{"id": f"d{i}", "text": f} for i, (f, _) in enumerate(facts)],
-                        [{"id": f"q{i}", "text": q} for i, (_, q) in enumerate(facts)],
-                        [(f"q{i}", f"d{i}", 1) for i in range(16)])  # fmt: skip
+    folder = write_beir(
+        root / "facts",
+        [{"id": f"d{i}", "text": f} for i, (f, _) in enumerate(facts)],
+        [{"id": f"q{i}", "text": q} for i, (_, q) in enumerate(facts)],
+        [(f"q{i}", f"d{i}", 1) for i in range(16)],
+    )
     (folder / "qrels" / "test.tsv").rename(folder / "qrels" / "train.tsv")
-    train = {"poolings": ["mean"], "data": str(folder), "steps": 2, "batch_size": 8, "max_seq_length": 32,
-             "output": str(root / "ckpt")}  # fmt: skip
-    sweep = sweep_from_dict({"name": "ctl", "train": train, "tasks": ["needle-depth-quick:depth_000"],
-                             "max_length": [512]}, "ctl")  # fmt: skip
+    train = {
+        "poolings": ["mean"],
+        "data": str(folder),
+        "steps": 2,
+        "batch_size": 8,
+        "max_seq_length": 32,
+        "output": str(root / "ckpt"),
+    }
+    sweep = sweep_from_dict(
+        {
+            "name": "ctl",
+            "train": train,
+            "tasks": ["needle-depth-quick:depth_000"],
+            "max_length": [512],
+        },
+        "ctl",
+    )
     run_sweep(sweep, root / "run", progress=False, log=quiet)
     return root, train
 
@@ -229,8 +286,15 @@ def _copy(controlled, tmp_path):
     shutil.copytree(root / "ckpt", tmp_path / "ckpt")
     shutil.copytree(root / "run", tmp_path / "run")
     train = {**train, "output": str(tmp_path / "ckpt")}
-    sweep = sweep_from_dict({"name": "ctl", "train": train, "tasks": ["needle-depth-quick:depth_000"],
-                             "max_length": [512]}, "ctl")  # fmt: skip
+    sweep = sweep_from_dict(
+        {
+            "name": "ctl",
+            "train": train,
+            "tasks": ["needle-depth-quick:depth_000"],
+            "max_length": [512],
+        },
+        "ctl",
+    )
     (checkpoint,) = (tmp_path / "ckpt").iterdir()
     return sweep, checkpoint
 
@@ -244,8 +308,15 @@ def test_a_checkpoints_cells_are_stored_under_its_files_digest(controlled, tmp_p
     assert record["files"] == checkpoint_files_digest(checkpoint)
     (cell,) = RunStore(root / "run").records()
     assert cell.identity.model["files"] == record["files"]
-    sweep = sweep_from_dict({"name": "ctl", "train": train, "tasks": ["needle-depth-quick:depth_000"],
-                             "max_length": [512]}, "ctl")  # fmt: skip
+    sweep = sweep_from_dict(
+        {
+            "name": "ctl",
+            "train": train,
+            "tasks": ["needle-depth-quick:depth_000"],
+            "max_length": [512],
+        },
+        "ctl",
+    )
     summary = run_sweep(sweep, root / "run", progress=False, log=quiet)
     assert summary.computed == 0  # the unchanged checkpoint and its cell are reused
 
@@ -259,10 +330,15 @@ def _other_weights(checkpoint: Path) -> None:
 
 CHECKPOINT_TAMPERING = {
     "weights replaced": (_other_weights, "holds files that differ from its training record"),
-    "training record removed": (lambda c: (c / "lmk_eval_training.json").unlink(), "is not the checkpoint this training makes"),
-    "a foreign folder under its name": (lambda c: (shutil.rmtree(c), c.mkdir(), (c / "mine.txt").write_text("mine")),
-                                        "is not the checkpoint this training makes"),
-}  # fmt: skip
+    "training record removed": (
+        lambda c: (c / "lmk_eval_training.json").unlink(),
+        "is not the checkpoint this training makes",
+    ),
+    "a foreign folder under its name": (
+        lambda c: (shutil.rmtree(c), c.mkdir(), (c / "mine.txt").write_text("mine")),
+        "is not the checkpoint this training makes",
+    ),
+}
 
 
 @pytest.mark.parametrize("case", list(CHECKPOINT_TAMPERING))
@@ -272,19 +348,32 @@ def test_a_changed_checkpoint_is_refused_never_reused_nor_trained_over(case, con
     sweep, checkpoint = _copy(controlled, tmp_path)
     tamper, why = CHECKPOINT_TAMPERING[case]
     tamper(checkpoint)
-    files = {p.relative_to(checkpoint): p.read_bytes() for p in checkpoint.rglob("*") if p.is_file()}
+    files = {
+        p.relative_to(checkpoint): p.read_bytes() for p in checkpoint.rglob("*") if p.is_file()
+    }
     stored = (tmp_path / "run" / "scores.csv").read_text()
     with pytest.raises(LmkEvalError, match=why):
         run_sweep(sweep, tmp_path / "run", progress=False, log=quiet)
     with pytest.raises(LmkEvalError, match=why):
         train_all(TrainConfig(**sweep.train.model_dump()), log=quiet)
-    assert {p.relative_to(checkpoint): p.read_bytes() for p in checkpoint.rglob("*") if p.is_file()} == files
+    assert {
+        p.relative_to(checkpoint): p.read_bytes() for p in checkpoint.rglob("*") if p.is_file()
+    } == files
     assert (tmp_path / "run" / "scores.csv").read_text() == stored
 
 
 # -- messages -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("argv", [["run", "--dtype", "float8"], ["run", "--max-length", "abc"],
-                                  ["run", "--encoders", "x"], ["bogus"], ["check"], ["train", "--steps", "two"]])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--dtype", "float8"],
+        ["run", "--max-length", "abc"],
+        ["run", "--encoders", "x"],
+        ["bogus"],
+        ["check"],
+        ["train", "--steps", "two"],
+    ],
+)
 def test_argument_errors_are_one_line_with_a_pointer_to_help(argv, capsys):
     with pytest.raises(SystemExit) as stopped:
         main(argv)
@@ -294,14 +383,23 @@ def test_argument_errors_are_one_line_with_a_pointer_to_help(argv, capsys):
 
 
 @pytest.mark.parametrize("recompute", [False, True])
-def test_the_hint_after_ctrl_c_resumes_rather_than_starts_over(recompute, monkeypatch, capsys, tmp_path):
+def test_the_hint_after_ctrl_c_resumes_rather_than_starts_over(
+    recompute, monkeypatch, capsys, tmp_path
+):
     import lmk_eval.runner
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(lmk_eval.runner, "run_sweep", interrupted)
-    argv = ["run", *SMALL, "--output", str(tmp_path / "o"), "--no-report", *(["--recompute"] if recompute else [])]
+    argv = [
+        "run",
+        *SMALL,
+        "--output",
+        str(tmp_path / "o"),
+        "--no-report",
+        *(["--recompute"] if recompute else []),
+    ]
     assert main(argv) == 130
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert ("without --recompute" in line) == recompute and "resume" in line
@@ -319,10 +417,26 @@ def test_a_long_flags_sweep_gets_a_short_name_that_tells_it_apart():
     from lmk_eval.flags import sweep_from_args
     from lmk_eval.parser import build_parser
 
-    many = ["cls", "mean", "lmk", "max", "lasttoken", "mean_sqrt_len_tokens", "multi_cls", "mean_every_k",
-            "layer_mean", "layer_max_cls", "native", "late_chunking"]  # fmt: skip
-    names = [sweep_from_args(build_parser().parse_args(["run", "--tasks", "scifact-quick", "--pooling", ",".join(p)])).name
-             for p in (many, [*many[:-1], "weightedmean"])]  # fmt: skip
+    many = [
+        "cls",
+        "mean",
+        "lmk",
+        "max",
+        "lasttoken",
+        "mean_sqrt_len_tokens",
+        "multi_cls",
+        "mean_every_k",
+        "layer_mean",
+        "layer_max_cls",
+        "native",
+        "late_chunking",
+    ]
+    names = [
+        sweep_from_args(
+            build_parser().parse_args(["run", "--tasks", "scifact-quick", "--pooling", ",".join(p)])
+        ).name
+        for p in (many, [*many[:-1], "weightedmean"])
+    ]
     assert all(len(n) <= 120 and n.startswith("scifact-quick-cls+mean+lmk") for n in names)
     assert names[0] != names[1]
 
@@ -339,21 +453,46 @@ def test_an_unanswering_ray_address_is_one_line_within_its_timeout(head, tmp_pat
     else:
         listener.close()  # nothing listens: refused
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "lmk_eval.cli", "run", "--executor", "ray", "--ray-address", f"127.0.0.1:{port}",
-            "--ray-timeout", "5", *SMALL, "--output", str(out), "--no-report", "--no-progress"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "lmk_eval.cli",
+        "run",
+        "--executor",
+        "ray",
+        "--ray-address",
+        f"127.0.0.1:{port}",
+        "--ray-timeout",
+        "5",
+        *SMALL,
+        "--output",
+        str(out),
+        "--no-report",
+        "--no-progress",
+    ]
     temp = tmp_path / "tmp"
     temp.mkdir()
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                              env={**os.environ, "TMPDIR": str(temp)})  # fmt: skip
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+            env={**os.environ, "TMPDIR": str(temp)},
+        )
     finally:
         listener.close()
     assert not list(temp.glob("lmk-eval-ray-*")), "a refused join left its log in the temp folder"
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("lmk-eval: error: ")
-    assert ("cannot reach the Ray cluster" if head == "refusing" else "did not answer within 5 s") in lines[-1]
-    assert not [line for line in lines if "rpc_client" in line or "gcs" in line.lower()]  # Ray's own lines
+    assert (
+        "cannot reach the Ray cluster" if head == "refusing" else "did not answer within 5 s"
+    ) in lines[-1]
+    assert not [
+        line for line in lines if "rpc_client" in line or "gcs" in line.lower()
+    ]  # Ray's own lines
     assert not out.exists()
 
 
@@ -376,23 +515,48 @@ def finished_quick(tmp_path_factory):
     """A copy of the shipped quick run, re-run once here (which caches the model's summary)."""
     out = tmp_path_factory.mktemp("quick") / "quick"
     shutil.copytree(ROOT / "results" / "quick", out)
-    assert main(["run", "--config", "quick", "--output", str(out), "--no-report", "--no-progress"]) == 0
+    assert (
+        main(["run", "--config", "quick", "--output", str(out), "--no-report", "--no-progress"])
+        == 0
+    )
     return out
 
 
 @pytest.mark.parametrize("command", ["--help", "list", "tasks", "check", "finished re-run"])
 def test_start_up_commands_import_neither_torch_nor_mteb(command, finished_quick):
-    argv = {"--help": ["--help"], "list": ["list"], "tasks": ["tasks"],
-            "check": ["check", str(finished_quick), "--baseline", str(ROOT / "results" / "quick"), "--decimals", "4"],
-            "finished re-run": ["run", "--config", "quick", "--output", str(finished_quick), "--no-report"]}[command]  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    argv = {
+        "--help": ["--help"],
+        "list": ["list"],
+        "tasks": ["tasks"],
+        "check": [
+            "check",
+            str(finished_quick),
+            "--baseline",
+            str(ROOT / "results" / "quick"),
+            "--decimals",
+            "4",
+        ],
+        "finished re-run": [
+            "run",
+            "--config",
+            "quick",
+            "--output",
+            str(finished_quick),
+            "--no-report",
+        ],
+    }[command]
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
     assert done.returncode == 0, done.stderr
     assert "imported: []" in done.stderr
 
 
 # -- a full disk ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("command", ["baseline", "report"])
-def test_a_full_disk_names_the_file_and_leaves_nothing_half_made(command, finished, tmp_path, monkeypatch, capsys):
+def test_a_full_disk_names_the_file_and_leaves_nothing_half_made(
+    command, finished, tmp_path, monkeypatch, capsys
+):
     import errno
     import os
 
@@ -403,7 +567,11 @@ def test_a_full_disk_names_the_file_and_leaves_nothing_half_made(command, finish
 
     monkeypatch.setattr(os, "fsync", full)
     target = tmp_path / ("base.json" if command == "baseline" else "reports")
-    argv = ["baseline", str(out), "-o", str(target)] if command == "baseline" else ["report", str(out), "--output-dir", str(target)]
+    argv = (
+        ["baseline", str(out), "-o", str(target)]
+        if command == "baseline"
+        else ["report", str(out), "--output-dir", str(target)]
+    )
     assert main(argv) == 2  # not 1, a failed gate's code
     (line,) = capsys.readouterr().err.strip().splitlines()
     named = target if command == "baseline" else target / f"{out.name}.md"
@@ -412,7 +580,9 @@ def test_a_full_disk_names_the_file_and_leaves_nothing_half_made(command, finish
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
 
 
-def test_a_disk_that_fills_mid_run_names_the_first_write_that_failed(tiny_beir, tmp_path, monkeypatch, capsys):
+def test_a_disk_that_fills_mid_run_names_the_first_write_that_failed(
+    tiny_beir, tmp_path, monkeypatch, capsys
+):
     import errno
 
     real = os.fsync
@@ -425,8 +595,21 @@ def test_a_disk_that_fills_mid_run_names_the_first_write_that_failed(tiny_beir, 
 
     monkeypatch.setattr(os, "fsync", fills_after_the_first_cell)
     out = tmp_path / "out"
-    argv = ["run", "--tasks", str(tiny_beir), "--pooling", "mean,cls", "--max-length", "64", "--output", str(out),
-            "--no-report", "--no-progress"]  # fmt: skip
+    argv = [
+        "run",
+        "--tasks",
+        str(tiny_beir),
+        "--pooling",
+        "mean,cls",
+        "--max-length",
+        "64",
+        "--output",
+        str(out),
+        "--no-report",
+        "--no-progress",
+    ]
     assert main(argv) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "__cls__" in line and "No space left on device" in line, line  # the cell, not scores.csv after it
+    assert "__cls__" in line and "No space left on device" in line, (
+        line
+    )  # the cell, not scores.csv after it

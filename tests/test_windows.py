@@ -18,8 +18,10 @@ from lmk_eval.variants import make_variant
 PROMPT = "query: "
 MAX_LENGTH = 40
 K = 16  # mean_every_k's interval: longer than the tail window below
-WORDS = ("landmark pooling keeps one state per chunk of text and averages them into the document"
-         " vector while mean pooling averages every token state of the whole input").split()  # fmt: skip
+WORDS = (
+    "landmark pooling keeps one state per chunk of text and averages them into the document"
+    " vector while mean pooling averages every token state of the whole input"
+).split()
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,9 @@ def long_text(text_encoder):
     tok = text_encoder.tokenisation
     for n in range(60, 200):
         text = " ".join(WORDS[i % len(WORDS)] for i in range(n))
-        windows = tok.windows([text], make_variant("mean", max_length=MAX_LENGTH, strategy="window"), PROMPT)
+        windows = tok.windows(
+            [text], make_variant("mean", max_length=MAX_LENGTH, strategy="window"), PROMPT
+        )
         if len(windows) >= 3 and 6 < len(windows[-1].ids) < K:
             return text
     raise AssertionError("no text length gives a short tail window")
@@ -47,7 +51,9 @@ def window_states(text_encoder, text: str, variant):
         if not variant.include_prompt:
             pooled[: w.prompt] = False
         marks = torch.tensor(w.markers, dtype=torch.bool)
-        out.append((o.last_hidden_state[0].float(), pooled, marks, [h[0].float() for h in o.hidden_states]))
+        out.append(
+            (o.last_hidden_state[0].float(), pooled, marks, [h[0].float() for h in o.hidden_states])
+        )
     return out
 
 
@@ -67,8 +73,12 @@ def _gem(h, p, p_exp=3.0, eps=1e-6):
 
 def reference(pooling: str, windows, k: int = K, lead: int = 0) -> torch.Tensor:
     all_pooled = torch.cat([h[p] for h, p, _m, _l in windows])
-    if pooling == "late_chunking":  # every window's text tokens from after its lead to its last chunk end
-        return torch.cat([h[lead : int(torch.nonzero(m).max()) + 1] for h, _p, m, _l in windows]).mean(0)
+    if (
+        pooling == "late_chunking"
+    ):  # every window's text tokens from after its lead to its last chunk end
+        return torch.cat(
+            [h[lead : int(torch.nonzero(m).max()) + 1] for h, _p, m, _l in windows]
+        ).mean(0)
     if pooling == "mean":
         return all_pooled.mean(0)
     if pooling == "max":
@@ -82,8 +92,12 @@ def reference(pooling: str, windows, k: int = K, lead: int = 0) -> torch.Tensor:
         kept = torch.cat(kth)
         return kept.mean(0) if len(kept) else all_pooled.mean(0)
     if pooling == "layer_mean":
-        return torch.stack([torch.cat([layers[i][p] for _h, p, _m, layers in windows]).mean(0)
-                            for i in range(-4, 0)]).mean(0)  # fmt: skip
+        return torch.stack(
+            [
+                torch.cat([layers[i][p] for _h, p, _m, layers in windows]).mean(0)
+                for i in range(-4, 0)
+            ]
+        ).mean(0)
     per_window = {
         "cls": lambda h, p, layers: h[p][0],
         "lasttoken": lambda h, p, layers: h[p][-1],
@@ -91,7 +105,9 @@ def reference(pooling: str, windows, k: int = K, lead: int = 0) -> torch.Tensor:
             (h * (torch.arange(1, len(h) + 1) * p).unsqueeze(-1)).sum(0)
             / (torch.arange(1, len(h) + 1) * p).sum()
         ),
-        "layer_max_cls": lambda h, p, layers: torch.stack([layer[p][0] for layer in layers[-4:]]).max(0).values,
+        "layer_max_cls": lambda h, p, layers: (
+            torch.stack([layer[p][0] for layer in layers[-4:]]).max(0).values
+        ),
         "gem": lambda h, p, layers: _gem(h, p),
     }[pooling]
     return _per_window_mean(windows, per_window)
@@ -103,8 +119,13 @@ RUNNABLE = [n for n, p in registry.POOLINGS.items() if not p.needs_checkpoint an
 @pytest.mark.parametrize("pooling", RUNNABLE)
 @pytest.mark.parametrize("include_prompt", [True, False])
 def test_window_merge_is_the_documented_one(text_encoder, long_text, pooling, include_prompt):
-    v = make_variant(pooling, interval=K if pooling == "mean_every_k" else 8, max_length=MAX_LENGTH,
-                     strategy="window", include_prompt=include_prompt)  # fmt: skip
+    v = make_variant(
+        pooling,
+        interval=K if pooling == "mean_every_k" else 8,
+        max_length=MAX_LENGTH,
+        strategy="window",
+        include_prompt=include_prompt,
+    )
     windows = window_states(text_encoder, long_text, v)
     assert len(windows) >= 3  # the text really was split
     lead = 1 + len(text_encoder.tokenisation.content_ids([PROMPT])[0])  # [CLS] and the prompt
@@ -116,8 +137,9 @@ def test_window_merge_is_the_documented_one(text_encoder, long_text, pooling, in
 def test_mean_every_k_tail_window_adds_nothing(text_encoder, long_text):
     """The tail window is shorter than k: it has no k-th token, so it must not pull the vector
     towards its own token mean."""
-    v = make_variant("mean_every_k", interval=K, max_length=MAX_LENGTH, strategy="window",
-                     normalize=False)  # fmt: skip
+    v = make_variant(
+        "mean_every_k", interval=K, max_length=MAX_LENGTH, strategy="window", normalize=False
+    )
     windows = window_states(text_encoder, long_text, v)
     assert len(windows[-1][0]) < K
     full = windows[:-1]
@@ -126,9 +148,13 @@ def test_mean_every_k_tail_window_adds_nothing(text_encoder, long_text):
     assert np.abs(got - want.numpy()).max() < 1e-5
 
 
-def test_mean_every_k_falls_back_to_all_tokens_only_when_no_window_has_a_kth_token(text_encoder, long_text):
+def test_mean_every_k_falls_back_to_all_tokens_only_when_no_window_has_a_kth_token(
+    text_encoder, long_text
+):
     k = MAX_LENGTH + 1  # no window reaches it
-    v = make_variant("mean_every_k", interval=k, max_length=MAX_LENGTH, strategy="window", normalize=False)
+    v = make_variant(
+        "mean_every_k", interval=k, max_length=MAX_LENGTH, strategy="window", normalize=False
+    )
     mean = make_variant("mean", max_length=MAX_LENGTH, strategy="window", normalize=False)
     out = text_encoder.encode([long_text], [v, mean], PROMPT)
     windows = window_states(text_encoder, long_text, v)
@@ -147,5 +173,7 @@ def test_identical_windows_run_once_and_give_the_reference(text_encoder):
     ran = text_encoder.stats.windows - before[0]
     assert text_encoder.stats.reused_windows - before[1] == len(windows) - ran > 0
     for text, vec in zip(texts, got, strict=True):
-        want = torch.nn.functional.normalize(reference("lmk", window_states(text_encoder, text, v)), dim=-1)
+        want = torch.nn.functional.normalize(
+            reference("lmk", window_states(text_encoder, text, v)), dim=-1
+        )
         assert np.abs(vec - want.numpy()).max() < 1e-5

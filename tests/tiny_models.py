@@ -15,9 +15,18 @@ import torch
 
 from lmk_eval.files import honour_umask
 
-SIZE = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+SIZE = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+}
 PROMPTS = {"query": "query: ", "document": "passage: "}
-NATIVE = {"modernbert": "mean", "roberta": "cls", "qwen2": "lasttoken"}  # their ST directories' pooling
+NATIVE = {
+    "modernbert": "mean",
+    "roberta": "cls",
+    "qwen2": "lasttoken",
+}  # their ST directories' pooling
 
 
 def haystack_text(n_words: int = 60_000) -> list[str]:
@@ -35,18 +44,30 @@ def bpe_tokenizer(specials: list[str], roberta: bool):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=1200, special_tokens=specials, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    trainer = trainers.BpeTrainer(
+        vocab_size=1200,
+        special_tokens=specials,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(haystack_text(), trainer)
     if roberta:
         tok.post_processor = processors.RobertaProcessing(
             ("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>"))
         )
-        return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                       sep_token="</s>", cls_token="<s>", unk_token="<unk>",
-                                       pad_token="<pad>", mask_token="<mask>")  # fmt: skip
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
-                                   pad_token="<|endoftext|>")  # fmt: skip
+        return PreTrainedTokenizerFast(
+            tokenizer_object=tok,
+            bos_token="<s>",
+            eos_token="</s>",
+            sep_token="</s>",
+            cls_token="<s>",
+            unk_token="<unk>",
+            pad_token="<pad>",
+            mask_token="<mask>",
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
 
 
 def build_modernbert(folder: Path, positions: int = 4096) -> Path:
@@ -55,9 +76,17 @@ def build_modernbert(folder: Path, positions: int = 4096) -> Path:
     from lmk_eval.models import packaged_model_path
 
     tokenizer = BertTokenizerFast.from_pretrained(str(packaged_model_path()))
-    config = ModernBertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=positions,
-                              pad_token_id=0, cls_token_id=101, sep_token_id=102, bos_token_id=101,
-                              eos_token_id=102, local_attention=64, **SIZE)  # fmt: skip
+    config = ModernBertConfig(
+        vocab_size=tokenizer.vocab_size,
+        max_position_embeddings=positions,
+        pad_token_id=0,
+        cls_token_id=101,
+        sep_token_id=102,
+        bos_token_id=101,
+        eos_token_id=102,
+        local_attention=64,
+        **SIZE,
+    )
     return _save(folder, ModernBertModel(config), tokenizer)
 
 
@@ -65,8 +94,14 @@ def build_roberta(folder: Path) -> Path:
     from transformers import RobertaConfig, RobertaModel
 
     tokenizer = bpe_tokenizer(["<s>", "<pad>", "</s>", "<unk>", "<mask>"], roberta=True)
-    config = RobertaConfig(vocab_size=len(tokenizer), max_position_embeddings=514, pad_token_id=1,
-                           bos_token_id=0, eos_token_id=2, **SIZE)  # fmt: skip
+    config = RobertaConfig(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=514,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        **SIZE,
+    )
     return _save(folder, RobertaModel(config), tokenizer)
 
 
@@ -75,8 +110,15 @@ def build_qwen2(folder: Path) -> Path:
 
     tokenizer = bpe_tokenizer(["<|endoftext|>"], roberta=False)
     eos = tokenizer.eos_token_id
-    config = Qwen2Config(vocab_size=len(tokenizer), max_position_embeddings=2048, num_key_value_heads=1,
-                         bos_token_id=None, eos_token_id=eos, pad_token_id=eos, **SIZE)  # fmt: skip
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=2048,
+        num_key_value_heads=1,
+        bos_token_id=None,
+        eos_token_id=eos,
+        pad_token_id=eos,
+        **SIZE,
+    )
     return _save(folder, Qwen2Model(config), tokenizer)
 
 
@@ -91,21 +133,32 @@ def _save(folder: Path, model, tokenizer) -> Path:
 BUILDERS = {"modernbert": build_modernbert, "roberta": build_roberta, "qwen2": build_qwen2}
 
 
-def as_sentence_transformer(model_dir: Path, target: Path, pooling_mode: str, *,
-                            prompts: dict[str, str] | None = PROMPTS, normalize: bool = True,
-                            include_prompt: bool = True, max_seq_length: int = 256,
-                            similarity: str | None = None) -> Path:  # fmt: skip
+def as_sentence_transformer(
+    model_dir: Path,
+    target: Path,
+    pooling_mode: str,
+    *,
+    prompts: dict[str, str] | None = PROMPTS,
+    normalize: bool = True,
+    include_prompt: bool = True,
+    max_seq_length: int = 256,
+    similarity: str | None = None,
+) -> Path:
     """``model_dir`` wrapped as a sentence-transformers directory with the given pooling."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules import Normalize, Transformer
     from sentence_transformers.sentence_transformer.modules import Pooling
 
     transformer = Transformer(str(model_dir), max_seq_length=max_seq_length)
-    pool = Pooling(transformer.get_embedding_dimension(), pooling_mode=pooling_mode,
-                   include_prompt=include_prompt)  # fmt: skip
+    pool = Pooling(
+        transformer.get_embedding_dimension(),
+        pooling_mode=pooling_mode,
+        include_prompt=include_prompt,
+    )
     modules = [transformer, pool] + ([Normalize()] if normalize else [])
-    st = SentenceTransformer(modules=modules, prompts=prompts or {}, device="cpu",
-                             similarity_fn_name=similarity)  # fmt: skip
+    st = SentenceTransformer(
+        modules=modules, prompts=prompts or {}, device="cpu", similarity_fn_name=similarity
+    )
     if target.exists():
         shutil.rmtree(target)
     st.save(str(target))
@@ -118,7 +171,9 @@ def build_all(root: Path) -> dict[str, Path]:
     return {name: build(root / name) for name, build in BUILDERS.items()}
 
 
-if __name__ == "__main__":  # python -m tests.tiny_models FOLDER [POSITIONS]: the extension study's tiny ModernBERT
+if (
+    __name__ == "__main__"
+):  # python -m tests.tiny_models FOLDER [POSITIONS]: the extension study's tiny ModernBERT
     import sys
 
     torch.manual_seed(0)

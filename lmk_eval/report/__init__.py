@@ -20,9 +20,24 @@ from .sections import remaining_seconds
 from .stats import compare_rows, compare_scales, compare_strategies
 from .tables import best_strategy_table, main_table, seed_table
 
-__all__ = ["ReportData", "best_strategy_table", "check_report_paths", "compare_rows", "compare_scales",
-           "compare_strategies", "main_frame", "main_table", "matched_seeds", "remaining_seconds", "report_data",
-           "report_paths", "seed_table", "part_weights", "strategy_pivots", "write_report"]  # fmt: skip
+__all__ = [
+    "ReportData",
+    "best_strategy_table",
+    "check_report_paths",
+    "compare_rows",
+    "compare_scales",
+    "compare_strategies",
+    "main_frame",
+    "main_table",
+    "matched_seeds",
+    "remaining_seconds",
+    "report_data",
+    "report_paths",
+    "seed_table",
+    "part_weights",
+    "strategy_pivots",
+    "write_report",
+]
 
 
 def report_paths(run_dir: Path, reports_dir: Path) -> tuple[Path, Path]:
@@ -38,7 +53,9 @@ def check_report_paths(run_dir: Path, reports_dir: Path) -> None:
     check_writable_dir(assets, "report's figure folder")
 
 
-def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None, latex: bool = False) -> Path:
+def write_report(
+    run_dir: Path, reports_dir: Path, baseline: str | None = None, latex: bool = False
+) -> Path:
     """Write the report (and with ``latex`` its tables as ``<run>.tex`` beside it); a failure (a
     full disk) leaves none of the folders it created, nor the figures it drew into them."""
     markdown, assets = report_paths(run_dir, reports_dir)
@@ -46,7 +63,9 @@ def write_report(run_dir: Path, reports_dir: Path, baseline: str | None = None, 
     try:
         store = RunStore(run_dir)
         if not store.cells_dir.is_dir():
-            raise LmkEvalError(f"'{run_dir}' is not a run directory (no cells/); run `lmk-eval run` first")
+            raise LmkEvalError(
+                f"'{run_dir}' is not a run directory (no cells/); run `lmk-eval run` first"
+            )
         check_report_paths(run_dir, reports_dir)
         data = report_data(store, baseline)
         text = render(data, draw(data, assets))

@@ -65,7 +65,19 @@ def report_data(store: RunStore, baseline: str | None = None) -> ReportData:
     frame, unmatched = matched_seeds(every_seed)
     poolings = sorted(declared, key=lambda p: p != baseline)  # stable: the baseline first
     lengths = split_pivots(frame, LENGTH_SPLIT, 1)
-    return ReportData(store, sweep, training, records, every_seed, frame, unmatched, names, poolings, baseline,
-                      comparison_family(frame, poolings, baseline, names), lengths,
-                      split_pivots(frame, DEPTH_SPLIT, 0.01),
-                      strategy_pivots(frame) or [*lengths, *max_length_pivots(frame)])  # fmt: skip
+    return ReportData(
+        store,
+        sweep,
+        training,
+        records,
+        every_seed,
+        frame,
+        unmatched,
+        names,
+        poolings,
+        baseline,
+        comparison_family(frame, poolings, baseline, names),
+        lengths,
+        split_pivots(frame, DEPTH_SPLIT, 0.01),
+        strategy_pivots(frame) or [*lengths, *max_length_pivots(frame)],
+    )

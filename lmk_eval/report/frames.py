@@ -57,14 +57,31 @@ def main_frame(records: list[CellRecord], root: Path) -> pd.DataFrame:
         c, v = r.cell, r.variant
         construction = r.identity.data.get("construction") if r.identity else None
         for split in r.splits:
-            per_query = {(split, p.task, p.subset, q): x for p in r.scored_parts() if p.split == split
-                         for q, x in p.per_query.items()}  # fmt: skip
-            rows.append({"model": c.row_model, "seed": c.seed, "task": r.task, "context": r.context,
-                         "construction": construction,
-                         "max_length": v.max_length, "strategy": v.reading(), "scaled": v.scale != "none",
-                         "unscaled": v.unscaled().reading(),
-                         "pooling": v.key(), "label": v.label(), "split": split,
-                         "score": r.split_score(split), "metric": r.main_score, "per_query": per_query})  # fmt: skip
+            per_query = {
+                (split, p.task, p.subset, q): x
+                for p in r.scored_parts()
+                if p.split == split
+                for q, x in p.per_query.items()
+            }
+            rows.append(
+                {
+                    "model": c.row_model,
+                    "seed": c.seed,
+                    "task": r.task,
+                    "context": r.context,
+                    "construction": construction,
+                    "max_length": v.max_length,
+                    "strategy": v.reading(),
+                    "scaled": v.scale != "none",
+                    "unscaled": v.unscaled().reading(),
+                    "pooling": v.key(),
+                    "label": v.label(),
+                    "split": split,
+                    "score": r.split_score(split),
+                    "metric": r.main_score,
+                    "per_query": per_query,
+                }
+            )
     if not rows:
         raise LmkEvalError(f"no finished cells in '{root}'; nothing to report")
     return pd.DataFrame(rows)
@@ -82,9 +99,18 @@ def parts_frame(records: list[CellRecord]) -> pd.DataFrame:
         c, v, own = r.cell, r.variant, r.scores[0].task
         for task, subset in keys:
             scores = [p.scores[r.main_score] for p in parts if (p.task, p.subset) == (task, subset)]
-            rows.append({"model": c.row_model, "seed": c.seed, "row": r.task, "max_length": v.max_length,
-                         "strategy": v.reading(), "pooling": v.key(), "part": task if task != own else subset,
-                         "score": sum(scores) / len(scores)})  # fmt: skip
+            rows.append(
+                {
+                    "model": c.row_model,
+                    "seed": c.seed,
+                    "row": r.task,
+                    "max_length": v.max_length,
+                    "strategy": v.reading(),
+                    "pooling": v.key(),
+                    "part": task if task != own else subset,
+                    "score": sum(scores) / len(scores),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -143,7 +169,9 @@ def _declared_before_manifests(sweep: dict) -> list[str]:
 
     declared = []
     train = sweep.get("train") or {}
-    for p in sweep.get("poolings", []) + [evaluated_as(n, train) for n in train.get("poolings", [])]:
+    for p in sweep.get("poolings", []) + [
+        evaluated_as(n, train) for n in train.get("poolings", [])
+    ]:
         try:
             declared.append(make_variant(**p).key())
         except LmkEvalError:
@@ -213,8 +241,14 @@ def split_pivots(frame: pd.DataFrame, pattern: re.Pattern, scale: float) -> list
         if not matched.empty:
             x = matched["split"].str.extract(pattern)[0].astype(float) * scale
             table = matched.assign(x=x).pivot_table(index="x", columns="pooling", values="score")
-            out.append(Panel(row_label(key, vary), key[1], table.sort_index(),
-                             construction=construction_of(matched)))  # fmt: skip
+            out.append(
+                Panel(
+                    row_label(key, vary),
+                    key[1],
+                    table.sort_index(),
+                    construction=construction_of(matched),
+                )
+            )
     return out
 
 
@@ -247,8 +281,14 @@ def strategy_pivots(frame: pd.DataFrame) -> list[Panel]:
         table = matched.assign(x=x, reading=reading_of(matched)).pivot_table(
             index="x", columns=["pooling", "reading"], values="score"
         )
-        out.append(Panel(f"{model}: {task}" if vary["model"] else task, task, table.sort_index(),
-                         construction=construction_of(matched)))  # fmt: skip
+        out.append(
+            Panel(
+                f"{model}: {task}" if vary["model"] else task,
+                task,
+                table.sort_index(),
+                construction=construction_of(matched),
+            )
+        )
     return out
 
 

@@ -40,13 +40,15 @@ def compute_section(records: list[CellRecord], training: dict[str, dict]) -> lis
     machines = sorted({r.produced_by["machine"] for r in records if r.produced_by.get("machine")})
     unnamed = sum(1 for r in records if r.seconds is not None and not r.produced_by.get("machine"))
     where = (f" Measured on: {'; '.join(machines)}." if machines else "") + (
-        f" {unnamed} cell(s) from older runs do not record their machine." if unnamed else "")
+        f" {unnamed} cell(s) from older runs do not record their machine." if unnamed else ""
+    )
     return [
         "## Compute",
         "",
         "Wall time measured per cell (encoding + mteb scoring) and per trained checkpoint, summed;"
         " a run interrupted and resumed counts only the work it kept."
-        + (f" {untimed} cell(s) from older runs carry no timing." if untimed else "") + where,
+        + (f" {untimed} cell(s) from older runs carry no timing." if untimed else "")
+        + where,
         "",
         markdown_table(["step", "cells / checkpoints", "wall time"], rows),
         "",
@@ -113,7 +115,16 @@ def _short(identity: dict | None) -> str:
     if not identity:
         return "not recorded"
     parts = []
-    for key in ("package", "repo", "commit", "content", "files", "construction", "dataset", "subsets"):
+    for key in (
+        "package",
+        "repo",
+        "commit",
+        "content",
+        "files",
+        "construction",
+        "dataset",
+        "subsets",
+    ):
         if key in identity:
             value = identity[key]
             if isinstance(value, dict):
@@ -124,20 +135,26 @@ def _short(identity: dict | None) -> str:
                 value = f"`{str(value)[:12]}`"
             parts.append(f"{key} {value}")
     if identity.get("kind") == "mteb-aggregate":  # each sub-task's dataset, revision and commit
-        parts += [f"{name} ({_short(sub).removeprefix('?: ')})" for name, sub in identity["tasks"].items()]
+        parts += [
+            f"{name} ({_short(sub).removeprefix('?: ')})" for name, sub in identity["tasks"].items()
+        ]
     if identity.get("kind") == "checkpoint":
         t = identity["training"]
-        parts.append(f"trained from base ({_short(t['base'])}) on data `{str(t['data'])[:12]}`,"
-                     f" {t['steps']} steps, seed {t['seed']} (training hash in the checkpoint name)")  # fmt: skip
+        parts.append(
+            f"trained from base ({_short(t['base'])}) on data `{str(t['data'])[:12]}`,"
+            f" {t['steps']} steps, seed {t['seed']} (training hash in the checkpoint name)"
+        )
     return f"{identity.get('kind', '?')}: " + "; ".join(parts)
 
 
 def dtypes(records: list[CellRecord]) -> str:
-    found = sorted({r.identity.encoding.get("dtype", "float32") if r.identity else "float32"
-                    for r in records})  # fmt: skip
+    found = sorted(
+        {r.identity.encoding.get("dtype", "float32") if r.identity else "float32" for r in records}
+    )
     legacy = any(r.identity is None for r in records)
-    return ", ".join(found) + (" (older cells do not record it: lmk-eval then ran float32 only)"
-                               if legacy else "")  # fmt: skip
+    return ", ".join(found) + (
+        " (older cells do not record it: lmk-eval then ran float32 only)" if legacy else ""
+    )
 
 
 def _encoding_text(encoding: dict) -> str:
@@ -178,14 +195,22 @@ def provenance_section(records: list[CellRecord]) -> list[str]:
         splits = "+".join(r.cell.splits)
         tasks_seen.setdefault(f"{r.task} ({splits})", _short(r.identity.data))
         scoring.add(", ".join(f"{k} {v}" for k, v in r.identity.scoring.items()))
-        produced.add(", ".join(f"{k} {v}" for k, v in sorted(r.produced_by.items()) if k != "machine"))
+        produced.add(
+            ", ".join(f"{k} {v}" for k, v in sorted(r.produced_by.items()) if k != "machine")
+        )
     lines = ["## Provenance", ""]
     if legacy:
-        lines += [f"{len(legacy)} of {len(records)} cells were written before lmk-eval recorded"
-                  " provenance: their model and data are known by name only.", ""]  # fmt: skip
+        lines += [
+            f"{len(legacy)} of {len(records)} cells were written before lmk-eval recorded"
+            " provenance: their model and data are known by name only.",
+            "",
+        ]
     if models_seen:
-        lines += ["Each cell records what produced it (`cell.json`, key `identity`); a stored cell"
-                  " is reused only while all of it is unchanged.", ""]  # fmt: skip
+        lines += [
+            "Each cell records what produced it (`cell.json`, key `identity`); a stored cell"
+            " is reused only while all of it is unchanged.",
+            "",
+        ]
         lines += [f"- model `{m}`: {v}" for m, v in models_seen.items()]
         lines += [f"- encoding of {m}: {v}" for m, v in encodings.items()]
         lines += [f"- task {t}: data {v}" for t, v in tasks_seen.items()]
@@ -197,9 +222,17 @@ def provenance_section(records: list[CellRecord]) -> list[str]:
 
 def zero_grade_line(records: list[CellRecord]) -> list[str]:
     """The settings line naming queries whose judgements are all grade 0 or less (scored 0, as mteb does)."""
-    seen = {(r.task, part): f"{r.task} {part} {n} of {query_counts(r.scores, r.subtasks).get(part) or '?'}"
-            for r in records for part, n in r.zero_grade_queries.items()}  # fmt: skip
+    seen = {
+        (
+            r.task,
+            part,
+        ): f"{r.task} {part} {n} of {query_counts(r.scores, r.subtasks).get(part) or '?'}"
+        for r in records
+        for part, n in r.zero_grade_queries.items()
+    }
     if not seen:
         return []
-    return ["- queries that judge no document relevant (every judgement grade 0 or less), kept and scored 0"
-            f" as mteb scores them: {'; '.join(seen[k] for k in sorted(seen))}"]  # fmt: skip
+    return [
+        "- queries that judge no document relevant (every judgement grade 0 or less), kept and scored 0"
+        f" as mteb scores them: {'; '.join(seen[k] for k in sorted(seen))}"
+    ]

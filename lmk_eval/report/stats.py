@@ -64,7 +64,12 @@ def compare_strategies(frame: pd.DataFrame, poolings: list[str], names: Names):
                 cmp = _paired(rows, ref_rows[ref_rows["max_length"] == ref_length], pooling)
                 if cmp is not None:
                     name = f"{model}: {task}" if vary["model"] else task
-                    out.append((f"{name}: {names[pooling]} {strategy}@{length} vs {reference}@{ref_length}", cmp))
+                    out.append(
+                        (
+                            f"{name}: {names[pooling]} {strategy}@{length} vs {reference}@{ref_length}",
+                            cmp,
+                        )
+                    )
     return out
 
 
@@ -87,13 +92,19 @@ def compare_scales(frame: pd.DataFrame, poolings: list[str], names: Names):
     out = []
     keys = ["model", "task", "max_length", "strategy", "unscaled"]
     for (model, task, length, reading, plain), rows in scaled.groupby(keys, sort=False):
-        base_rows = frame[(frame["model"] == model) & (frame["task"] == task) & (frame["max_length"] == length)
-                          & (frame["strategy"] == plain)]  # fmt: skip
+        base_rows = frame[
+            (frame["model"] == model)
+            & (frame["task"] == task)
+            & (frame["max_length"] == length)
+            & (frame["strategy"] == plain)
+        ]
         for pooling in poolings:
             cmp = _paired(rows, base_rows, pooling)
             if cmp is not None:
                 name = f"{model}: {task}" if vary["model"] else task
-                out.append((f"{name}: {names[pooling]} {reading}@{length} vs {plain}@{length}", cmp))
+                out.append(
+                    (f"{name}: {names[pooling]} {reading}@{length} vs {plain}@{length}", cmp)
+                )
     return out
 
 
@@ -117,11 +128,16 @@ class Family:
         return bool(self.rows or self.strategies or self.scales)
 
 
-def comparison_family(frame: pd.DataFrame, poolings: list[str], baseline: str, names: Names) -> Family:
+def comparison_family(
+    frame: pd.DataFrame, poolings: list[str], baseline: str, names: Names
+) -> Family:
     """Every comparison the report makes, and the one Holm adjustment over all of them."""
     rows = compare_rows(frame, poolings, baseline)
     strategies = compare_strategies(frame, poolings, names)
     scales = compare_scales(frame, poolings, names)
     adjusted = iter(adjust(Family(rows, strategies, scales).all()))
-    return Family([(r, p, next(adjusted)) for r, p, _ in rows], [(label, next(adjusted)) for label, _ in strategies],
-                  [(label, next(adjusted)) for label, _ in scales])  # fmt: skip
+    return Family(
+        [(r, p, next(adjusted)) for r, p, _ in rows],
+        [(label, next(adjusted)) for label, _ in strategies],
+        [(label, next(adjusted)) for label, _ in scales],
+    )

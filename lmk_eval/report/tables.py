@@ -35,8 +35,11 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def main_table(
-    frame: pd.DataFrame, poolings: list[str], comparisons: list[tuple[str, str, Comparison]],
-    names: Names, benchmarks: dict[str, list[str]] | None = None,
+    frame: pd.DataFrame,
+    poolings: list[str],
+    comparisons: list[tuple[str, str, Comparison]],
+    names: Names,
+    benchmarks: dict[str, list[str]] | None = None,
 ) -> str:
     """Per-row main score (mean over splits and seeds), best in bold, † where the Holm-adjusted
     difference from the baseline is significant; then each mteb benchmark's average over its
@@ -49,7 +52,9 @@ def main_table(
         best = means.max()
         label = row_label(key, vary)
         cells = [
-            fmt_score(means[p], means[p] == best, "†" if (label, p) in marked else "", seed_std(group, p))
+            fmt_score(
+                means[p], means[p] == best, "†" if (label, p) in marked else "", seed_std(group, p)
+            )
             if p in means
             else "–"
             for p in poolings
@@ -63,20 +68,37 @@ def main_table(
                 readings.setdefault((model, length, strategy), []).append(means)
         for (model, length, strategy), series in readings.items():
             where = (f"{model}: " if vary["model"] else "") + name
-            where += f" @{length}" + (f"/{strategy}" if vary["strategy"] else "") if len(readings) > 1 else ""
-            rows += _average_row(f"{where} average (mteb benchmark, {len(tasks)} tasks)",
-                                 f"{where} average", "tasks", series, len(tasks), poolings)  # fmt: skip
+            where += (
+                f" @{length}" + (f"/{strategy}" if vary["strategy"] else "")
+                if len(readings) > 1
+                else ""
+            )
+            rows += _average_row(
+                f"{where} average (mteb benchmark, {len(tasks)} tasks)",
+                f"{where} average",
+                "tasks",
+                series,
+                len(tasks),
+                poolings,
+            )
     by_context: dict[str, list[pd.Series]] = {}
     for key, means in row_means.items():
         by_context.setdefault(key[2], []).append(means)
     for context, series in by_context.items():
-        rows += _average_row(f"{context}-context average", f"{context}-context average", "rows", series,
-                             len(series), poolings)  # fmt: skip
+        rows += _average_row(
+            f"{context}-context average",
+            f"{context}-context average",
+            "rows",
+            series,
+            len(series),
+            poolings,
+        )
     return markdown_table(["task", "metric", "splits", *(names[p] for p in poolings)], rows)
 
 
-def _average_row(label: str, short: str, unit: str, series: list[pd.Series], total: int,
-                 poolings: list[str]) -> list[list[str]]:  # fmt: skip
+def _average_row(
+    label: str, short: str, unit: str, series: list[pd.Series], total: int, poolings: list[str]
+) -> list[list[str]]:
     """One average row: the mean over the rows every pooling has (a fair average), saying over
     how many of ``total`` when some are missing; none when no row has every pooling."""
     table = pd.concat(series, axis=1).reindex(poolings)
@@ -88,7 +110,9 @@ def _average_row(label: str, short: str, unit: str, series: list[pd.Series], tot
     label = f"*{label}*"
     if complete.shape[1] < total:
         label = f"*{short} over the {complete.shape[1]} of {total} {unit} every pooling has*"
-    return [[label, "", str(complete.shape[1]), *[fmt_score(avg[p], avg[p] == best) for p in poolings]]]
+    return [
+        [label, "", str(complete.shape[1]), *[fmt_score(avg[p], avg[p] == best) for p in poolings]]
+    ]
 
 
 def interval_table(frame: pd.DataFrame, poolings: list[str], names: Names) -> str | None:
@@ -101,7 +125,9 @@ def interval_table(frame: pd.DataFrame, poolings: list[str], names: Names) -> st
             scores = pooled_queries(group, p) if p in set(group["pooling"]) else {}
             ci = bootstrap_ci(scores, part_weights(set(scores))) if scores else None
             cells.append(f"{ci[0] * 100:.1f} – {ci[1] * 100:.1f}" if ci else "–")
-        rows.append([row_label(key, vary), str(len(pooled_queries(group, poolings[0])) or "–"), *cells])
+        rows.append(
+            [row_label(key, vary), str(len(pooled_queries(group, poolings[0])) or "–"), *cells]
+        )
     if all(c == "–" for r in rows for c in r[2:]):
         return None
     return markdown_table(["task", "queries", *(names[p] for p in poolings)], rows)
@@ -115,16 +141,19 @@ def tested_text(c: Comparison) -> str:
     """A comparison's numbers, or why it was not tested (a non-finite side: no p, no †)."""
     if c.p_value is None:
         return f"not tested ({c.untested}), n={c.n} queries"
-    return (f"Δ={c.mean_diff * 100:+.1f}{ci_text(c)}, p={c.p_value:.3g}, Holm-adjusted p={c.p_adjusted:.3g}"
-            f"{' †' if c.significant else ''}, n={c.n} queries")  # fmt: skip
+    return (
+        f"Δ={c.mean_diff * 100:+.1f}{ci_text(c)}, p={c.p_value:.3g}, Holm-adjusted p={c.p_adjusted:.3g}"
+        f"{' †' if c.significant else ''}, n={c.n} queries"
+    )
 
 
 def strategy_lines(found: list[tuple[str, Comparison]]) -> list[str]:
     return [f"{label}: {tested_text(c)}" for label, c in found]
 
 
-def significance_lines(comparisons: list[tuple[str, str, Comparison]], baseline: str,
-                       names: Names) -> list[str]:  # fmt: skip
+def significance_lines(
+    comparisons: list[tuple[str, str, Comparison]], baseline: str, names: Names
+) -> list[str]:
     out = []
     for row, p, c in comparisons:
         out.append(f"{row}: {names[p]} vs {names[baseline]}: {tested_text(c)}")
@@ -142,9 +171,16 @@ def seed_table(frame: pd.DataFrame, poolings: list[str], names: Names) -> str | 
     for key, group in seeded.groupby(ROW_KEYS, sort=False):
         means = group.groupby(["seed", "pooling"])["score"].mean()
         for seed in sorted(group["seed"].unique()):
-            rows.append([row_label(key, vary), str(int(seed)),
-                         *[fmt_score(means[seed, p], False) if (seed, p) in means else "–"
-                           for p in poolings]])  # fmt: skip
+            rows.append(
+                [
+                    row_label(key, vary),
+                    str(int(seed)),
+                    *[
+                        fmt_score(means[seed, p], False) if (seed, p) in means else "–"
+                        for p in poolings
+                    ],
+                ]
+            )
     return markdown_table(["task", "seed", *(names[p] for p in poolings)], rows)
 
 
@@ -171,8 +207,9 @@ def best_strategy_table(frame: pd.DataFrame, poolings: list[str], names: Names) 
     return markdown_table(["task", "pooling", *[b[2] + " tokens" for b in BANDS]], rows)
 
 
-def split_tables(panels: list[Panel], poolings: list[str], column: str,
-                 names: Names) -> list[tuple[str, str]]:  # fmt: skip
+def split_tables(
+    panels: list[Panel], poolings: list[str], column: str, names: Names
+) -> list[tuple[str, str]]:
     """The panels as markdown, splits as rows, best per row in bold; a bundled task calibrated
     against a published curve gets that curve as a last column."""
     out = []
@@ -199,13 +236,22 @@ def part_tables(parts: pd.DataFrame, poolings: list[str], names: Names) -> list[
         return []
     vary = varying(parts)
     out = []
-    for (model, row, length, strategy), group in parts.groupby(["model", "row", "max_length", "strategy"], sort=False):
+    for (model, row, length, strategy), group in parts.groupby(
+        ["model", "row", "max_length", "strategy"], sort=False
+    ):
         table = group.pivot_table(index="part", columns="pooling", values="score", sort=False)
         rows = []
         for part, r in table.iterrows():
             best = r.max()
-            rows.append([str(part), *[fmt_score(r[p], r[p] == best) if p in r and pd.notna(r[p]) else "–"
-                                      for p in poolings]])  # fmt: skip
+            rows.append(
+                [
+                    str(part),
+                    *[
+                        fmt_score(r[p], r[p] == best) if p in r and pd.notna(r[p]) else "–"
+                        for p in poolings
+                    ],
+                ]
+            )
         label = row_label((model, row, None, length, strategy), vary)
         out.append((label, markdown_table(["part", *(names[p] for p in poolings)], rows)))
     return out
