@@ -25,6 +25,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff format --check lmk_eval tests benchmarks
 	$(BIN)/ruff check lmk_eval tests benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 # The regression gate CI runs: a small offline sweep checked against the committed baseline.

@@ -42,12 +42,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.timing import forward_tokens_per_s, matmul_peak  # noqa: E402
-from lmk_eval.batching import pad_windows, token_budget_batches  # noqa: E402
-from lmk_eval.encoding import TextEncoder  # noqa: E402
-from lmk_eval.hardware import bytes_per_token, cpu_description, flops_per_token  # noqa: E402
-from lmk_eval.options import EncodeOptions  # noqa: E402
-from lmk_eval.registry import POOLINGS  # noqa: E402
-from lmk_eval.variants import make_variant  # noqa: E402
+from lmk_eval.common.hardware import bytes_per_token, cpu_description, flops_per_token  # noqa: E402
+from lmk_eval.config.options import EncodeOptions  # noqa: E402
+from lmk_eval.config.variants import make_variant  # noqa: E402
+from lmk_eval.model.batching import pad_windows, token_budget_batches  # noqa: E402
+from lmk_eval.model.encoding import TextEncoder  # noqa: E402
+from lmk_eval.pooling.registry import POOLINGS  # noqa: E402
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 DTYPES = ("float32", "bfloat16")

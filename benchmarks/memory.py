@@ -30,7 +30,7 @@ def build_model(folder: Path) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     sys.path.insert(0, str(ROOT))
-    from lmk_eval.models import packaged_model_path
+    from lmk_eval.model.loading import packaged_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(packaged_model_path())
     config = BertConfig(
@@ -73,8 +73,8 @@ def build_corpus(folder: Path, n_docs: int) -> Path:
 def measure_one(code: Path, model: Path, corpus: Path, poolings: list[str], output: Path) -> None:
     """In this (fresh) process: run the sweep, print seconds and peak RSS as JSON."""
     sys.path.insert(0, str(code))
-    from lmk_eval.runner import run_sweep
-    from lmk_eval.sweep import Sweep
+    from lmk_eval.config.sweep import Sweep
+    from lmk_eval.run.runner import run_sweep
 
     sweep = Sweep.model_validate(
         {
@@ -143,7 +143,7 @@ def main() -> None:
                     flush=True,
                 )
     sys.path.insert(0, str(ROOT))
-    from lmk_eval.hardware import cpu_description
+    from lmk_eval.common.hardware import cpu_description
 
     found["cpu"] = cpu_description()
     args.json.write_text(json.dumps(found, indent=1) + "\n")

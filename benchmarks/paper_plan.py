@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lmk_eval.hardware import cpu_description  # noqa: E402
+from lmk_eval.common.hardware import cpu_description  # noqa: E402
 from tests.fake_hub import FakeHub, Repo, folder_files  # noqa: E402
 from tests.hub_catalogue import paper_tasks, repos_for  # noqa: E402
 
@@ -32,7 +32,7 @@ def build_modernbert_base(folder: Path) -> Path:
     import torch
     from transformers import BertTokenizerFast, ModernBertConfig, ModernBertModel
 
-    from lmk_eval.models import packaged_model_path
+    from lmk_eval.model.loading import packaged_model_path
 
     tokenizer = BertTokenizerFast.from_pretrained(str(packaged_model_path()))
     config = ModernBertConfig(

@@ -30,9 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.timing import forward_tokens_per_s, matmul_peak  # noqa: E402
-from lmk_eval.batching import pad_windows, token_budget_batches  # noqa: E402
-from lmk_eval.encoding import TextEncoder  # noqa: E402
-from lmk_eval.hardware import (  # noqa: E402
+from lmk_eval.common.hardware import (  # noqa: E402
     cpu_description,
     cpu_flags,
     default_device,
@@ -40,14 +38,16 @@ from lmk_eval.hardware import (  # noqa: E402
     resolve_dtype,
     torch_dtype,
 )
-from lmk_eval.options import EncodeOptions  # noqa: E402
-from lmk_eval.variants import make_variant  # noqa: E402
+from lmk_eval.config.options import EncodeOptions  # noqa: E402
+from lmk_eval.config.variants import make_variant  # noqa: E402
+from lmk_eval.model.batching import pad_windows, token_budget_batches  # noqa: E402
+from lmk_eval.model.encoding import TextEncoder  # noqa: E402
 
 SCIFACT_REFERENCE = 0.6451
 
 
 def haystack_texts(n: int, words: int) -> list[str]:
-    from lmk_eval.synthetic import haystack_words
+    from lmk_eval.retrieval.synthetic import haystack_words
 
     hay = haystack_words()
     return [" ".join(hay[k * words : (k + 1) * words]) for k in range(n)]
@@ -81,9 +81,10 @@ def run_suite(
     config: str | None, dtype: str, out: Path, flags: dict | None = None
 ) -> tuple[float, dict]:
     """Wall time and main scores of a sweep computed afresh at ``dtype``."""
-    from lmk_eval.gate import main_scores
-    from lmk_eval.runner import run_sweep
-    from lmk_eval.sweep import read_sweep_file, sweep_from_dict
+    from lmk_eval.config.sweep import read_sweep_file
+    from lmk_eval.report.gate import main_scores
+    from lmk_eval.run.runner import run_sweep
+    from lmk_eval.run.sweeps import sweep_from_dict
 
     data, name, where = read_sweep_file(config) if config else (flags, flags["name"], "flags")
     sweep = sweep_from_dict({**data, "dtype": dtype}, name, where)  # validated once, dtype in

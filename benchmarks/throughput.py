@@ -38,11 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.timing import forward_tokens_per_s  # noqa: E402
-from lmk_eval.batching import pad_windows, token_budget_batches  # noqa: E402
-from lmk_eval.encoding import TextEncoder  # noqa: E402
-from lmk_eval.hardware import cpu_description, resolve_dtype  # noqa: E402
-from lmk_eval.options import EncodeOptions  # noqa: E402
-from lmk_eval.variants import make_variant  # noqa: E402
+from lmk_eval.common.hardware import cpu_description, resolve_dtype  # noqa: E402
+from lmk_eval.config.options import EncodeOptions  # noqa: E402
+from lmk_eval.config.variants import make_variant  # noqa: E402
+from lmk_eval.model.batching import pad_windows, token_budget_batches  # noqa: E402
+from lmk_eval.model.encoding import TextEncoder  # noqa: E402
 
 SIX_POOLINGS = ["cls", "mean", "max", "weightedmean", "mean_sqrt_len_tokens", "layer_mean"]
 CEILING_POOLINGS = [
@@ -58,7 +58,7 @@ RSS_LENGTHS = [1024, 2048, 4096, 8192, 16384, 32768]
 
 
 def scifact_docs(n: int) -> list[str]:
-    from lmk_eval.task_registry import _beir_loader
+    from lmk_eval.retrieval.task_registry import _beir_loader
 
     split = _beir_loader("scifact", (n // 3, n))()["test"]
     return [(d["title"] + " " + d["text"]).strip() for d in split.corpus]
@@ -228,8 +228,8 @@ def host_section(
 
 def quick_suite_padding(encoder: TextEncoder) -> tuple[float, int, int]:
     """Padding waste exactly as the encoder batches the quick suite (queries and corpus apart)."""
-    from lmk_eval.plan import plan
-    from lmk_eval.sweep import load_sweep
+    from lmk_eval.run.plan import plan
+    from lmk_eval.run.sweeps import load_sweep
 
     real = padded = 0
     for group in plan(load_sweep(ROOT / "tasks" / "quick.toml")):
@@ -258,9 +258,9 @@ def hwm_kib():
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
 sys.path.insert(0, {root!r})
-from lmk_eval.encoding import TextEncoder
-from lmk_eval.variants import make_variant
-from lmk_eval.synthetic import haystack_words
+from lmk_eval.model.encoding import TextEncoder
+from lmk_eval.config.variants import make_variant
+from lmk_eval.retrieval.synthetic import haystack_words
 n = {length}
 words = haystack_words()
 texts = [" ".join(words[i * 30000 : i * 30000 + int(n * 0.74)]) for i in range(2)]
@@ -291,10 +291,10 @@ def naive_vs_sweep(poolings: list[str], folder: Path) -> tuple[float, float, flo
     import mteb
 
     import lmk_eval
-    from lmk_eval.runner import run_sweep
-    from lmk_eval.sweep import sweep_from_dict
-    from lmk_eval.task_registry import resolve
-    from lmk_eval.work import quiet_libraries
+    from lmk_eval.retrieval.task_registry import resolve
+    from lmk_eval.run.runner import run_sweep
+    from lmk_eval.run.sweeps import sweep_from_dict
+    from lmk_eval.run.work import quiet_libraries
 
     quiet_libraries()
     started = time.perf_counter()
@@ -319,7 +319,7 @@ def naive_vs_sweep(poolings: list[str], folder: Path) -> tuple[float, float, flo
 
 
 def write_folder(texts_docs: int, root: Path) -> Path:
-    from lmk_eval.task_registry import _beir_loader
+    from lmk_eval.retrieval.task_registry import _beir_loader
 
     split = _beir_loader("scifact", (texts_docs // 4, texts_docs))()["test"]
     folder = root / "bench_scifact"

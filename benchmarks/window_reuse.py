@@ -18,11 +18,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lmk_eval.batching import unique_windows  # noqa: E402
-from lmk_eval.encoding import TextEncoder  # noqa: E402
-from lmk_eval.store import atomic_write_text  # noqa: E402
-from lmk_eval.task_registry import BUNDLED  # noqa: E402
-from lmk_eval.variants import make_variant  # noqa: E402
+from lmk_eval.config.variants import make_variant  # noqa: E402
+from lmk_eval.model.batching import unique_windows  # noqa: E402
+from lmk_eval.model.encoding import TextEncoder  # noqa: E402
+from lmk_eval.retrieval.task_registry import BUNDLED  # noqa: E402
+from lmk_eval.store.cells import atomic_write_text  # noqa: E402
 
 TASKS = ["passkey", "needle", "qmsum"]
 POOLINGS = ["mean", "lmk"]  # plain and landmark tokenisation differ, so both are counted

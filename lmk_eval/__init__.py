@@ -1,6 +1,13 @@
 """lmk-eval: which pooling should a text encoder use, on short and on long context?"""
 
-from .variants import GRANULARITIES, POOLINGS, STRATEGIES, LmkEvalError, Variant, make_variant
+from lmk_eval.config.variants import (
+    GRANULARITIES,
+    POOLINGS,
+    STRATEGIES,
+    LmkEvalError,
+    Variant,
+    make_variant,
+)
 
 __version__ = "0.1.0"
 
@@ -16,7 +23,7 @@ __all__ = [
 
 
 def encoder(model=None, pooling="lmk", **options):
-    """An mteb encoder (see ``lmk_eval.mteb_adapter.encoder``); imports mteb only when called."""
-    from .mteb_adapter import encoder as _encoder
+    """An mteb encoder (see ``lmk_eval.retrieval.mteb_adapter.encoder``); imports mteb only when called."""
+    from lmk_eval.retrieval.mteb_adapter import encoder as _encoder
 
     return _encoder(model, pooling, **options)

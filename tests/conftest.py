@@ -20,8 +20,8 @@ if "LMK_EVAL_CACHE" not in os.environ:  # file digests: a cache of the test sess
 def every_computed_cell_satisfies_the_invariant(monkeypatch):
     """Every cell a run of any test computes and stores (in this process) is checked as it is
     stored: its per-query means are its parts' scores, its main score mteb's TaskResult's."""
-    from lmk_eval.runner import Sink
-    from lmk_eval.store import read_record
+    from lmk_eval.run.runner import Sink
+    from lmk_eval.store.cells import read_record
     from tests.invariants import check_cell
 
     stored = Sink.save
@@ -36,7 +36,7 @@ def every_computed_cell_satisfies_the_invariant(monkeypatch):
 
 @pytest.fixture(scope="session")
 def text_encoder():
-    from lmk_eval.encoding import TextEncoder
+    from lmk_eval.model.encoding import TextEncoder
 
     return TextEncoder(None).load()
 
@@ -81,7 +81,7 @@ def write_beir(folder: Path, corpus: list[dict], queries: list[dict], qrels: lis
 @pytest.fixture(scope="session")
 def tiny_beir(tmp_path_factory) -> Path:
     """8 real SciFact claims, their abstracts and 12 distractors, as a BEIR folder."""
-    from lmk_eval.task_registry import _beir_loader
+    from lmk_eval.retrieval.task_registry import _beir_loader
 
     split = _beir_loader("scifact", (8, 20))()["test"]
     qrels = [(q, d, s) for q, docs in split.qrels.items() for d, s in docs.items()]

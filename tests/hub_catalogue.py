@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from lmk_eval.beir import RetrievalSplit
-from lmk_eval.task_registry import _beir_loader, load_synthetic, subset
+from lmk_eval.retrieval.beir import RetrievalSplit
+from lmk_eval.retrieval.task_registry import _beir_loader, load_synthetic, subset
 from tests.fake_hub import Repo, _card, _jsonl, beir_repo, longembed_repo
 
 QUERIES, DOCUMENTS = 3, 8  # per split of a short task
@@ -101,7 +101,7 @@ def repos_for(task_names: list[str]) -> list[Repo]:
     """Every dataset repo mteb reads for these tasks (an aggregate's sub-tasks included)."""
     import mteb
 
-    from lmk_eval.mteb_tasks import scored_tasks
+    from lmk_eval.retrieval.mteb_tasks import scored_tasks
 
     tasks = [part for name in task_names for part in scored_tasks(mteb.get_task(name))]
     out: dict[tuple[str, str], Repo] = {}
@@ -137,8 +137,8 @@ def repos_for(task_names: list[str]) -> list[Repo]:
 
 def paper_tasks() -> list[str]:
     """mteb's names of the tasks the shipped `paper` sweep resolves to (through mteb's benchmarks)."""
-    from lmk_eval.sweep import load_sweep
-    from lmk_eval.task_registry import resolve_all
+    from lmk_eval.retrieval.task_registry import resolve_all
+    from lmk_eval.run.sweeps import load_sweep
 
     sweep = load_sweep("paper")
     return list(

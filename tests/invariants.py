@@ -13,8 +13,8 @@ from statistics import fmean
 
 from mteb import TaskResult
 
-from lmk_eval.records import CellRecord
-from lmk_eval.store import RunStore
+from lmk_eval.store.cells import RunStore
+from lmk_eval.store.records import CellRecord
 
 TOLERANCE = 1e-3
 

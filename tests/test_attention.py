@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from lmk_eval.attention import scale_factors
-from lmk_eval.scales import parse_scale, self_extend_defaults
-from lmk_eval.variants import make_variant
+from lmk_eval.config.variants import make_variant
+from lmk_eval.reading.attention import scale_factors
+from lmk_eval.reading.scales import parse_scale, self_extend_defaults
 
 TEXT = " ".join(["Call me Ishmael, said the narrator of the long book about the whale."] * 30)
 
@@ -66,7 +66,7 @@ def small_bert(tmp_path_factory):
     (weights drawn wide, so that attention is far from uniform and a scale shows)."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    from lmk_eval.models import packaged_model_path
+    from lmk_eval.model.loading import packaged_model_path
 
     folder = tmp_path_factory.mktemp("bert64")
     tokenizer = BertTokenizerFast.from_pretrained(str(packaged_model_path()))
@@ -96,7 +96,7 @@ def test_scaled_attention_equals_an_eager_reference_with_scaled_query_weights(sm
     eager attention whose query projections are scaled by the factor computed here by hand."""
     from transformers import BertModel
 
-    from lmk_eval.encoding import TextEncoder
+    from lmk_eval.model.encoding import TextEncoder
 
     encoder = TextEncoder(str(small_bert), device="cpu")
     variant = make_variant("mean", max_length=256, strategy="grouped", attention_scale=scale)
@@ -181,7 +181,7 @@ def small_rope_models(tmp_path_factory):
         Qwen2Model,
     )
 
-    from lmk_eval.models import packaged_model_path
+    from lmk_eval.model.loading import packaged_model_path
 
     tokenizer = BertTokenizerFast.from_pretrained(str(packaged_model_path()))
     size = {
@@ -232,7 +232,7 @@ def test_self_extend_equals_a_per_pair_reference(small_rope_models, family):
     from transformers import AttentionInterface, AutoModel
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
-    from lmk_eval.encoding import TextEncoder
+    from lmk_eval.model.encoding import TextEncoder
 
     folder = small_rope_models[family]
     encoder = TextEncoder(str(folder), device="cpu")
@@ -262,7 +262,7 @@ def test_self_extend_equals_a_per_pair_reference(small_rope_models, family):
 
 @pytest.mark.parametrize("family", ["modernbert", "qwen2"])
 def test_self_extend_runs_at_four_times_the_tiny_models_positions(tiny, family):
-    from lmk_eval.encoding import TextEncoder
+    from lmk_eval.model.encoding import TextEncoder
     from tests.tiny_models import haystack_text
 
     encoder = TextEncoder(str(tiny[0][family]), device="cpu")
@@ -277,7 +277,7 @@ def test_self_extend_runs_at_four_times_the_tiny_models_positions(tiny, family):
 
 
 def test_a_stored_variant_reads_back_as_itself_and_an_old_one_as_unscaled():
-    from lmk_eval.variants import Variant
+    from lmk_eval.config.variants import Variant
 
     variants = [
         make_variant("mean", max_length=4096, strategy=s, attention_scale=a, se_group=g)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from lmk_eval.cli import main
-from lmk_eval.models import packaged_model_path
+from lmk_eval.cli.commands import main
+from lmk_eval.model.loading import packaged_model_path
 from tests.conftest import write_beir
 
 RUN = ["--no-report", "--no-progress"]

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lmk_eval.store import RunStore
+from lmk_eval.store.cells import RunStore
 from tests.fake_hub import FakeHub, Repo, folder_files, run_cli
 from tests.hub_catalogue import paper_tasks, repos_for
 from tests.invariants import check_run
@@ -134,7 +134,7 @@ def test_a_subset_loads_and_scores_that_language_only(paper, hub):
 
 
 def test_the_report_averages_follow_mteb_benchmarks(paper):
-    from lmk_eval.hardware import cpu_description
+    from lmk_eval.common.hardware import cpu_description
 
     out, report = paper
     text = report.read_text()
@@ -245,7 +245,7 @@ def test_plan_of_a_hub_task_uses_mteb_statistics_and_writes_nothing(hub, tmp_pat
 
 
 def test_export_writes_an_aggregate_with_its_sub_tasks(paper, tmp_path):
-    from lmk_eval.export import experiment_meta, export_run
+    from lmk_eval.report.export import experiment_meta, export_run
 
     out, _ = paper
     export_run(out, tmp_path)

@@ -6,7 +6,7 @@ import sys
 import pandas as pd
 import pytest
 
-from lmk_eval.cli import main
+from lmk_eval.cli.commands import main
 
 SHIPPED = [
     "cls",
@@ -73,8 +73,8 @@ def test_pooling_options_from_flags_apply_before_the_sweep_is_checked(tmp_path, 
 
 
 def test_flag_defaults_and_choices_are_the_schemas(capsys):
-    from lmk_eval.parser import build_parser
-    from lmk_eval.train import TrainConfig
+    from lmk_eval.cli.parser import build_parser
+    from lmk_eval.config.training import TrainConfig
 
     parser = build_parser()
     train = parser.parse_args(["train"])

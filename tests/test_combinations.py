@@ -12,11 +12,11 @@ import itertools
 import numpy as np
 import pytest
 
-from lmk_eval import registry
-from lmk_eval.encoding import TextEncoder
-from lmk_eval.errors import LmkEvalError
-from lmk_eval.positions import supports
-from lmk_eval.variants import GRANULARITIES, PLACEMENTS, make_variant
+from lmk_eval.common.errors import LmkEvalError
+from lmk_eval.config.variants import GRANULARITIES, PLACEMENTS, make_variant
+from lmk_eval.model.encoding import TextEncoder
+from lmk_eval.pooling import registry
+from lmk_eval.reading.strategies import strategy_of
 
 PROMPT = "query: "
 TEXTS = [
@@ -50,7 +50,7 @@ def accepted_variants(encoder: TextEncoder) -> list:
             facts.check_weights(concrete)
         except LmkEvalError:
             continue
-        if supports(facts.config, strategy) is None:
+        if strategy_of(strategy).unsupported(facts.config) is None:
             out.append(v)
     return list(dict.fromkeys(out))  # canonical variants: irrelevant options collapse
 

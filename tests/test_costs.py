@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from lmk_eval.cli import main
-from lmk_eval.costs import estimate, flops_per_token
-from lmk_eval.plan import plan
-from lmk_eval.sweep import Sweep
-from lmk_eval.work import compute_group, make_encoder
+from lmk_eval.cli.commands import main
+from lmk_eval.config.sweep import Sweep
+from lmk_eval.run.costs import estimate, flops_per_token
+from lmk_eval.run.plan import plan
+from lmk_eval.run.work import compute_group, make_encoder
 
 
 def planned_and_run(sweep: Sweep):

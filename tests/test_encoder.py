@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import lmk_eval
-from lmk_eval.batching import token_budget_batches
-from lmk_eval.encoding import TextEncoder
-from lmk_eval.mteb_adapter import LmkEncoder, model_meta
-from lmk_eval.tokenisation import Window
-from lmk_eval.variants import make_variant
+from lmk_eval.config.variants import make_variant
+from lmk_eval.model.batching import token_budget_batches
+from lmk_eval.model.encoding import TextEncoder
+from lmk_eval.model.tokenisation import Window
+from lmk_eval.retrieval.mteb_adapter import LmkEncoder, model_meta
 
 TEXTS = [
     "A cat sat on the mat.",
@@ -43,7 +43,7 @@ def variants(*names, **options):
 def test_mean_reproduces_sentence_transformers(text_encoder):
     from sentence_transformers import SentenceTransformer
 
-    from lmk_eval.models import packaged_model_path
+    from lmk_eval.model.loading import packaged_model_path
 
     reference = SentenceTransformer(str(packaged_model_path()), device="cpu").encode(
         TEXTS, normalize_embeddings=True
@@ -102,7 +102,7 @@ def test_variants_never_collide_in_mteb_cache(text_encoder):
 
 
 def test_encoder_satisfies_mteb_protocol_and_runs_end_to_end(tiny_beir):
-    from lmk_eval.task_registry import resolve
+    from lmk_eval.retrieval.task_registry import resolve
 
     task = resolve(str(tiny_beir))[0].build()
     task.load_data()
@@ -116,7 +116,7 @@ def test_encoder_satisfies_mteb_protocol_and_runs_end_to_end(tiny_beir):
 
 
 def test_encoder_accepts_hub_ids_and_local_dirs_without_loading(tmp_path):
-    from lmk_eval.models import packaged_model_path, resolve_model
+    from lmk_eval.model.loading import packaged_model_path, resolve_model
 
     local = resolve_model(str(packaged_model_path()))
     assert local.local and local.name.startswith("local/")
@@ -134,7 +134,7 @@ def test_hub_model_offline_gives_one_clear_line():
 
 
 def test_bfloat16_weights_pool_in_float32_and_stay_close(text_encoder):
-    from lmk_eval.options import EncodeOptions
+    from lmk_eval.config.options import EncodeOptions
 
     bf16 = TextEncoder(None, options=EncodeOptions(dtype="bfloat16"))
     assert bf16.dtype == "bfloat16"
@@ -148,7 +148,7 @@ def test_bfloat16_weights_pool_in_float32_and_stay_close(text_encoder):
 
 
 def test_token_budget_is_sized_from_memory_per_token(text_encoder):
-    from lmk_eval import hardware
+    from lmk_eval.common import hardware
 
     config = text_encoder.facts.config  # MiniLM: hidden 384, intermediate 1536, 12 heads
     per = hardware.bytes_per_token(config, "float32", 512)

@@ -47,7 +47,7 @@ def test_gpu_check_runs_on_cpu_without_mteb(tmp_path):
     }
     for r in result["speed"]:
         assert r["tokens"] > 0 and r["raw_tok_s"] > 0 and r["harness_tok_s"] > 0
-    from lmk_eval.registry import POOLINGS
+    from lmk_eval.pooling.registry import POOLINGS
 
     expected = {p for p, spec in POOLINGS.items() if not spec.needs_checkpoint and p != "native"}
     assert set(result["cosine"]) == {

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from lmk_eval.models import packaged_model_path
-from lmk_eval.store import RunStore
-from lmk_eval.task_registry import _beir_loader, load_synthetic, subset
+from lmk_eval.model.loading import packaged_model_path
+from lmk_eval.retrieval.task_registry import _beir_loader, load_synthetic, subset
+from lmk_eval.store.cells import RunStore
 from tests.conftest import write_beir
 from tests.fake_hub import FakeHub, Repo, beir_repo, folder_files, longembed_repo
 from tests.fake_hub import run_cli as cli
@@ -217,7 +217,7 @@ def test_hub_failures_end_in_one_line_before_anything_is_written(case, data, tmp
 
 def _resolved(model: str, endpoint: str, hf_home: Path, offline: bool = False) -> tuple[dict, str]:
     code = (
-        "import json; from lmk_eval import models; "
+        "import json; from lmk_eval.model import loading as models; "
         f"print(json.dumps(models.identity(models.resolve_model({model!r}))))"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
@@ -274,8 +274,8 @@ def test_an_offline_rerun_of_an_online_minilm_run_computes_nothing(hub, tmp_path
 
 
 def test_a_task_id_the_hub_library_rejects_is_said_so(tmp_path):
-    from lmk_eval import hub
-    from lmk_eval.errors import LmkEvalError
+    from lmk_eval.common import hub
+    from lmk_eval.common.errors import LmkEvalError
 
     with pytest.raises(
         LmkEvalError, match="'aggregate tasks do not have a path' .* is not a valid dataset id"
@@ -286,8 +286,8 @@ def test_a_task_id_the_hub_library_rejects_is_said_so(tmp_path):
 def test_a_hub_error_is_shortened_at_a_word(monkeypatch):
     from huggingface_hub import HfApi
 
-    from lmk_eval import hub
-    from lmk_eval.errors import LmkEvalError
+    from lmk_eval.common import hub
+    from lmk_eval.common.errors import LmkEvalError
 
     words = " ".join(f"word{i}" for i in range(80))
 
@@ -310,8 +310,8 @@ def test_export_is_read_back_by_mteb_one_experiment_per_variant(online_run, tmp_
     task's score the run's main score, and a variant's kwargs select exactly its results."""
     import mteb
 
-    from lmk_eval.cli import main
-    from lmk_eval.export import experiment_meta
+    from lmk_eval.cli.commands import main
+    from lmk_eval.report.export import experiment_meta
 
     _, out = online_run
     assert main(["export", str(out), "--mteb-results", str(tmp_path / "mteb")]) == 0
@@ -339,7 +339,7 @@ def test_export_is_read_back_by_mteb_one_experiment_per_variant(online_run, tmp_
 
 
 def test_export_names_the_results_the_leaderboard_will_skip(online_run, tmp_path):
-    from lmk_eval.export import export_run, leaderboard_mismatch
+    from lmk_eval.report.export import export_run, leaderboard_mismatch
 
     _, out = online_run
     assert (

@@ -6,13 +6,13 @@ import pytest
 import torch
 from mteb.models.search_wrappers import SearchEncoderWrapper
 
-from lmk_eval.errors import LmkEvalError
-from lmk_eval.mteb_adapter import LmkEncoder, model_meta
-from lmk_eval.pooling import chunk_means
-from lmk_eval.search import GroupSearch
-from lmk_eval.task_registry import _folder
-from lmk_eval.variants import make_variant
-from lmk_eval.work import evaluate_cell
+from lmk_eval.common.errors import LmkEvalError
+from lmk_eval.config.variants import make_variant
+from lmk_eval.pooling.functions import chunk_means
+from lmk_eval.retrieval.mteb_adapter import LmkEncoder, model_meta
+from lmk_eval.retrieval.search import GroupSearch
+from lmk_eval.retrieval.task_registry import _folder
+from lmk_eval.run.work import evaluate_cell
 
 TEXT = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen"
 

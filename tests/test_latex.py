@@ -7,7 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
-from lmk_eval.cli import main
+from lmk_eval.cli.commands import main
 
 QUICK = Path(__file__).parents[1] / "results" / "quick"
 

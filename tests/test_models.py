@@ -10,11 +10,11 @@ import pytest
 from sentence_transformers import SentenceTransformer
 
 import lmk_eval
-from lmk_eval.errors import LmkEvalError
-from lmk_eval.models import inspect_model, packaged_model_path, resolve_model
-from lmk_eval.runner import run_sweep
-from lmk_eval.sweep import sweep_from_dict
-from lmk_eval.variants import make_variant
+from lmk_eval.common.errors import LmkEvalError
+from lmk_eval.config.variants import make_variant
+from lmk_eval.model.loading import inspect_model, packaged_model_path, resolve_model
+from lmk_eval.run.runner import run_sweep
+from lmk_eval.run.sweeps import sweep_from_dict
 from tests.tiny_models import NATIVE, PROMPTS, as_sentence_transformer
 
 TEXTS = [
@@ -256,7 +256,7 @@ def test_a_real_model_reproduces_its_own_sentence_transformers_retrieval_score(t
     from sentence_transformers.base.modules import Transformer
     from sentence_transformers.sentence_transformer.modules import Pooling
 
-    from lmk_eval.task_registry import resolve
+    from lmk_eval.retrieval.task_registry import resolve
 
     transformer = Transformer(str(packaged_model_path()), max_seq_length=256)
     model = SentenceTransformer(

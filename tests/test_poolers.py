@@ -7,10 +7,11 @@ import pytest
 import torch
 
 import lmk_eval
-from lmk_eval import pooling
-from lmk_eval.cli import main
-from lmk_eval.errors import LmkEvalError
-from lmk_eval.train import TrainConfig, checkpoint_dir, train_all
+from lmk_eval.cli.commands import main
+from lmk_eval.common.errors import LmkEvalError
+from lmk_eval.config.training import TrainConfig
+from lmk_eval.pooling import functions as pooling
+from lmk_eval.train.trainer import checkpoint_dir, train_all
 from tests.test_train import train_folder  # noqa: F401 - the 16-pair training folder fixture
 
 NEW = ["latent_attention", "multilayer_attention", "layer_max_cls", "gem"]

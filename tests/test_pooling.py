@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lmk_eval import pooling
+from lmk_eval.pooling import functions as pooling
 
 PAD = 100.0
 HIDDEN = torch.tensor(

@@ -5,11 +5,12 @@ import pandas as pd
 import pytest
 import torch
 
-from lmk_eval.errors import LmkEvalError
-from lmk_eval.positions import interpolated, remap, remapped
-from lmk_eval.runner import run_sweep
-from lmk_eval.sweep import sweep_from_dict
-from lmk_eval.variants import make_variant
+from lmk_eval.common.errors import LmkEvalError
+from lmk_eval.config.variants import make_variant
+from lmk_eval.reading.positions import interpolated, remap, remapped
+from lmk_eval.reading.strategies import STRATEGIES
+from lmk_eval.run.runner import run_sweep
+from lmk_eval.run.sweeps import sweep_from_dict
 
 SHORT = ["A cat sat on the mat.", "Landmark pooling averages separator states. " * 8, "short"]
 EXTENDING = ["window", "grouped", "recurrent", "interpolate"]
@@ -22,10 +23,23 @@ SCALES = [
 
 
 def test_remap_formulas_on_hand_built_inputs():
-    assert remap(10, 4, "grouped") == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3]  # pid // ceil(10 / 4)
-    assert remap(10, 4, "recurrent") == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]  # pid % 4
-    assert remap(3, 4, "grouped") == remap(3, 4, "recurrent") == [0, 1, 2]  # fits: unchanged
-    assert remap(8, 4, "grouped") == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert remap(10, 4, STRATEGIES["grouped"]) == [
+        0,
+        0,
+        0,
+        1,
+        1,
+        1,
+        2,
+        2,
+        2,
+        3,
+    ]  # pid // ceil(10 / 4)
+    assert remap(10, 4, STRATEGIES["recurrent"]) == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]  # pid % 4
+    assert (
+        remap(3, 4, STRATEGIES["grouped"]) == remap(3, 4, STRATEGIES["recurrent"]) == [0, 1, 2]
+    )  # fits: unchanged
+    assert remap(8, 4, STRATEGIES["grouped"]) == [0, 0, 1, 1, 2, 2, 3, 3]
     table = torch.tensor([[0.0, 10.0], [1.0, 20.0], [2.0, 30.0]])
     torch.testing.assert_close(
         interpolated(table, 5), torch.tensor([[0, 10], [0.5, 15], [1, 20], [1.5, 25], [2, 30.0]])
@@ -37,7 +51,7 @@ def test_position_ids_per_row_by_its_own_length(text_encoder):
     mask = torch.zeros((2, 1100), dtype=torch.long)
     mask[0, :1100] = 1
     mask[1, :300] = 1
-    with remapped(model, mask, "grouped", 512) as kwargs:
+    with remapped(model, mask, STRATEGIES["grouped"], 512) as kwargs:
         ids = kwargs["position_ids"]
     assert ids[0].tolist() == [i // 3 for i in range(1100)]  # ceil(1100 / 512) = 3
     assert ids[1, :300].tolist() == list(range(300))  # a row that fits keeps its positions
@@ -171,17 +185,17 @@ def rope_model(tmp_path_factory):
 def test_rope_config_scales_the_global_rotary_base_or_sets_yarn(rope_model):
     from transformers import AutoConfig
 
-    from lmk_eval.positions import rope_config
+    from lmk_eval.reading.positions import rope_config
 
     config = AutoConfig.from_pretrained(rope_model)
-    ntk = rope_config(config, "rope-ntk", 16384, 4096)
+    ntk = rope_config(config, STRATEGIES["rope-ntk"], 16384, 4096)
     dim = config.hidden_size // config.num_attention_heads
     theta = config.rope_parameters["full_attention"]["rope_theta"]
     assert ntk.rope_parameters["full_attention"]["rope_theta"] == pytest.approx(
         theta * 4 ** (dim / (dim - 2))
     )
     assert ntk.rope_parameters["sliding_attention"] == config.rope_parameters["sliding_attention"]
-    yarn = rope_config(config, "rope-yarn", 16384, 4096)
+    yarn = rope_config(config, STRATEGIES["rope-yarn"], 16384, 4096)
     assert yarn.rope_parameters["full_attention"] | {"rope_theta": 0} == {
         "rope_type": "yarn",
         "factor": 4.0,

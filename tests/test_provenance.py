@@ -7,13 +7,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lmk_eval.cli import main
-from lmk_eval.errors import LmkEvalError
-from lmk_eval.plan import plan
-from lmk_eval.runner import run_sweep
-from lmk_eval.store import RunStore
-from lmk_eval.sweep import sweep_from_dict
-from lmk_eval.train import TrainConfig, checkpoint_dir, is_trained, training_identity
+from lmk_eval.cli.commands import main
+from lmk_eval.common.errors import LmkEvalError
+from lmk_eval.config.training import TrainConfig
+from lmk_eval.run.plan import plan
+from lmk_eval.run.runner import run_sweep
+from lmk_eval.run.sweeps import sweep_from_dict
+from lmk_eval.store.cells import RunStore
+from lmk_eval.train.trainer import checkpoint_dir, is_trained, training_identity
 from tests.conftest import write_beir
 
 
@@ -194,7 +195,7 @@ def test_a_second_writer_stops_with_one_line(tiny_beir, tmp_path):
 
 
 def test_a_model_that_fails_to_load_leaves_nothing_behind(tmp_path, capsys):
-    from lmk_eval.models import packaged_model_path
+    from lmk_eval.model.loading import packaged_model_path
 
     broken = shutil.copytree(packaged_model_path(), tmp_path / "broken")
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
@@ -219,7 +220,7 @@ def test_a_model_that_fails_to_load_leaves_nothing_behind(tmp_path, capsys):
 
 
 def test_auto_dtype_follows_the_cpu_flags(monkeypatch):
-    from lmk_eval import hardware
+    from lmk_eval.common import hardware
 
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512f", "avx512_vnni"}))
     assert hardware.resolve_dtype("auto", "cpu") == (

@@ -96,11 +96,11 @@ def test_a_killed_worker_is_retried_and_the_scores_are_the_same(local_scores, ti
 
 
 def test_two_actors_embed_a_corpus_exactly_as_one_process(tiny_beir):
-    from lmk_eval.encoding import TextEncoder
-    from lmk_eval.sharding import ShardedTextEncoder, encoder_pool
-    from lmk_eval.sweep import sweep_from_dict
-    from lmk_eval.task_registry import resolve
-    from lmk_eval.variants import make_variant
+    from lmk_eval.config.variants import make_variant
+    from lmk_eval.model.encoding import TextEncoder
+    from lmk_eval.retrieval.task_registry import resolve
+    from lmk_eval.run.sharding import ShardedTextEncoder, encoder_pool
+    from lmk_eval.run.sweeps import sweep_from_dict
 
     split = resolve("scifact-quick")[0].build()
     split.load_data()
@@ -125,7 +125,7 @@ def test_two_actors_embed_a_corpus_exactly_as_one_process(tiny_beir):
 
 def test_the_local_executor_never_imports_ray(tiny_beir, tmp_path):
     code = (
-        "import sys; from lmk_eval.cli import main; "
+        "import sys; from lmk_eval.cli.commands import main; "
         f"code = main({quick_args(tiny_beir, tmp_path / 'out')[:-2] + ['--no-report', '--no-progress']!r}); "
         "print(code, 'ray' in sys.modules)"
     )

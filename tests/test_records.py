@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from lmk_eval.provenance import file_sha256
-from lmk_eval.records import CellRecord, upgrade
-from lmk_eval.store import CorruptCell, RunStore, read_record
-from lmk_eval.variants import make_variant
+from lmk_eval.common.provenance import file_sha256
+from lmk_eval.config.variants import make_variant
+from lmk_eval.store.cells import CorruptCell, RunStore, read_record
+from lmk_eval.store.records import CellRecord, upgrade
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORES = {"test_256": {"ndcg_at_1": 0.5, "ndcg_at_10": 0.7}}
@@ -97,7 +97,7 @@ def test_the_shipped_pre_provenance_run_reads_with_its_seeds():
 
 def test_a_published_curve_is_shown_only_beside_cells_of_its_calibrated_construction(tmp_path):
     from lmk_eval.report import write_report
-    from lmk_eval.task_registry import BUNDLED, reference_curve
+    from lmk_eval.retrieval.task_registry import BUNDLED, reference_curve
 
     assert (
         reference_curve("needle-quick", BUNDLED["needle-quick"].construction)["scores"][256] == 70

@@ -7,11 +7,11 @@ import numpy as np
 import torch
 from mteb.models.search_wrappers import SearchEncoderWrapper
 
-from lmk_eval.mteb_adapter import LmkEncoder, model_meta
-from lmk_eval.search import GroupSearch, TopK, chunk_documents, vectors_per_document
-from lmk_eval.task_registry import _folder
-from lmk_eval.variants import make_variant
-from lmk_eval.work import evaluate_cell
+from lmk_eval.config.variants import make_variant
+from lmk_eval.retrieval.mteb_adapter import LmkEncoder, model_meta
+from lmk_eval.retrieval.search import GroupSearch, TopK, chunk_documents, vectors_per_document
+from lmk_eval.retrieval.task_registry import _folder
+from lmk_eval.run.work import evaluate_cell
 from tests.conftest import write_beir
 
 

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from lmk_eval.report import part_weights
-from lmk_eval.significance import (
+from lmk_eval.report.significance import (
     Comparison,
     adjust,
     bootstrap_ci,

@@ -11,13 +11,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lmk_eval.gate import check, write_baseline
-from lmk_eval.plan import plan
+from lmk_eval.config.variants import LmkEvalError
 from lmk_eval.report import write_report
-from lmk_eval.runner import run_sweep
-from lmk_eval.store import RunStore
-from lmk_eval.sweep import load_sweep, sweep_from_dict
-from lmk_eval.variants import LmkEvalError
+from lmk_eval.report.gate import check, write_baseline
+from lmk_eval.run.plan import plan
+from lmk_eval.run.runner import run_sweep
+from lmk_eval.run.sweeps import load_sweep, sweep_from_dict
+from lmk_eval.store.cells import RunStore
 from tests.invariants import check_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,8 +152,8 @@ def test_killed_and_interrupted_runs_resume_to_the_uninterrupted_result(
 
 
 def load_sweep_from_args(args, output):
-    from lmk_eval.flags import sweep_from_args
-    from lmk_eval.parser import build_parser
+    from lmk_eval.cli.flags import sweep_from_args
+    from lmk_eval.cli.parser import build_parser
 
     parsed = build_parser().parse_args(args[:-4] + ["--output", str(output)])
     return sweep_from_args(parsed)
@@ -298,7 +298,7 @@ def test_shipped_sweeps_parse_and_plan(config, monkeypatch):
 def redigested(doc: dict) -> dict:
     """A cell record edited on purpose (to stand for a run that scored otherwise), with the digest
     of its scores written again as the store would have."""
-    from lmk_eval.records import CellRecord
+    from lmk_eval.store.records import CellRecord
 
     return {
         **doc,
@@ -307,7 +307,7 @@ def redigested(doc: dict) -> dict:
 
 
 def test_a_baseline_keyed_before_subsets_reads_as_the_default_subset(finished_run, tmp_path):
-    from lmk_eval.gate import KEY_BEFORE_SUBSETS
+    from lmk_eval.report.gate import KEY_BEFORE_SUBSETS
 
     out, _ = finished_run
     baseline = tmp_path / "baseline.json"
@@ -327,7 +327,7 @@ def test_a_baseline_keyed_before_subsets_reads_as_the_default_subset(finished_ru
 def test_check_against_a_run_directory_to_four_decimals(finished_run, tmp_path, capsys):
     import shutil
 
-    from lmk_eval.cli import main
+    from lmk_eval.cli.commands import main
 
     out, _ = finished_run
     assert main(["check", str(out), "--baseline", str(out), "--decimals", "4"]) == 0
@@ -347,7 +347,8 @@ def test_check_against_a_run_directory_to_four_decimals(finished_run, tmp_path, 
 
 
 def test_shipped_sweeps_resolve_by_name_from_any_directory(tmp_path, monkeypatch):
-    from lmk_eval.sweep import find_sweep_file, load_sweep
+    from lmk_eval.config.sweep import find_sweep_file
+    from lmk_eval.run.sweeps import load_sweep
 
     monkeypatch.chdir(tmp_path)
     assert load_sweep("quick").name == "quick"
@@ -357,7 +358,8 @@ def test_shipped_sweeps_resolve_by_name_from_any_directory(tmp_path, monkeypatch
 
 
 def test_the_default_baseline_falls_back_to_the_sweeps_first_pooling():
-    from lmk_eval.sweep import resolve_baseline, sweep_variants
+    from lmk_eval.config.sweep import resolve_baseline
+    from lmk_eval.run.sweeps import sweep_variants
 
     def baseline(sweep):
         return resolve_baseline(sweep.baseline, sweep_variants(sweep))
@@ -455,7 +457,7 @@ def test_two_placements_in_one_sweep_score_as_each_alone_and_differ(
 
 
 def test_prompt_inclusion_is_its_own_row_column_and_gate_key(options_run, tmp_path):
-    from lmk_eval.gate import main_scores
+    from lmk_eval.report.gate import main_scores
 
     records = _by_label(options_run)  # (their embeddings differ: test_combinations)
     assert records["mean"].key != records["mean[no-prompt]"].key

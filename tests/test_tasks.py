@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from lmk_eval import synthetic, task_registry
-from lmk_eval.beir import read_beir_folder
-from lmk_eval.variants import LmkEvalError
+from lmk_eval.config.variants import LmkEvalError
+from lmk_eval.retrieval import synthetic, task_registry
+from lmk_eval.retrieval.beir import read_beir_folder
 from tests.conftest import write_beir
 
 CORPUS = [{"id": "d1", "title": "T", "text": "alpha"}, {"id": "d2", "title": "", "text": "beta"}]
@@ -234,7 +234,7 @@ def test_the_previous_needle_construction_stays_reproducible():
     import hashlib
     import json
 
-    from lmk_eval.synthetic import SyntheticSpec, generate
+    from lmk_eval.retrieval.synthetic import SyntheticSpec, generate
 
     v1 = {
         k: v.to_json() for k, v in generate(SyntheticSpec("needle", shared_haystack=False)).items()
@@ -244,7 +244,7 @@ def test_the_previous_needle_construction_stays_reproducible():
 
 
 def test_needle_candidates_of_one_length_share_their_haystack():
-    from lmk_eval.task_registry import load_synthetic
+    from lmk_eval.retrieval.task_registry import load_synthetic
 
     split = load_synthetic("needle")["test_1024"]
     words = [set(d["text"].split()) for d in split.corpus[:5]]
@@ -255,7 +255,7 @@ def test_needle_candidates_of_one_length_share_their_haystack():
 @pytest.mark.parametrize("text, context", [("x" * 4094, "short"), ("x" * 4095, "long")])
 def test_a_local_tasks_context_is_counted_from_its_documents(tmp_path, text, context):
     """Title + " " + text as mteb's statistics count them: 4,096 characters on average is long."""
-    from lmk_eval.work import document_context
+    from lmk_eval.run.work import document_context
 
     folder = write_beir(
         tmp_path / "data",

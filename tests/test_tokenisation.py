@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from lmk_eval.tokenisation import Tokenisation, draw_interval, special_token_template
-from lmk_eval.variants import LmkEvalError, make_variant
+from lmk_eval.config.variants import LmkEvalError, make_variant
+from lmk_eval.model.tokenisation import Tokenisation, draw_interval, special_token_template
 
 TEXT = (
     "Landmark pooling splits a long text into chunks. A separator follows every chunk. "

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 import lmk_eval
-from lmk_eval.models import packaged_model_path
-from lmk_eval.synthetic import needles
-from lmk_eval.train import TrainConfig, checkpoint_dir, train_all, training_pairs
+from lmk_eval.config.training import TrainConfig
+from lmk_eval.model.loading import packaged_model_path
+from lmk_eval.retrieval.synthetic import needles
+from lmk_eval.train.trainer import checkpoint_dir, train_all, training_pairs
 from tests.conftest import write_beir
 
 
@@ -58,7 +59,7 @@ def trained(train_folder, tmp_path_factory):
 def test_training_lowers_the_loss_on_its_data(train_folder, trained):
     from sentence_transformers import SentenceTransformer
 
-    from lmk_eval.st_modules import build_model
+    from lmk_eval.model.st_modules import build_model
 
     cfg, record = trained
     pairs = training_pairs(train_folder, "train")
@@ -105,7 +106,7 @@ def test_finished_checkpoints_are_skipped(trained):
 
 
 def test_folder_without_train_split_is_one_clear_error(tmp_path, capsys):
-    from lmk_eval.cli import main
+    from lmk_eval.cli.commands import main
 
     folder = write_beir(
         tmp_path / "f", [{"id": "d", "text": "x"}], [{"id": "q", "text": "y"}], [("q", "d", 1)]
@@ -119,11 +120,11 @@ def test_folder_without_train_split_is_one_clear_error(tmp_path, capsys):
 def test_controlled_sweep_trains_then_evaluates_each_checkpoint_with_its_pooling(
     train_folder, tmp_path
 ):
-    from lmk_eval.plan import plan
     from lmk_eval.report import remaining_seconds, write_report
-    from lmk_eval.runner import run_sweep
-    from lmk_eval.store import RunStore
-    from lmk_eval.sweep import sweep_from_dict
+    from lmk_eval.run.plan import plan
+    from lmk_eval.run.runner import run_sweep
+    from lmk_eval.run.sweeps import sweep_from_dict
+    from lmk_eval.store.cells import RunStore
 
     sweep = sweep_from_dict(
         {

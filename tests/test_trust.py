@@ -17,13 +17,13 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from lmk_eval.cli import main
-from lmk_eval.errors import LmkEvalError
-from lmk_eval.plan import plan
-from lmk_eval.records import Part
-from lmk_eval.runner import run_sweep
-from lmk_eval.store import RunStore
-from lmk_eval.sweep import sweep_from_dict
+from lmk_eval.cli.commands import main
+from lmk_eval.common.errors import LmkEvalError
+from lmk_eval.run.plan import plan
+from lmk_eval.run.runner import run_sweep
+from lmk_eval.run.sweeps import sweep_from_dict
+from lmk_eval.store.cells import RunStore
+from lmk_eval.store.records import Part
 from tests.conftest import write_beir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,7 +234,7 @@ def test_queries_judged_only_zero_are_named_kept_and_scored_zero(grade, tmp_path
 
 
 def test_a_split_without_positive_judgements_is_refused_before_scoring():
-    from lmk_eval.work import zero_grade_queries
+    from lmk_eval.run.work import zero_grade_queries
 
     task = SimpleNamespace(
         dataset={"default": {"test": {"relevant_docs": {"q1": {"d1": 0}, "q2": {"d2": 0}}}}},
@@ -249,7 +249,7 @@ def test_a_split_without_positive_judgements_is_refused_before_scoring():
 @pytest.fixture(scope="module")
 def controlled(tmp_path_factory):
     """One mean checkpoint (2 steps) trained and evaluated by a controlled sweep."""
-    from lmk_eval.synthetic import needles
+    from lmk_eval.retrieval.synthetic import needles
 
     root = tmp_path_factory.mktemp("controlled")
     facts = needles()[:16]
@@ -300,7 +300,7 @@ def _copy(controlled, tmp_path):
 
 
 def test_a_checkpoints_cells_are_stored_under_its_files_digest(controlled, tmp_path):
-    from lmk_eval.train import DONE_FILE, checkpoint_files_digest
+    from lmk_eval.train.trainer import DONE_FILE, checkpoint_files_digest
 
     root, train = controlled
     (checkpoint,) = (root / "ckpt").iterdir()
@@ -343,7 +343,8 @@ CHECKPOINT_TAMPERING = {
 
 @pytest.mark.parametrize("case", list(CHECKPOINT_TAMPERING))
 def test_a_changed_checkpoint_is_refused_never_reused_nor_trained_over(case, controlled, tmp_path):
-    from lmk_eval.train import TrainConfig, train_all
+    from lmk_eval.config.training import TrainConfig
+    from lmk_eval.train.trainer import train_all
 
     sweep, checkpoint = _copy(controlled, tmp_path)
     tamper, why = CHECKPOINT_TAMPERING[case]
@@ -386,12 +387,12 @@ def test_argument_errors_are_one_line_with_a_pointer_to_help(argv, capsys):
 def test_the_hint_after_ctrl_c_resumes_rather_than_starts_over(
     recompute, monkeypatch, capsys, tmp_path
 ):
-    import lmk_eval.runner
+    import lmk_eval.run.runner
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(lmk_eval.runner, "run_sweep", interrupted)
+    monkeypatch.setattr(lmk_eval.run.runner, "run_sweep", interrupted)
     argv = [
         "run",
         *SMALL,
@@ -414,8 +415,8 @@ def test_a_token_budget_under_16_is_refused_by_the_encoder_too():
 
 
 def test_a_long_flags_sweep_gets_a_short_name_that_tells_it_apart():
-    from lmk_eval.flags import sweep_from_args
-    from lmk_eval.parser import build_parser
+    from lmk_eval.cli.flags import sweep_from_args
+    from lmk_eval.cli.parser import build_parser
 
     many = [
         "cls",
@@ -499,7 +500,7 @@ def test_an_unanswering_ray_address_is_one_line_within_its_timeout(head, tmp_pat
 # -- fast start-up --------------------------------------------------------------------------------
 PROBE = """
 import sys
-from lmk_eval.cli import main
+from lmk_eval.cli.commands import main
 try:
     code = main(sys.argv[1:])
 except SystemExit as stop:

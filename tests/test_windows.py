@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from lmk_eval import registry
-from lmk_eval.batching import pad_windows
-from lmk_eval.variants import make_variant
+from lmk_eval.config.variants import make_variant
+from lmk_eval.model.batching import pad_windows
+from lmk_eval.pooling import registry
 
 PROMPT = "query: "
 MAX_LENGTH = 40

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from lmk_eval.files import honour_umask
+from lmk_eval.common.files import honour_umask
 
 SIZE = {
     "hidden_size": 32,
@@ -30,7 +30,7 @@ NATIVE = {
 
 
 def haystack_text(n_words: int = 60_000) -> list[str]:
-    from lmk_eval.synthetic import haystack_words
+    from lmk_eval.retrieval.synthetic import haystack_words
 
     words = haystack_words()[:n_words]
     return [" ".join(words[i : i + 200]) for i in range(0, len(words), 200)]
@@ -73,7 +73,7 @@ def bpe_tokenizer(specials: list[str], roberta: bool):
 def build_modernbert(folder: Path, positions: int = 4096) -> Path:
     from transformers import BertTokenizerFast, ModernBertConfig, ModernBertModel
 
-    from lmk_eval.models import packaged_model_path
+    from lmk_eval.model.loading import packaged_model_path
 
     tokenizer = BertTokenizerFast.from_pretrained(str(packaged_model_path()))
     config = ModernBertConfig(

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import LmkEvalError
-from ..files import atomic_write_text, check_writable_dir, check_writable_file, remove_tree
-from ..store import RunStore
-from .data import ReportData, report_data
-from .frames import main_frame, matched_seeds, part_weights, strategy_pivots
-from .markdown import render
-from .plots import draw
-from .sections import remaining_seconds
-from .stats import compare_rows, compare_scales, compare_strategies
-from .tables import best_strategy_table, main_table, seed_table
+from lmk_eval.common.errors import LmkEvalError
+from lmk_eval.common.files import (
+    atomic_write_text,
+    check_writable_dir,
+    check_writable_file,
+    remove_tree,
+)
+from lmk_eval.report.data import ReportData, report_data
+from lmk_eval.report.frames import main_frame, matched_seeds, part_weights, strategy_pivots
+from lmk_eval.report.markdown import render
+from lmk_eval.report.plots import draw
+from lmk_eval.report.sections import remaining_seconds
+from lmk_eval.report.stats import compare_rows, compare_scales, compare_strategies
+from lmk_eval.report.tables import best_strategy_table, main_table, seed_table
+from lmk_eval.store.cells import RunStore
 
 __all__ = [
     "ReportData",
@@ -70,7 +75,7 @@ def write_report(
         data = report_data(store, baseline)
         text = render(data, draw(data, assets))
         if latex:
-            from .latex import render_latex
+            from lmk_eval.report.latex import render_latex
 
             atomic_write_text(markdown.with_suffix(".tex"), render_latex(data))
         atomic_write_text(markdown, text)

@@ -6,9 +6,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..records import CellRecord
-from ..store import RunStore
-from .frames import (
+from lmk_eval.report.frames import (
     DEPTH_SPLIT,
     LENGTH_SPLIT,
     Names,
@@ -21,7 +19,9 @@ from .frames import (
     split_pivots,
     strategy_pivots,
 )
-from .stats import Family, comparison_family
+from lmk_eval.report.stats import Family, RowIntervals, comparison_family, score_intervals
+from lmk_eval.store.cells import RunStore
+from lmk_eval.store.records import CellRecord
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class ReportData:
     poolings: list[str]  # variant keys, the baseline first
     baseline: str
     family: Family
+    intervals: list[RowIntervals]  # each row's bootstrap interval per pooling
     lengths: list[Panel]  # scores by document length
     depths: list[Panel]  # scores by needle depth
     panels: list[Panel]  # what the length figure draws
@@ -52,7 +53,7 @@ class ReportData:
 
 def report_data(store: RunStore, baseline: str | None = None) -> ReportData:
     """Read the store once and compute everything the report's sections and figures show."""
-    from ..sweep import resolve_baseline
+    from lmk_eval.config.sweep import resolve_baseline
 
     sweep = store.sweep() or {}
     training = store.training_records()
@@ -77,6 +78,7 @@ def report_data(store: RunStore, baseline: str | None = None) -> ReportData:
         poolings,
         baseline,
         comparison_family(frame, poolings, baseline, names),
+        score_intervals(frame, poolings),
         lengths,
         split_pivots(frame, DEPTH_SPLIT, 0.01),
         strategy_pivots(frame) or [*lengths, *max_length_pivots(frame)],

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import LmkEvalError
-from ..significance import (
+from lmk_eval.common.errors import LmkEvalError
+from lmk_eval.reading.strategies import reference_order
+from lmk_eval.report.significance import (
     seed_averaged,
 )
-from ..store import CellRecord
+from lmk_eval.store.cells import CellRecord
 
 LENGTH_SPLIT = re.compile(r"^test_(\d+)$")
 
@@ -144,7 +145,7 @@ def matched_seeds(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
 
 def evaluated_as(pooling: str, train: dict) -> dict:
-    from ..train import TrainConfig, evaluation_pooling
+    from lmk_eval.config.training import TrainConfig, evaluation_pooling
 
     return evaluation_pooling(TrainConfig(eval_interval=train.get("eval_interval", 32)), pooling)
 
@@ -165,7 +166,7 @@ def pooling_order(frame: pd.DataFrame, baseline: str | None, sweep: dict) -> lis
 def _declared_before_manifests(sweep: dict) -> list[str]:
     """A run written before sweep.json listed its cells: its order rebuilt from its sweep's
     poolings (and the poolings its checkpoints are evaluated with)."""
-    from ..variants import make_variant
+    from lmk_eval.config.variants import make_variant
 
     declared = []
     train = sweep.get("train") or {}
@@ -258,7 +259,7 @@ BANDS = ((0, 512, "<= 512"), (513, 2048, "1,024-2,048"), (2049, 10**9, ">= 4,096
 def reference_strategy(frame: pd.DataFrame) -> str:
     """What other strategies are compared with: the model's own reading (truncate), else windows."""
     present = set(frame["strategy"])
-    return next((s for s in ("truncate", "window") if s in present), sorted(present)[0])
+    return next((s for s in reference_order() if s in present), sorted(present)[0])
 
 
 def reading_of(frame: pd.DataFrame) -> pd.Series:
@@ -317,6 +318,6 @@ def max_length_pivots(frame: pd.DataFrame) -> list[Panel]:
 def reference_for(panel: Panel) -> dict | None:
     """The published curve a panel's bundled task is calibrated against, if its cells were
     computed on that calibrated construction (cells that record none, or another, get none)."""
-    from ..task_registry import reference_curve
+    from lmk_eval.retrieval.task_registry import reference_curve
 
     return reference_curve(panel.task, panel.construction)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .data import ReportData
-from .frames import ROW_KEYS, row_label, varying
+from lmk_eval.report.data import ReportData
+from lmk_eval.report.frames import ROW_KEYS, row_label, varying
 
 DAGGER = r"\textsuperscript{\dag}"
 

@@ -5,12 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..mteb_tasks import LONG_CONTEXT_CHARS
-from ..significance import ALPHA, CI_NAME, CORRECTION, TEST_NAME
-from .data import ReportData
-from .frames import ROW_KEYS, parts_frame, reference_strategy
-from .sections import compute_section, dtypes, provenance_section, unfinished_note, zero_grade_line
-from .tables import (
+from lmk_eval.report.data import ReportData
+from lmk_eval.report.frames import ROW_KEYS, parts_frame, reference_strategy
+from lmk_eval.report.sections import (
+    compute_section,
+    dtypes,
+    provenance_section,
+    unfinished_note,
+    zero_grade_line,
+)
+from lmk_eval.report.significance import ALPHA, CI_NAME, CORRECTION, TEST_NAME
+from lmk_eval.report.tables import (
     best_strategy_table,
     interval_table,
     main_table,
@@ -20,6 +25,7 @@ from .tables import (
     split_tables,
     strategy_lines,
 )
+from lmk_eval.retrieval.mteb_tasks import LONG_CONTEXT_CHARS
 
 Figures = dict[str, Path | None]  # "length", "depth" -> the figure drawn, or None
 
@@ -109,7 +115,7 @@ def main_scores(data: ReportData, _figures: Figures) -> list[str]:
         main_table(frame, data.poolings, data.family.rows, names, data.sweep.get("benchmarks")),
         "",
     ]
-    intervals = interval_table(frame, data.poolings, names)
+    intervals = interval_table(frame, data.intervals, data.poolings, names)
     if intervals:
         parts += [
             "95% confidence intervals of the main scores ×100: "

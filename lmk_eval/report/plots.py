@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from ..files import atomic_write_bytes
-from .frames import Names, Panel, reference_for
+from lmk_eval.common.files import atomic_write_bytes
+from lmk_eval.report.frames import Names, Panel, reference_for
 
 
 def plot(

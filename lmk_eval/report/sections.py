@@ -7,9 +7,9 @@ import statistics
 from collections.abc import Callable
 from pathlib import Path
 
-from ..records import query_counts
-from ..store import CellRecord, RunStore
-from .tables import markdown_table
+from lmk_eval.report.tables import markdown_table
+from lmk_eval.store.cells import CellRecord, RunStore
+from lmk_eval.store.records import query_counts
 
 
 def _duration(seconds: float) -> str:

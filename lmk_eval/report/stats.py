@@ -7,12 +7,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..significance import (
-    Comparison,
-    adjust,
-    paired_test,
-)
-from .frames import (
+from lmk_eval.report.frames import (
     ROW_KEYS,
     Names,
     part_weights,
@@ -21,6 +16,12 @@ from .frames import (
     reference_strategy,
     row_label,
     varying,
+)
+from lmk_eval.report.significance import (
+    Comparison,
+    adjust,
+    bootstrap_ci,
+    paired_test,
 )
 
 
@@ -141,3 +142,25 @@ def comparison_family(
         [(label, next(adjusted)) for label, _ in strategies],
         [(label, next(adjusted)) for label, _ in scales],
     )
+
+
+@dataclass(frozen=True)
+class RowIntervals:
+    """One report row's 95% bootstrap interval per pooling (None: no per-query scores)."""
+
+    key: tuple
+    queries: int  # the baseline's (seed-averaged) queries
+    intervals: dict[str, tuple[float, float] | None]
+
+
+def score_intervals(frame: pd.DataFrame, poolings: list[str]) -> list[RowIntervals]:
+    """Each main score's 95% bootstrap interval over (seed-averaged) queries, row by row."""
+    out = []
+    for key, group in frame.groupby(ROW_KEYS, sort=False):
+        present = set(group["pooling"])
+        intervals = {}
+        for p in poolings:
+            scores = pooled_queries(group, p) if p in present else {}
+            intervals[p] = bootstrap_ci(scores, part_weights(set(scores))) if scores else None
+        out.append(RowIntervals(key, len(pooled_queries(group, poolings[0])), intervals))
+    return out

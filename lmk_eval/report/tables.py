@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..significance import (
-    Comparison,
-    bootstrap_ci,
-)
-from .frames import (
+from lmk_eval.report.frames import (
     BANDS,
     ROW_KEYS,
     Names,
     Panel,
-    part_weights,
-    pooled_queries,
     reference_for,
     row_label,
     seed_std,
     strategy_pivots,
     varying,
 )
+from lmk_eval.report.significance import Comparison
+from lmk_eval.report.stats import RowIntervals
 
 
 def fmt_score(value: float, bold: bool, mark: str = "", std: float | None = None) -> str:
@@ -115,19 +111,18 @@ def _average_row(
     ]
 
 
-def interval_table(frame: pd.DataFrame, poolings: list[str], names: Names) -> str | None:
-    """Each main score's 95% bootstrap interval over (seed-averaged) queries."""
+def interval_table(
+    frame: pd.DataFrame, found: list[RowIntervals], poolings: list[str], names: Names
+) -> str | None:
+    """Each main score's 95% bootstrap interval (computed in ``ReportData``), as a table."""
     vary = varying(frame)
     rows = []
-    for key, group in frame.groupby(ROW_KEYS, sort=False):
-        cells = []
-        for p in poolings:
-            scores = pooled_queries(group, p) if p in set(group["pooling"]) else {}
-            ci = bootstrap_ci(scores, part_weights(set(scores))) if scores else None
-            cells.append(f"{ci[0] * 100:.1f} – {ci[1] * 100:.1f}" if ci else "–")
-        rows.append(
-            [row_label(key, vary), str(len(pooled_queries(group, poolings[0])) or "–"), *cells]
-        )
+    for row in found:
+        cells = [
+            f"{ci[0] * 100:.1f} – {ci[1] * 100:.1f}" if ci else "–"
+            for ci in (row.intervals[p] for p in poolings)
+        ]
+        rows.append([row_label(row.key, vary), str(row.queries or "–"), *cells])
     if all(c == "–" for r in rows for c in r[2:]):
         return None
     return markdown_table(["task", "queries", *(names[p] for p in poolings)], rows)

@@ -1,0 +1,3 @@
+from lmk_eval.cli.commands import main
+
+raise SystemExit(main())

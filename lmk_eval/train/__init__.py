@@ -1,0 +1,1 @@
+"""Matched fine-tuning: one checkpoint per (pooling, seed) from the same base, data and steps."""
