@@ -123,8 +123,15 @@ def test_strategies_on_a_sweep_with_an_offset_model_and_the_report(tmp_path):
     frame = pd.read_csv(out / "scores.csv")
     main = frame[frame["main"]]
     at_256 = main[main["split"] == "test_256"].pivot_table(
-        index="pooling", columns="strategy", values="score"
+        index="pooling", columns="reading", values="score"
     )
+    assert set(main["strategy"]) == set(EXTENDING)  # strategies alone; the scale has its column
+    assert dict(zip(main["strategy"], main["attention_scale"], strict=True)) == {
+        "window": "none",
+        "grouped": "logn",
+        "recurrent": "logn",
+        "interpolate": "logn",
+    }
     readings = [
         "window",
         "grouped+logn",

@@ -53,7 +53,9 @@ SCORE_COLUMNS = [
     "subset",
     "split",
     "max_length",
-    "strategy",
+    "strategy",  # the context strategy alone (truncate, window, grouped, ...)
+    "attention_scale",  # the scale it ran with: none, logn, temperature:T
+    "reading",  # both together with any SelfExtend values, as reports label it: grouped+logn
     "metric",
     "score",
     "main",
@@ -403,7 +405,9 @@ class RunStore:
                             "subset": part.subset,
                             "split": part.split,
                             "max_length": v.max_length,
-                            "strategy": v.reading(),
+                            "strategy": v.strategy,
+                            "attention_scale": v.scale,
+                            "reading": v.reading(),
                             "metric": metric,
                             "score": value,
                             "main": metric == r.main_score,
