@@ -561,3 +561,19 @@ def test_a_grid_block_may_run_some_poolings_and_crosses_attention_scales():
             },
             "s",
         )
+
+
+def test_a_baseline_of_another_scoring_version_is_refused_and_this_one_is_written(
+    finished_run, tmp_path
+):
+    from lmk_eval.common.provenance import SCORING_VERSION
+
+    out, _ = finished_run
+    baseline = tmp_path / "baseline.json"
+    write_baseline(out, baseline)
+    written = json.loads(baseline.read_text())
+    assert written["scoring_version"] == SCORING_VERSION
+    assert check(out, baseline, 0.0)[0] == []
+    baseline.write_text(json.dumps({**written, "scoring_version": SCORING_VERSION - 1}))
+    with pytest.raises(LmkEvalError, match=f"scoring version {SCORING_VERSION - 1}"):
+        check(out, baseline, 0.01)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
 
 from lmk_eval.common.errors import LmkEvalError, schema_error
 from lmk_eval.common.files import atomic_write_text, check_writable_file
+from lmk_eval.common.provenance import SCORING_VERSION
 from lmk_eval.store.cells import RunStore
 
 KEY = "model|task|variant|max_length|strategy|subset|split"  # variant: Variant.key(), never a label; strategy: Variant.reading()
@@ -22,6 +23,8 @@ class BaselineFile(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
     scores: dict[str, FiniteFloat] = Field(min_length=1)
     key: str | None = None  # how a score's key is built (KEY); older files say another
+    # the SCORING_VERSION it was scored under (None: written before baselines recorded it)
+    scoring_version: int | None = None
 
 
 def how_to_fill(run_dir: Path) -> str:
@@ -79,6 +82,7 @@ def write_baseline(run_dir: Path, path: Path) -> int:
     doc = {
         "about": "main scores per cell, subset and split; `lmk-eval check RUN --baseline THIS` compares",
         "key": KEY,
+        "scoring_version": SCORING_VERSION,
         "scores": dict(sorted(scores.items())),
     }
     atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
@@ -103,6 +107,12 @@ def read_baseline(path: Path) -> dict[str, float]:
         baseline = BaselineFile.model_validate(data)
     except ValidationError as exc:
         raise schema_error(exc, f"baseline '{path}' is not a baseline file") from None
+    if baseline.scoring_version not in (None, SCORING_VERSION):
+        raise LmkEvalError(
+            f"baseline '{path}' was scored under scoring version {baseline.scoring_version}, this"
+            f" lmk-eval scores under {SCORING_VERSION} (its numbers moved by design); write it"
+            " again with `lmk-eval baseline RUN -o FILE`"
+        )
     if baseline.key == KEY_BEFORE_SUBSETS:  # one subset per task then: mteb's "default"
         return {
             f"{k.rsplit('|', 1)[0]}|default|{k.rsplit('|', 1)[1]}": v
