@@ -16,6 +16,33 @@ if "LMK_EVAL_CACHE" not in os.environ:  # file digests: a cache of the test sess
     os.environ["LMK_EVAL_CACHE"] = tempfile.mkdtemp(prefix="lmk-eval-test-cache-")
 
 
+# Fixtures that load or build a model, a data folder or a finished run: a test asking for one is
+# an integration test unless marked e2e (see the markers in pyproject.toml).
+INTEGRATION_FIXTURES = {
+    "text_encoder",
+    "tiny",
+    "tiny_beir",
+    "tokenizer",
+    "finished",
+    "finished_run",
+}
+INTEGRATION_CALLS = {"main", "run_sweep", "TextEncoder", "encoder"}  # the CLI, a sweep, a model
+KINDS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test gets one kind: its own marker, else integration when it asks for a model or a
+    data folder (or drives the command line), else unit."""
+    for item in items:
+        if any(item.get_closest_marker(k) for k in KINDS):
+            continue
+        fixtures = set(getattr(item, "fixturenames", ()))
+        calls = set(item.function.__code__.co_names) if hasattr(item, "function") else set()
+        integration = fixtures & INTEGRATION_FIXTURES or calls & INTEGRATION_CALLS
+        kind = "integration" if integration else "unit"
+        item.add_marker(kind)
+
+
 @pytest.fixture(autouse=True)
 def every_computed_cell_satisfies_the_invariant(monkeypatch):
     """Every cell a run of any test computes and stores (in this process) is checked as it is

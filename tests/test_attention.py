@@ -260,6 +260,7 @@ def test_self_extend_equals_a_per_pair_reference(small_rope_models, family):
     assert np.array_equal(got[1], next(iter(short.values()))[0])  # fits: exactly the model's own
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("family", ["modernbert", "qwen2"])
 def test_self_extend_runs_at_four_times_the_tiny_models_positions(tiny, family):
     from lmk_eval.model.encoding import TextEncoder

@@ -8,7 +8,6 @@ import gzip
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -604,18 +603,31 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, tmp_path, capsys,
 
 
 @pytest.fixture
-def read_only_dir(tmp_path):
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip("cannot mount a read-only filesystem on this machine")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+def read_only_dir(tmp_path, monkeypatch):
+    """A folder that behaves as a read-only mount: creating anything under it fails with EROFS,
+    as the kernel answers (no mount: tests leave the host alone)."""
+    import errno
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    real_mkdir, real_open = os.mkdir, os.open
+
+    def refused(path) -> bool:
+        return Path(os.path.abspath(path)).is_relative_to(folder)
+
+    def mkdir(path, *args, **kwargs):
+        if refused(path):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    def open_(path, flags, *args, **kwargs):
+        if refused(path) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    monkeypatch.setattr(os, "open", open_)
+    return folder
 
 
 def test_an_output_on_a_read_only_filesystem_is_one_line(read_only_dir, capsys):

@@ -20,6 +20,8 @@ from tests.hub_catalogue import paper_tasks, repos_for
 from tests.invariants import check_run
 from tests.tiny_models import build_modernbert
 
+pytestmark = pytest.mark.e2e  # whole sweeps, subprocesses, servers: `make test` runs them
+
 MODEL = "answerdotai/ModernBERT-base"
 AGGREGATE = "CQADupstackRetrieval"
 MLDR = "MultiLongDocRetrieval[en]"

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.e2e  # whole sweeps, subprocesses, servers: `make test` runs them
 BLOCKED = ("mteb", "datasets", "pytrec_eval")  # what mteb brings; the GPU image has none of them
 
 # run the script as `python benchmarks/gpu_check.py ...`, then name every blocked package it loaded

@@ -20,6 +20,8 @@ from tests.fake_hub import FakeHub, Repo, beir_repo, folder_files, longembed_rep
 from tests.fake_hub import run_cli as cli
 from tests.invariants import check_run
 
+pytestmark = pytest.mark.e2e  # whole sweeps, subprocesses, servers: `make test` runs them
+
 ROOT = Path(__file__).resolve().parents[1]
 SCIFACT_REV = "d56462d0e63a25450459c4f213e49ffdb866f7f9"  # what mteb's task metadata pins
 PASSKEY_REV = "86ac5a6437198a94ecd666440c78b3e78f258274"

@@ -192,6 +192,7 @@ def test_each_family_runs_a_sweep_end_to_end(tiny, tiny_beir, tmp_path, family):
     assert f"native: {NATIVE[family]} pooling, include_prompt True" in text
 
 
+@pytest.mark.e2e
 def test_a_rope_encoder_truncates_at_4096_with_mean_and_lmk(tiny, tmp_path):
     dirs, _ = tiny
     tok = inspect_model(resolve_model(str(dirs["modernbert"]))).tokenisation
@@ -247,7 +248,7 @@ def test_trust_remote_code_is_needed_and_recorded(tmp_path, tiny):
         lmk_eval.encoder(str(target), "mean", max_length=64)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_real_model_reproduces_its_own_sentence_transformers_retrieval_score(tmp_path):
     """Offline, the only real pretrained weights are all-MiniLM-L6-v2's, so they are published
     again differently (e5-style prompts, CLS pooling, no Normalize, dot-product similarity) and

@@ -14,6 +14,8 @@ from lmk_eval.pooling import functions as pooling
 from lmk_eval.train.trainer import checkpoint_dir, train_all
 from tests.test_train import train_folder  # noqa: F401 - the 16-pair training folder fixture
 
+pytestmark = pytest.mark.e2e  # whole sweeps, subprocesses, servers: `make test` runs them
+
 NEW = ["latent_attention", "multilayer_attention", "layer_max_cls", "gem"]
 TEXTS = ["What colour is the door?", "Landmark pooling for dense embeddings. " * 20, "short"]
 

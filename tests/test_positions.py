@@ -104,6 +104,7 @@ def test_a_window_above_the_model_reads_that_many_text_tokens_in_model_sized_win
     )
 
 
+@pytest.mark.e2e
 def test_strategies_on_a_sweep_with_an_offset_model_and_the_report(tmp_path):
     """The bar's command on its 256-token split: every strategy scores exactly as window."""
     from lmk_eval.report import write_report

@@ -2,6 +2,7 @@
 split over two model replicas embedded exactly as in one process. Each test starts (and stops)
 a local two-CPU Ray cluster."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytestmark = pytest.mark.e2e  # whole sweeps, subprocesses, servers: `make test` runs them
 
 ray = pytest.importorskip("ray")  # the dev extra installs it; a plain install may not
 
@@ -35,8 +38,8 @@ def quick_args(folder: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
-def cli(args: list[str], **kw) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+def cli(args: list[str], env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
+    env = env or {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "lmk_eval.cli", *args],
         cwd=ROOT,
@@ -71,23 +74,25 @@ def test_ray_executor_gives_the_local_executors_scores(how, local_scores, tiny_b
     assert (out / "scores.csv").read_text() == local_scores
 
 
-def _group_workers() -> list[int]:
-    listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [int(line.split()[0]) for line in listing.splitlines() if "ray::_group_task" in line]
-
-
 def test_a_killed_worker_is_retried_and_the_scores_are_the_same(local_scores, tiny_beir, tmp_path):
-    out = tmp_path / "run"
-    proc = cli(quick_args(tiny_beir, out, "--executor", "ray", "--ray-cpus", "2"))
+    """Each group task records its pid (``WORKER_PIDS_ENV``); the first one seen is killed."""
+    from lmk_eval.run.executors import WORKER_PIDS_ENV
+
+    out, pids = tmp_path / "run", tmp_path / "pids"
+    pids.mkdir()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", WORKER_PIDS_ENV: str(pids)}
+    proc = cli(quick_args(tiny_beir, out, "--executor", "ray", "--ray-cpus", "2"), env=env)
     killed = None
     deadline = time.time() + 300
     while killed is None and time.time() < deadline and proc.poll() is None:
-        workers = _group_workers()
-        if workers:
+        started = sorted(int(p.name) for p in pids.iterdir() if p.name.isdigit())
+        if started:
             time.sleep(1.0)  # let it get into its group (model loading, encoding)
-            if workers[0] in _group_workers():
-                os.kill(workers[0], signal.SIGKILL)
-                killed = workers[0]
+            with contextlib.suppress(ProcessLookupError):  # finished already: wait for the next
+                os.kill(started[0], signal.SIGKILL)
+                killed = started[0]
+            if killed is None:
+                (pids / str(started[0])).unlink()
         time.sleep(0.05)
     _, err = proc.communicate(timeout=600)
     assert killed is not None, "no group task was seen running"

@@ -95,6 +95,7 @@ def test_the_shipped_pre_provenance_run_reads_with_its_seeds():
     }
 
 
+@pytest.mark.e2e
 def test_a_published_curve_is_shown_only_beside_cells_of_its_calibrated_construction(tmp_path):
     from lmk_eval.report import write_report
     from lmk_eval.retrieval.task_registry import BUNDLED, reference_curve

@@ -109,6 +109,7 @@ def _wait_for_cells(cells: Path, n: int, proc, timeout=180):
 LENGTHS = "32,48,64,96,128,192,256"  # 7 lengths x 3 poolings = 21 cells: work left after any signal
 
 
+@pytest.mark.e2e
 def test_killed_and_interrupted_runs_resume_to_the_uninterrupted_result(
     finished_run, tiny_beir, tmp_path
 ):
@@ -377,7 +378,7 @@ def test_the_default_baseline_falls_back_to_the_sweeps_first_pooling():
         )
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_plain_wheel_carries_the_shipped_sweeps_and_data(tmp_path):
     import zipfile
 

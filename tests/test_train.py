@@ -16,6 +16,8 @@ from lmk_eval.retrieval.synthetic import needles
 from lmk_eval.train.trainer import checkpoint_dir, train_all, training_pairs
 from tests.conftest import write_beir
 
+pytestmark = pytest.mark.e2e  # whole sweeps, subprocesses, servers: `make test` runs them
+
 
 @pytest.fixture(scope="module")
 def train_folder(tmp_path_factory):

@@ -53,10 +53,18 @@ def main_scores(out: Path) -> dict[tuple, float]:
     return {(r.task, r.pooling, r.split): r.score for r in frame.itertuples()}
 
 
-@pytest.fixture
-def finished(tiny_beir, tmp_path):
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def finished_once(tiny_beir, tmp_path_factory) -> Path:
+    """One finished run per test module; each test gets its own copy (``finished``)."""
+    out = tmp_path_factory.mktemp("trust") / "out"
     run_sweep(sweep_of(tiny_beir), out, progress=False, log=quiet)
+    return out
+
+
+@pytest.fixture
+def finished(finished_once, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(finished_once, out)
     (cell,) = (out / "cells").iterdir()
     return out, cell
 
@@ -443,6 +451,7 @@ def test_a_long_flags_sweep_gets_a_short_name_that_tells_it_apart():
 
 
 # -- bounded waits --------------------------------------------------------------------------------
+@pytest.mark.e2e
 @pytest.mark.parametrize("head", ["refusing", "silent"])
 def test_an_unanswering_ray_address_is_one_line_within_its_timeout(head, tmp_path):
     pytest.importorskip("ray")

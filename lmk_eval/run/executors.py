@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 
 EXECUTORS = ("local", "ray")  # where a sweep's work runs (`lmk-eval run --executor`)
 RETRIES = 3  # a task whose worker process dies is run again this many times
+# A folder where each group task, once started, records its process id (a file named by it):
+# which worker holds which group, for an operator or a test that stops one.
+WORKER_PIDS_ENV = "LMK_EVAL_WORKER_PIDS"
 
 
 def check_ray(options: RayOptions) -> None:
@@ -268,6 +271,10 @@ def _resources() -> dict[str, float]:
 def _group_task(sweep, group, missing, _trained=None):
     """On a worker: one group's cells, scored with a model loaded here; payloads go back."""
     quiet_libraries()
+    if os.environ.get(WORKER_PIDS_ENV):
+        from lmk_eval.common.files import atomic_write_text
+
+        atomic_write_text(Path(os.environ[WORKER_PIDS_ENV]) / str(os.getpid()), "")
     return list(compute_group(group, missing, make_encoder(sweep, group.model)))
 
 
