@@ -166,6 +166,30 @@ class ModelFacts:
                 " or choose another pooling"
             )
 
+    def check_runs(
+        self, variant: Variant, attn_implementation: str | None, name: str, weights: bool = True
+    ) -> None:
+        """Refuse in one line a variant this model cannot run (its tokens, trained weights,
+        context strategy, attention implementation, SelfExtend window); loads no weights. The
+        one check of a sweep's pre-flight and of ``lmk_eval.encoder``."""
+        from lmk_eval.reading.attention import check_implementation
+
+        concrete = self.concrete(variant)
+        self.tokenisation.check(concrete)
+        if weights:
+            self.check_weights(concrete)
+        why = variant.strategy_spec.unsupported(self.config)
+        if why:
+            raise LmkEvalError(why)
+        if variant.changes_attention:
+            check_implementation(attn_implementation)
+        positions = self.tokenisation.max_positions
+        if variant.se_window is not None and variant.se_window >= positions:
+            raise LmkEvalError(
+                f"se_window {variant.se_window} is not below {name}'s {positions} positions:"
+                " self-extend keeps its neighbour window inside them; use a smaller one"
+            )
+
     def concrete(self, variant: Variant) -> Variant:
         """``native`` resolved to the pooling the model's own configuration names."""
         if variant.pooling != "native":

@@ -11,13 +11,12 @@ from mteb.models.model_meta import ModelMeta, ScoringFunction
 from mteb.types import PromptType
 from pydantic import ValidationError
 
-from lmk_eval.common.errors import LmkEvalError, schema_error
+from lmk_eval.common.errors import schema_error
 from lmk_eval.config.options import OPTION_KEYS, EncodeOptions
 from lmk_eval.config.variants import Variant, make_variant
 from lmk_eval.model import loading as models
 from lmk_eval.model.encoding import TextEncoder
 from lmk_eval.model.native import merge_prompts
-from lmk_eval.reading.attention import check_implementation
 
 
 class SharedPass(Protocol):
@@ -182,11 +181,7 @@ def encoder(
         model, options=encode_options, progress=progress, token_budget=token_budget
     )
     variant = text_encoder.resolve(make_variant(pooling, **options))
-    text_encoder.tokenisation.check(text_encoder.facts.concrete(variant))
-    text_encoder.facts.check_weights(text_encoder.facts.concrete(variant))
-    why = variant.strategy_spec.unsupported(text_encoder.facts.config)
-    if why:
-        raise LmkEvalError(why)
-    if variant.changes_attention:
-        check_implementation(encode_options.attn_implementation)
+    text_encoder.facts.check_runs(
+        variant, encode_options.attn_implementation, str(model or "the default model")
+    )
     return LmkEncoder(text_encoder, variant)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lmk_eval.common.errors import LmkEvalError
 from lmk_eval.common.hardware import default_device, resolve_dtype
 from lmk_eval.common.provenance import scoring_identity
 from lmk_eval.config.sweep import Sweep
@@ -103,25 +102,11 @@ def preflight(sweep: Sweep, groups: list[CellGroup]) -> None:
     """Refuse now, in one line, what would fail later: each model's tokenizer and config load,
     and every variant (``native`` resolved) fits its positions and finds its special tokens.
     Loads no weights."""
-    from lmk_eval.reading.attention import check_implementation
-
     for g in groups:
         facts = _facts(sweep, g.model)
+        trained = g.model in checkpoints(sweep)  # a checkpoint will carry what it trains
         for c in g.cells:
-            facts.tokenisation.check(facts.concrete(c.variant))
-            if g.model not in checkpoints(sweep):  # a checkpoint will carry what it trains
-                facts.check_weights(facts.concrete(c.variant))
-            why = c.variant.strategy_spec.unsupported(facts.config)
-            if why:
-                raise LmkEvalError(why)
-            if c.variant.changes_attention:
-                check_implementation(sweep.attn_implementation)
-            positions = facts.tokenisation.max_positions
-            if c.variant.se_window is not None and c.variant.se_window >= positions:
-                raise LmkEvalError(
-                    f"se_window {c.variant.se_window} is not below {g.model}'s {positions} positions:"
-                    " self-extend keeps its neighbour window inside them; use a smaller one"
-                )
+            facts.check_runs(c.variant, sweep.attn_implementation, g.model, weights=not trained)
     if sweep.train is not None:
         from lmk_eval.train.trainer import load_pairs
 
