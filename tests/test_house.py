@@ -101,3 +101,19 @@ def test_an_out_of_memory_batch_is_retried_with_a_smaller_token_budget(monkeypat
     monkeypatch.setattr(encoder, "_encode_at", encode_at)
     assert encoder._encode_group(["a text"], [], "") == 8_100
     assert tried == [10_000, 9_000, 8_100]
+
+
+def test_only_the_strategy_table_names_a_strategy():
+    """Adding a context strategy is one entry in reading/strategies.py: no other module compares
+    with, or defaults to, a strategy's name."""
+    from lmk_eval.reading.strategies import STRATEGIES
+
+    naming = set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value in STRATEGIES:
+                naming.add(str(path.relative_to(PACKAGE)))
+    assert naming == {
+        "reading/strategies.py",
+        "run/identities.py",  # "window": SelfExtend's neighbour window, a key of stored identities
+    }
