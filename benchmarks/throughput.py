@@ -45,6 +45,7 @@ from lmk_eval.model.batching import pad_windows, token_budget_batches  # noqa: E
 from lmk_eval.model.encoding import TextEncoder  # noqa: E402
 
 SIX_POOLINGS = ["cls", "mean", "max", "weightedmean", "mean_sqrt_len_tokens", "layer_mean"]
+# lmk: a second tokenisation
 CEILING_POOLINGS = [
     "cls",
     "mean",
@@ -52,7 +53,7 @@ CEILING_POOLINGS = [
     "weightedmean",
     "mean_every_k",
     "lmk",
-]  # lmk: a second tokenisation
+]
 LENGTHS = (256, 512)
 RSS_LENGTHS = [1024, 2048, 4096, 8192, 16384, 32768]
 

@@ -19,10 +19,11 @@ PROBES = [
     "Landmark pooling.",
     "Aspirin irreversibly inhibits cyclooxygenase, which reduces the synthesis of prostaglandins"
     " and thromboxanes; low doses are used to prevent heart attacks and strokes.",
+    # about 400 tokens: past max_length 128, so truncation and windows differ
     " ".join(
         f"Sentence {i} of a long document about protein folding, measured at {i * 7} degrees."
         for i in range(24)
-    ),  # about 400 tokens: past max_length 128, so truncation and windows differ
+    ),
 ]
 READINGS = [{"max_length": 128}, {"max_length": 128, "strategy": "window"}]
 

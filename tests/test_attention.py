@@ -184,13 +184,14 @@ def small_rope_models(tmp_path_factory):
     from lmk_eval.model.loading import packaged_model_path
 
     tokenizer = BertTokenizerFast.from_pretrained(str(packaged_model_path()))
+    # wide weights: attention far from uniform, positions matter
     size = {
         "hidden_size": 32,
         "intermediate_size": 64,
         "num_hidden_layers": 3,
         "num_attention_heads": 2,
         "initializer_range": 0.3,
-    }  # wide weights: attention far from uniform, positions matter
+    }
     torch.manual_seed(0)
     models = {
         "modernbert": ModernBertModel(
@@ -288,10 +289,11 @@ def test_a_stored_variant_reads_back_as_itself_and_an_old_one_as_unscaled():
     ]
     for v in variants:
         assert Variant.from_options(v.relevant_options()) == v, v.reading()
+    # a cell stored before scales existed
     old = {
         "pooling": "mean",
         "max_length": 4096,
         "strategy": "grouped",
-    }  # a cell stored before scales existed
+    }
     assert Variant.from_options(old).reading() == "grouped"
     assert make_variant(**old).reading() == "grouped+logn"  # asked for now: LongEmbed's default

@@ -80,9 +80,8 @@ def test_the_paper_sweep_runs_through_the_hub_with_cqadupstack_as_one_task(paper
     assert {context[t] for t in beir} == {"short"} and {context[t] for t in [*longembed, MLDR]} == {
         "long"
     }
-    assert (
-        check_run(out) == 22 * 3
-    )  # every cell: per-query means = its main score = mteb's TaskResult
+    # every cell: per-query means = its main score = mteb's TaskResult
+    assert check_run(out) == 22 * 3
 
 
 def test_an_aggregate_keeps_each_sub_task_and_pairs_queries_within_them(paper):
@@ -261,13 +260,11 @@ def test_export_writes_an_aggregate_with_its_sub_tasks(paper, tmp_path):
     }
     records = RunStore(out).records()
     subtasks = [t.metadata.name for t in mteb.get_task(AGGREGATE).tasks]
-    assert len(scores) == len(records) + 3 * len(
-        subtasks
-    )  # every cell, and each sub-task of the three aggregates
+    # every cell, and each sub-task of the three aggregates
+    assert len(scores) == len(records) + 3 * len(subtasks)
     for r in records:
         name = experiment_meta(r).experiment_name
-        assert scores[(name, r.scores[0].task)] == pytest.approx(
-            r.main, abs=1e-12
-        )  # mteb's name, no subset
+        # mteb's name, no subset
+        assert scores[(name, r.scores[0].task)] == pytest.approx(r.main, abs=1e-12)
         if r.task == AGGREGATE:
             assert all((name, s) in scores for s in subtasks)

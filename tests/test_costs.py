@@ -28,12 +28,13 @@ def test_plan_counts_exactly_the_tokens_the_run_encodes(tiny_beir):
     )
     cost, encoder = planned_and_run(sweep)
     assert cost.tokens == encoder.stats.real_tokens  # what the run put through the model
+    # lmk has its own
     assert (cost.documents, cost.queries, cost.cells, cost.tokenisations) == (
         20,
         8,
         3,
         2,
-    )  # lmk has its own
+    )
     assert cost.unshared > cost.tokens and cost.counted == "counted"
 
 

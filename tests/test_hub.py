@@ -344,9 +344,8 @@ def test_export_names_the_results_the_leaderboard_will_skip(online_run, tmp_path
     from lmk_eval.report.export import export_run, leaderboard_mismatch
 
     _, out = online_run
-    assert (
-        export_run(out, tmp_path / "hub").not_on_leaderboard == {}
-    )  # served at mteb's pinned revisions
+    # served at mteb's pinned revisions
+    assert export_run(out, tmp_path / "hub").not_on_leaderboard == {}
     bundled = export_run(Path(__file__).parents[1] / "results" / "quick", tmp_path / "bundled")
     assert set(bundled.not_on_leaderboard) == {
         "scifact-quick",

@@ -34,11 +34,12 @@ def test_chunk_ends_mark_the_plain_token_sequence(text_encoder):
     (plain,) = tok.windows([TEXT], make_variant("mean", max_length=12))
     (w,) = tok.windows([TEXT], late)
     assert w.ids == plain.ids  # nothing inserted: the model reads exactly mean's input
+    # every 4 text tokens, the cut one closed
     assert [i for i, m in enumerate(w.markers) if m] == [
         4,
         8,
         10,
-    ]  # every 4 text tokens, the cut one closed
+    ]
     assert w.prompt == 1  # the [CLS] in front belongs to no chunk
     windows = tok.windows(
         [TEXT], make_variant("late_chunking", interval=4, max_length=8, strategy="window")
@@ -82,9 +83,8 @@ def test_one_chunk_per_document_searches_exactly_as_mteb_ranks_its_vectors(text_
     alone = LmkEncoder(text_encoder, late, model_meta(text_encoder, late))
     reference = evaluate_cell(task, SearchEncoderWrapper(alone))
     for variants in ([late], [make_variant("mean", max_length=128), late]):
-        group = GroupSearch(
-            text_encoder, variants, chunk_bytes=2 * 384 * 4 * 5
-        )  # several corpus chunks
+        # several corpus chunks
+        group = GroupSearch(text_encoder, variants, chunk_bytes=2 * 384 * 4 * 5)
         result = evaluate_cell(task, group.view(late))
         assert (
             result.task_result.scores == reference.task_result.scores

@@ -109,9 +109,8 @@ def test_landmarks_per_family(tiny):
         tok = inspect_model(resolve_model(str(dirs[family]))).tokenisation
         (w,) = tok.windows(text, make_variant("lmk", interval=4, max_length=64))
         assert not tok.causal and w.ids[0] == tok.tokenizer.cls_token_id
-        assert (
-            tok.landmark_id == tok.tokenizer.sep_token_id
-        )  # [SEP] for BERT-likes, </s> for RoBERTa
+        # [SEP] for BERT-likes, </s> for RoBERTa
+        assert tok.landmark_id == tok.tokenizer.sep_token_id
         marked = [i for i, m in enumerate(w.markers) if m]
         assert marked[:2] == [5, 10] and w.markers[-1] and w.ids[-1] == tok.landmark_id
     tok = inspect_model(resolve_model(str(dirs["qwen2"]))).tokenisation

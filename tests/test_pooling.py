@@ -52,9 +52,8 @@ def test_weightedmean_weighs_by_rank_among_real_tokens():
 
 
 def test_marked_mean_pools_markers_and_falls_back_to_mean():
-    markers = torch.tensor(
-        [[0, 1, 1, 0], [0, 0, 0, 1], [1, 0, 0, 1]]
-    )  # row 2: markers on padding only
+    # row 2: markers on padding only
+    markers = torch.tensor([[0, 1, 1, 0], [0, 0, 0, 1], [1, 0, 0, 1]])
     close(pooling.marked_mean(HIDDEN, MASK, markers), [[4, 5], [2, 2], [3, 1]])
 
 

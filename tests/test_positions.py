@@ -14,15 +14,17 @@ from lmk_eval.run.sweeps import sweep_from_dict
 
 SHORT = ["A cat sat on the mat.", "Landmark pooling averages separator states. " * 8, "short"]
 EXTENDING = ["window", "grouped", "recurrent", "interpolate"]
+# None: the strategy's default (logn where it extends)
 SCALES = [
     None,
     "none",
     "logn",
     "temperature:0.8",
-]  # None: the strategy's default (logn where it extends)
+]
 
 
 def test_remap_formulas_on_hand_built_inputs():
+    # pid // ceil(10 / 4)
     assert remap(10, 4, STRATEGIES["grouped"]) == [
         0,
         0,
@@ -34,11 +36,10 @@ def test_remap_formulas_on_hand_built_inputs():
         2,
         2,
         3,
-    ]  # pid // ceil(10 / 4)
+    ]
     assert remap(10, 4, STRATEGIES["recurrent"]) == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]  # pid % 4
-    assert (
-        remap(3, 4, STRATEGIES["grouped"]) == remap(3, 4, STRATEGIES["recurrent"]) == [0, 1, 2]
-    )  # fits: unchanged
+    # fits: unchanged
+    assert remap(3, 4, STRATEGIES["grouped"]) == remap(3, 4, STRATEGIES["recurrent"]) == [0, 1, 2]
     assert remap(8, 4, STRATEGIES["grouped"]) == [0, 0, 1, 1, 2, 2, 3, 3]
     table = torch.tensor([[0.0, 10.0], [1.0, 20.0], [2.0, 30.0]])
     torch.testing.assert_close(
@@ -76,9 +77,8 @@ def test_every_strategy_equals_truncate_where_the_text_fits(text_encoder, poolin
 
 
 def test_long_inputs_are_really_extended(text_encoder):
-    long = [
-        " ".join(["Call me Ishmael, said the narrator of the long book."] * 120)
-    ]  # ~1,300 tokens
+    # ~1,300 tokens
+    long = [" ".join(["Call me Ishmael, said the narrator of the long book."] * 120)]
     out = {}
     for strategy in ("grouped", "recurrent", "interpolate"):
         v = make_variant("mean", max_length=1024, strategy=strategy)
@@ -133,12 +133,13 @@ def test_strategies_on_a_sweep_with_an_offset_model_and_the_report(tmp_path):
         "recurrent": "logn",
         "interpolate": "logn",
     }
+    # logn: LongEmbed's default
     readings = [
         "window",
         "grouped+logn",
         "recurrent+logn",
         "interpolate+logn",
-    ]  # logn: LongEmbed's default
+    ]
     assert set(at_256.columns) == set(readings)
     for reading in readings:
         assert (at_256[reading] == at_256["window"]).all(), reading
@@ -210,17 +211,15 @@ def test_rope_config_scales_the_global_rotary_base_or_sets_yarn(rope_model):
         "original_max_position_embeddings": 4096,
         "rope_theta": 0,
     }
-    assert (
-        config.rope_parameters["full_attention"]["rope_type"] == "default"
-    )  # the original is untouched
+    # the original is untouched
+    assert config.rope_parameters["full_attention"]["rope_type"] == "default"
 
 
 def test_rope_strategies_extend_long_inputs_and_leave_short_ones_exact(rope_model):
     import lmk_eval
 
-    long = [
-        " ".join(["Call me Ishmael, said the narrator of the long book."] * 500)
-    ]  # ~6,000 tokens
+    # ~6,000 tokens
+    long = [" ".join(["Call me Ishmael, said the narrator of the long book."] * 500)]
     short = ["A cat sat on the mat.", "short"]
     reference = lmk_eval.encoder(str(rope_model), "mean", max_length=4096)
     got = {}
@@ -329,12 +328,13 @@ def test_strategy_comparisons_pair_on_max_length_and_name_both():
     assert found["passkey: mean window@4096 vs truncate@512"].mean_diff == -1
     (panel,) = strategy_pivots(frame)
     readings = set(panel.table.columns.get_level_values(1))
+    # never averaged
     assert readings == {
         "truncate@256",
         "truncate@512",
         "window@512",
         "window@4096",
-    }  # never averaged
+    }
 
 
 def test_scale_comparisons_pair_each_scaled_reading_with_its_unscaled_strategy():
@@ -358,9 +358,8 @@ def test_scale_comparisons_pair_each_scaled_reading_with_its_unscaled_strategy()
         "passkey: mean grouped+temperature:0.8@4096 vs grouped@4096",
     }
     logn = found["passkey: mean grouped+logn@4096 vs grouped@4096"]
-    assert (
-        logn.mean_diff == pytest.approx(0.5) and logn.ci[0] > 0
-    )  # vs grouped@4096, not @1024 or window
+    # vs grouped@4096, not @1024 or window
+    assert logn.mean_diff == pytest.approx(0.5) and logn.ci[0] > 0
     assert found[
         "passkey: mean grouped+temperature:0.8@4096 vs grouped@4096"
     ].mean_diff == pytest.approx(-0.5)

@@ -74,9 +74,8 @@ def test_a_record_round_trips_through_its_json(tmp_path):
     path.parent.mkdir()
     (path.parent / f"{record.task}.json").write_text("{}")  # mteb's JSON must be beside it
     path.write_text(record.model_dump_json())
-    with pytest.raises(
-        CorruptCell, match="has no digests"
-    ):  # the current format is written with them
+    # the current format is written with them
+    with pytest.raises(CorruptCell, match="has no digests"):
         read_record(path)
     record.digests = {
         "scores": record.scored_digest(),

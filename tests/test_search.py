@@ -73,9 +73,8 @@ def test_every_pooling_ranks_as_mteb_search_does_on_a_corpus_full_of_ties(text_e
         assert found == alone.search(data["queries"], top_k=4, **common), v.key()
         # four kept at one score that seven copies share: the cut fell inside a tie
         tied_cuts += sum(len(set(found[q].values())) == 1 for q in found)
-    assert (
-        tied_cuts >= len(vs) * len(queries) // 2
-    )  # (a copy in another batch can differ in the last bit)
+    # (a copy in another batch can differ in the last bit)
+    assert tied_cuts >= len(vs) * len(queries) // 2
 
 
 def test_one_pass_gives_each_poolings_own_mteb_results(text_encoder, tiny_beir):
@@ -98,10 +97,8 @@ def test_one_pass_gives_each_poolings_own_mteb_results(text_encoder, tiny_beir):
         alone = LmkEncoder(text_encoder, v, model_meta(text_encoder, v))
         result = evaluate_cell(task, SearchEncoderWrapper(alone, corpus_chunk_size=3))
         assert together[v].task_result.scores == result.task_result.scores, v.key()
-        assert (
-            together[v].scores == result.scores and result.scores[0].per_query
-        )  # per-query scores too
+        # per-query scores too
+        assert together[v].scores == result.scores and result.scores[0].per_query
     alone_passes = text_encoder.stats.forward_passes - passes
-    assert (
-        one_pass * 2 == alone_passes
-    )  # three tokenisations (lmk, multi_cls, the rest) for six poolings
+    # three tokenisations (lmk, multi_cls, the rest) for six poolings
+    assert one_pass * 2 == alone_passes

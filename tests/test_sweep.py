@@ -261,9 +261,8 @@ def test_poolings_are_compared_over_the_seeds_they_all_have():
     assert sorted(kept.loc[kept["task"] == "a", "seed"]) == [0, 0]
     table = main_table(kept, ["cls", "lmk"], [], {"cls": "cls", "lmk": "lmk"})
     assert "| a | ndcg_at_1 | 1 | 20.0 | **40.0** |" in table  # not cls's two-seed mean, 50.0
-    per_seed = seed_table(
-        frame, ["cls", "lmk"], {"cls": "cls", "lmk": "lmk"}
-    ).splitlines()  # every seed, the left-out one too
+    # every seed, the left-out one too
+    per_seed = seed_table(frame, ["cls", "lmk"], {"cls": "cls", "lmk": "lmk"}).splitlines()
     assert per_seed[2:5] == [
         "| a | 0 | 20.0 | 40.0 |",
         "| a | 1 | 80.0 | – |",
@@ -451,9 +450,8 @@ def test_two_placements_in_one_sweep_score_as_each_alone_and_differ(
             _options_sweep(tiny_beir, [pooling], "alone"), alone, progress=False, log=lambda m: None
         )
         (record,) = RunStore(alone).records()
-        assert (
-            record.scores == together[label].scores and record.scores[0].per_query
-        )  # per-query scores too
+        # per-query scores too
+        assert record.scores == together[label].scores and record.scores[0].per_query
     assert together["lmk[fixed/8]"].scores != together["lmk[fixed/8/before]"].scores
 
 
@@ -547,10 +545,11 @@ def test_a_grid_block_may_run_some_poolings_and_crosses_attention_scales():
     )
     cells = [c for g in plan(sweep) for c in g.cells]
     readings = sorted((c.variant.pooling, c.variant.reading()) for c in cells)
+    # window+logn is window: every window fits
     assert readings == sorted(
         [(p, r) for p in ("cls", "late_chunking") for r in ("window", "grouped", "grouped+logn")]
         + [("cls", "grouped+temperature:0.8")]
-    )  # window+logn is window: every window fits
+    )
     with pytest.raises(
         LmkEvalError, match="grid 0: poolings lmk are not among the sweep's poolings"
     ):

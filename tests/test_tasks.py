@@ -107,15 +107,13 @@ def test_groups_are_mteb_benchmarks_with_their_splits_and_context_from_the_data(
         "splits": ["test"],
         "subsets": ["en"],
     }
-    assert (
-        task_registry.resolve("LEMBPasskeyRetrieval:test_256")[0].context == "short"
-    )  # 256-token documents
+    # 256-token documents
+    assert task_registry.resolve("LEMBPasskeyRetrieval:test_256")[0].context == "short"
     (every,) = task_registry.resolve(
         "MultiLongDocRetrieval[" + "+".join(mteb.get_task("MultiLongDocRetrieval").hf_subsets) + "]"
     )
-    assert (
-        every.subsets is None and every.name == "MultiLongDocRetrieval"
-    )  # all of them: as naming none
+    # all of them: as naming none
+    assert every.subsets is None and every.name == "MultiLongDocRetrieval"
     (cqa,) = task_registry.resolve("CQADupstackRetrieval")
     assert cqa.context == "short" and cqa.splits == ("test",)
 

@@ -193,9 +193,8 @@ def test_controlled_sweep_trains_then_evaluates_each_checkpoint_with_its_pooling
     partial = write_report(out, tmp_path / "reports", baseline="mean").read_text()
     assert f"Unfinished run: 3 of 4 planned cells are in the store.** Missing: {model}:" in partial
     assert "the rest needs about" in partial
-    other = (
-        "lmk[fixed/32] seed " + model.rsplit("seed", 1)[1].split("-")[0]
-    )  # the seed mean now lacks
+    # the seed mean now lacks
+    other = "lmk[fixed/32] seed " + model.rsplit("seed", 1)[1].split("-")[0]
     assert f"(the store keeps them): {other} (needle-depth-quick)." in partial
     missing = [c.manifest_entry() for g in plan(sweep) for c in g.cells if not store.has(c)]
     cell_mean = statistics.mean(r.seconds for r in store.records())

@@ -500,9 +500,8 @@ def test_an_unanswering_ray_address_is_one_line_within_its_timeout(head, tmp_pat
     assert (
         "cannot reach the Ray cluster" if head == "refusing" else "did not answer within 5 s"
     ) in lines[-1]
-    assert not [
-        line for line in lines if "rpc_client" in line or "gcs" in line.lower()
-    ]  # Ray's own lines
+    # Ray's own lines
+    assert not [line for line in lines if "rpc_client" in line or "gcs" in line.lower()]
     assert not out.exists()
 
 
@@ -620,6 +619,5 @@ def test_a_disk_that_fills_mid_run_names_the_first_write_that_failed(
     ]
     assert main(argv) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "__cls__" in line and "No space left on device" in line, (
-        line
-    )  # the cell, not scores.csv after it
+    # the cell, not scores.csv after it
+    assert "__cls__" in line and "No space left on device" in line, line

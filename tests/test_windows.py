@@ -73,9 +73,8 @@ def _gem(h, p, p_exp=3.0, eps=1e-6):
 
 def reference(pooling: str, windows, k: int = K, lead: int = 0) -> torch.Tensor:
     all_pooled = torch.cat([h[p] for h, p, _m, _l in windows])
-    if (
-        pooling == "late_chunking"
-    ):  # every window's text tokens from after its lead to its last chunk end
+    # every window's text tokens from after its lead to its last chunk end
+    if pooling == "late_chunking":
         return torch.cat(
             [h[lead : int(torch.nonzero(m).max()) + 1] for h, _p, m, _l in windows]
         ).mean(0)

@@ -22,11 +22,12 @@ SIZE = {
     "num_attention_heads": 2,
 }
 PROMPTS = {"query": "query: ", "document": "passage: "}
+# their ST directories' pooling
 NATIVE = {
     "modernbert": "mean",
     "roberta": "cls",
     "qwen2": "lasttoken",
-}  # their ST directories' pooling
+}
 
 
 def haystack_text(n_words: int = 60_000) -> list[str]:
@@ -171,9 +172,8 @@ def build_all(root: Path) -> dict[str, Path]:
     return {name: build(root / name) for name, build in BUILDERS.items()}
 
 
-if (
-    __name__ == "__main__"
-):  # python -m tests.tiny_models FOLDER [POSITIONS]: the extension study's tiny ModernBERT
+# python -m tests.tiny_models FOLDER [POSITIONS]: the extension study's tiny ModernBERT
+if __name__ == "__main__":
     import sys
 
     torch.manual_seed(0)

@@ -136,15 +136,13 @@ def cmd_plan(args: argparse.Namespace, sweep=None) -> int:
     resolved = resolve_sweep(sweep)  # as the run resolves it: what it would refuse is refused here
     preflight(sweep, resolved.groups)
     output = Path(args.output or f"results/{sweep.name}")
-    todo = pending(
-        RunStore(output), resolved, args.recompute
-    )  # what the run would compute, no more
+    # what the run would compute, no more
+    todo = pending(RunStore(output), resolved, args.recompute)
     stored = len(resolved.cells) - sum(len(missing) for _, missing in todo)
     device = sweep.device or default_device()
     dtype, _why = resolve_dtype(sweep.dtype, device)
-    print(
-        f"plan of sweep '{sweep.name}':", flush=True
-    )  # counting a long sweep shows a bar meanwhile
+    # counting a long sweep shows a bar meanwhile
+    print(f"plan of sweep '{sweep.name}':", flush=True)
     costs = estimate(
         sweep, todo, on=args.on, measure=not args.no_measure, progress=not args.no_progress
     )
@@ -285,9 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     except LmkEvalError as exc:
         print(f"lmk-eval: error: {exc}", file=sys.stderr)
         return 2
-    except (
-        OSError
-    ) as exc:  # a disk that filled up or vanished mid-run: one line, and not a failed gate's 1
+    # a disk that filled up or vanished mid-run: one line, and not a failed gate's 1
+    except OSError as exc:
         where = f" '{exc.filename}'" if exc.filename else ""
         print(
             f"lmk-eval: error: cannot read or write{where}: {exc.strerror or exc}", file=sys.stderr

@@ -73,14 +73,12 @@ class GridSpec(BaseModel):
     tasks: list[str] = Field(min_length=1)
     max_length: list[int] = Field(default_factory=lambda: [512], min_length=1)
     strategy: list[str] = Field(default_factory=lambda: [DEFAULT_STRATEGY], min_length=1)
-    attention_scale: list[str] | None = Field(
-        default=None, min_length=1
-    )  # None: as LongEmbed runs each strategy
+    # None: as LongEmbed runs each strategy
+    attention_scale: list[str] | None = Field(default=None, min_length=1)
     se_group: int | None = Field(default=None, ge=1)  # self-extend; None: LongEmbed's Table 6
     se_window: int | None = Field(default=None, ge=1)
-    poolings: list[str] | None = Field(
-        default=None, min_length=1
-    )  # None: all of the sweep's; else these pooling names
+    # None: all of the sweep's; else these pooling names
+    poolings: list[str] | None = Field(default=None, min_length=1)
 
     _wrap = field_validator("tasks", "max_length", "strategy", "attention_scale", mode="before")(
         _listify
@@ -139,12 +137,10 @@ class Sweep(BaseModel):
     poolings: list[dict[str, Any]] = Field(default_factory=list)
     grids: list[GridSpec] = Field(alias="grid", min_length=1)
     baseline: str | None = None  # None: cls, or the sweep's first pooling when it has no cls
-    token_budget: int | None = Field(
-        default=None, ge=MIN_TOKEN_BUDGET
-    )  # None: 8,192 on a CPU, sized from free GPU memory
-    device: str | None = (
-        None  # None: the GPU if torch sees one, else the CPU (never a silent fallback)
-    )
+    # None: 8,192 on a CPU, sized from free GPU memory
+    token_budget: int | None = Field(default=None, ge=MIN_TOKEN_BUDGET)
+    # None: the GPU if torch sees one, else the CPU (never a silent fallback)
+    device: str | None = None
     train: TrainConfig | None = None  # a controlled sweep: train, then evaluate each checkpoint
     # how every model is loaded and fed (lmk_eval.config.options.EncodeOptions)
     query_prompt: str | None = None

@@ -61,13 +61,14 @@ NAMED_CHOICES = {
 }
 SELF_EXTEND_OPTIONS = ("se_group", "se_window")  # SelfExtend's group and neighbour window
 DEFAULT_INTERVALS = (32, 64, 128, 256)
+# how, not what, it pools
 READING = (
     "max_length",
     "strategy",
     "attention_scale",
     "se_group",
     "se_window",
-)  # how, not what, it pools
+)
 MIN_MAX_LENGTH = 3  # [CLS], one content token, one landmark (or the closing [SEP])
 
 
@@ -100,14 +101,12 @@ class Variant:
     max_length: int | None = None
     strategy: str = DEFAULT_STRATEGY
     normalize: bool = True
-    placement: str = (
-        "after"  # lmk: a landmark after each chunk, or before it (authors' decoder script)
-    )
+    # lmk: a landmark after each chunk, or before it (authors' decoder script)
+    placement: str = "after"
     include_prompt: bool = True  # pool the prompt's positions too (sentence-transformers' default)
     attention_scale: str | None = None  # None: as LongEmbed runs the strategy (see ``scale``)
-    se_group: int | None = (
-        None  # self-extend: None = LongEmbed's Table 6 value for the extension ratio
-    )
+    # self-extend: None = LongEmbed's Table 6 value for the extension ratio
+    se_group: int | None = None
     se_window: int | None = None
 
     @field_validator("pooling", "granularity", "strategy", "placement")

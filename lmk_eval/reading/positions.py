@@ -30,12 +30,13 @@ import torch.nn.functional as F
 from lmk_eval.common.errors import LmkEvalError
 from lmk_eval.reading.strategies import Strategy
 
+# positions start at padding_idx + 1
 OFFSET_TYPES = {
     "roberta",
     "xlm-roberta",
     "camembert",
     "mpnet",
-}  # positions start at padding_idx + 1
+}
 
 
 def remap(n: int, positions: int, strategy: Strategy) -> list[int]:

@@ -36,9 +36,8 @@ class Strategy:
     name: str
     summary: str
     windows: bool = False  # the whole text in windows of max_length, pooled across windows
-    extends: bool = (
-        False  # one input past the model's positions (attention scaled, by default logn)
-    )
+    # one input past the model's positions (attention scaled, by default logn)
+    extends: bool = False
     remap: Callable[[int, int], list[int]] | None = None  # absolute position ids of a long input
     interpolates: bool = False  # absolute position embeddings stretched to a long input
     rope: Literal["ntk", "yarn"] | None = None  # a model copy with scaled rotary positions

@@ -85,9 +85,8 @@ def plot(
     path.parent.mkdir(parents=True, exist_ok=True)
     image = io.BytesIO()
     try:
-        fig.savefig(
-            image, format="png", dpi=110, bbox_inches="tight"
-        )  # the whole legend, however wide
+        # the whole legend, however wide
+        fig.savefig(image, format="png", dpi=110, bbox_inches="tight")
     finally:
         plt.close(fig)
     atomic_write_bytes(path, image.getvalue())
@@ -104,9 +103,8 @@ def _legend_below(fig, axes) -> None:
     if not handles:
         return
     ncol = min(len(handles), 4)
-    width, height = (
-        fig.get_size_inches()
-    )  # constrained layout makes room but never grows the figure:
+    # constrained layout makes room but never grows the figure:
+    width, height = fig.get_size_inches()
     fig.set_size_inches(width, height + 0.22 * -(-len(handles) // ncol))  # a legend row is ~0.22 in
     fig.legend(
         list(handles.values()),

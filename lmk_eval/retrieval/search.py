@@ -166,11 +166,12 @@ class GroupSearch:
         num_proc=None,
         **kwargs,
     ):
+        # an aggregate's sub-tasks share subset and split
         where = (
             task_metadata.name,
             hf_subset,
             hf_split,
-        )  # an aggregate's sub-tasks share subset and split
+        )
         ready = self._done.get(where, {})
         if variant in ready and top_ranked is None:
             return ready.pop(variant)

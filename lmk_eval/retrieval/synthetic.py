@@ -45,9 +45,8 @@ class SyntheticSpec:
     lengths: tuple[int, ...] = LENGTHS
     queries: int = 50
     documents: int = 100
-    depth_length: int = (
-        368  # fits 512 BERT positions whole, so depth is not confounded by truncation
-    )
+    # fits 512 BERT positions whole, so depth is not confounded by truncation
+    depth_length: int = 368
     seed: int = 42
     # needle: the 100 candidates of one length share one haystack passage and differ only by their
     # needle and where it sits (LongEmbed's construction, as far as its published curve shows);

@@ -91,12 +91,10 @@ class Bundled:
     loader: Callable[[], dict[str, RetrievalSplit]]
     splits: list[str]
     main_score: str
-    files: tuple[
-        str, ...
-    ]  # under lmk_eval/data: what the loader reads (its content is the data's identity)
-    construction: (
-        str  # how the loader builds the task from those files; change it when the code changes
-    )
+    # under lmk_eval/data: what the loader reads (its content is the data's identity)
+    files: tuple[str, ...]
+    # how the loader builds the task from those files; change it when the code changes
+    construction: str
     curve: str | None = None  # the published curve (REFERENCE_CURVES) it is calibrated against
 
 

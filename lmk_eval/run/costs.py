@@ -213,9 +213,8 @@ def estimate(
     quiet_libraries()
     out, encoders = [], {}  # a model loads once, whatever it is measured at
     for g, missing in todo:
-        base = (
-            sweep.train.base if g.model in checkpoints(sweep) else g.model
-        )  # tokenised as its base
+        # tokenised as its base
+        base = sweep.train.base if g.model in checkpoints(sweep) else g.model
         facts = models.inspect_model(models.resolve_model(base), sweep.encode_options())
         concrete = [facts.concrete(c.variant) for c in missing]
         v = concrete[0]

@@ -195,25 +195,18 @@ def _init(options: RayOptions) -> bool:
     this call started it. A join that does not finish in time is one line, not a hang."""
     import ray
 
-    address, cpus, timeout, show_logs = (
-        options.address,
-        options.cpus,
-        options.timeout,
-        options.show_logs,
-    )
-
+    address, timeout = options.address, options.timeout
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = {
         "include_dashboard": False,
-        "log_to_driver": show_logs,
-        "logging_level": logging.INFO if show_logs else logging.ERROR,
+        "log_to_driver": options.show_logs,
+        "logging_level": logging.INFO if options.show_logs else logging.ERROR,
     }
     where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
     if address:
-        _probe(
-            address, timeout
-        )  # before any redirect: an unreachable address leaves nothing behind
+        # before any redirect: an unreachable address leaves nothing behind
+        _probe(address, timeout)
     log_file = Path(tempfile.gettempdir()) / f"lmk-eval-ray-{os.getpid()}.log"
     outcome: dict[str, BaseException] = {}
 
@@ -224,7 +217,7 @@ def _init(options: RayOptions) -> bool:
             outcome["error"] = exc
 
     try:
-        with _stderr_to(str(log_file), quiet=not show_logs):
+        with _stderr_to(str(log_file), quiet=not options.show_logs):
             if address:
                 kwargs["address"] = address
                 # a thread only for joining: a local cluster's processes die with the thread that
@@ -239,8 +232,8 @@ def _init(options: RayOptions) -> bool:
                         " and that the cluster is up" + (f" (Ray: {said})" if said else "")
                     )
             else:
-                if cpus:
-                    kwargs["num_cpus"] = cpus
+                if options.cpus:
+                    kwargs["num_cpus"] = options.cpus
                 join()
     finally:  # Ray's lines during the join are in the error or gone: nothing is left in the temp folder
         log_file.unlink(missing_ok=True)

@@ -59,9 +59,8 @@ def encoding_identity(sweep: Sweep, model: str, variant: Variant) -> dict[str, A
     options = sweep.encode_options()
     out: dict[str, Any] = {"options": options.identity(), "dtype": _dtype(sweep)}
     if model not in checkpoints(sweep):
-        facts = models.summary(
-            models.resolve_model(model), options
-        )  # cached by the model's content
+        # cached by the model's content
+        facts = models.summary(models.resolve_model(model), options)
         out["prompts"] = merge_prompts(
             facts["prompts"], options.query_prompt, options.document_prompt
         )

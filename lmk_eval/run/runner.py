@@ -156,9 +156,8 @@ def run_sweep(
         try:
             worker.run(sweep, todo, sink, log)
         except BaseException:
-            with contextlib.suppress(
-                OSError
-            ):  # a full disk fails scores.csv too: say the first failure
+            # a full disk fails scores.csv too: say the first failure
+            with contextlib.suppress(OSError):
                 sink.close()
             raise
         sink.close()

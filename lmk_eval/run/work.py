@@ -267,9 +267,8 @@ def compute_group(
                 on_start(cell)
             cell_started = time.perf_counter()
             found = evaluate_cell(task, search.view(cell.variant))
-            if (
-                zero_grade is None
-            ):  # the qrels as mteb scored them (some tasks load them in evaluate)
+            # the qrels as mteb scored them (some tasks load them in evaluate)
+            if zero_grade is None:
                 zero_grade = zero_grade_queries(task)
             subtasks = {r.task_name: r.model_dump_json(indent=1) for r in found.subtask_results}
             yield CellPayload(

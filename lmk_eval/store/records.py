@@ -118,16 +118,14 @@ class CellRecord(BaseModel):
     main: float  # mteb's main score of the cell (TaskResult.get_score of <task>.json)
     # the entries of mteb's TaskResult saved beside the record (an aggregate's: its combined ones)
     scores: list[Part]
-    subtasks: list[Part] = Field(
-        default_factory=list
-    )  # an aggregate's sub-tasks, as mteb scored each
+    # an aggregate's sub-tasks, as mteb scored each
+    subtasks: list[Part] = Field(default_factory=list)
     seconds: float | None = None  # wall time (encoding + scoring); older runs lack it
     # sha256 of the scores (``scored_digest``) and of mteb's JSON files beside the record, so an
     # edited or half-restored cell is told from the one that was computed; older cells lack them
     digests: dict[str, str] = Field(default_factory=dict)
-    zero_grade_queries: dict[str, int] = Field(
-        default_factory=dict
-    )  # part label -> queries judged only 0
+    # part label -> queries judged only 0
+    zero_grade_queries: dict[str, int] = Field(default_factory=dict)
     key: str = Field(default="", exclude=True)  # the cell directory's name, set on reading
 
     @model_validator(mode="after")
@@ -240,9 +238,8 @@ def _parts(data: dict[str, Any]) -> dict[str, Any]:
     ]
     mains = [m.get(main) for m in scores.values() if isinstance(m, dict)]
     ok = mains and all(isinstance(x, (int, float)) for x in mains)
-    digests = {
-        k: v for k, v in (data.get("digests") or {}).items() if k != "scores"
-    }  # checked as stored
+    # checked as stored
+    digests = {k: v for k, v in (data.get("digests") or {}).items() if k != "scores"}
     return {
         **{k: v for k, v in data.items() if k != "per_query"},
         "scores": parts,

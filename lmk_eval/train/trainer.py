@@ -52,6 +52,7 @@ def training_identity(cfg: TrainConfig, pooling: str, seed: int) -> dict[str, An
     """Everything that makes one checkpoint what it is: base model and training data by content,
     every hyper-parameter, the pooling, the seed and the recipe version."""
     folder = data_folder(cfg)
+    # defaults add nothing, so checkpoints trained before these options keep their names
     return (
         {
             "base": models.identity(models.resolve_model(cfg.base)),
@@ -72,7 +73,7 @@ def training_identity(cfg: TrainConfig, pooling: str, seed: int) -> dict[str, An
             if cfg.pooler and make_variant(pooling).spec.weights == "trainable"
             else {}
         )
-    )  # defaults add nothing, so checkpoints trained before these options keep their names
+    )
 
 
 def checkpoint_dir(cfg: TrainConfig, pooling: str, seed: int) -> Path:
