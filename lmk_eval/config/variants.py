@@ -16,7 +16,7 @@ from pydantic.dataclasses import dataclass
 
 from lmk_eval.common.errors import LmkEvalError, schema_error
 from lmk_eval.pooling import registry
-from lmk_eval.reading.scales import parse_scale, self_extend_defaults
+from lmk_eval.reading.scales import NONE, parse_scale, self_extend_defaults
 from lmk_eval.reading.strategies import DEFAULT_STRATEGY, Strategy, strategy_of
 from lmk_eval.reading.strategies import STRATEGIES as strategy_table
 
@@ -161,7 +161,7 @@ class Variant:
         """The attention scale this variant runs with: none where every input fits (truncate,
         window), else the one asked for, by default LongEmbed's ``logn``."""
         default = self.strategy_spec.default_scale
-        return default if default == "none" else self.attention_scale or default
+        return default if default == NONE else self.attention_scale or default
 
     @property
     def changes_attention(self) -> bool:

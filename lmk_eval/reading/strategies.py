@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from lmk_eval.reading.scales import LOGN, NONE
+
 ONE_INPUT = "one input of up to max_length tokens"
 
 
@@ -58,7 +60,7 @@ class Strategy:
     def default_scale(self) -> str:
         """The attention scale when none is asked for: LongEmbed's logn where one input reads past
         the positions, else none (every input fits)."""
-        return "logn" if self.extends else "none"
+        return LOGN if self.extends else NONE
 
     def unsupported(self, config: Any) -> str | None:
         """Why this strategy cannot run on a model with ``config`` (None when it can)."""
