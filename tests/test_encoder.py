@@ -7,7 +7,7 @@ import torch
 
 import lmk_eval
 from lmk_eval.config.variants import make_variant
-from lmk_eval.model.batching import token_budget_batches
+from lmk_eval.model.batching import padded_width, token_budget_batches
 from lmk_eval.model.encoding import TextEncoder
 from lmk_eval.model.tokenisation import Window
 from lmk_eval.retrieval.mteb_adapter import LmkEncoder, model_meta
@@ -84,10 +84,26 @@ def test_order_is_restored_whatever_the_length_sorting(text_encoder):
 
 def test_token_budget_batches_sort_by_length_and_respect_the_budget():
     windows = [Window(i, [0] * n, [False] * n) for i, n in enumerate([5, 50, 7, 49, 3, 48])]
-    batches = list(token_budget_batches(windows, budget=100))
-    for b in batches:
-        assert len(b[0].ids) * len(b) <= 100
-    assert [w.owner for b in batches for w in b] == [1, 3, 5, 2, 0, 4]
+    batches = list(token_budget_batches(windows, budget=120))
+    for width, b in batches:
+        assert width * len(b) <= 120
+        assert {padded_width(len(w.ids)) for w in b} == {width}  # one padded width a batch
+    assert [w.owner for _, b in batches for w in b] == [1, 3, 5, 2, 0, 4]
+    assert [len(b) for _, b in batches] == [2, 1, 3]  # 50, 49 (width 56) | 48 | 7, 5, 3 (width 8)
+
+
+def test_a_windows_width_depends_on_its_own_length_only():
+    assert [padded_width(n) for n in (1, 8, 9, 64, 100, 337, 512, 5000)] == [
+        8,
+        8,
+        16,
+        64,
+        104,
+        352,
+        512,
+        5120,
+    ]
+    assert padded_width(500, cap=500) == 500 and padded_width(600, cap=500) == 608
 
 
 def test_variants_never_collide_in_mteb_cache(text_encoder):

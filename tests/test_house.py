@@ -91,14 +91,14 @@ def test_an_out_of_memory_batch_is_retried_with_a_smaller_token_budget(monkeypat
     encoder.device = "cuda"  # the retry path; no GPU is touched
     tried = []
 
-    def encode_at(budget, texts, group, prompt):
+    def encode_at(budget, texts, groups, prompt):
         tried.append(budget)
         if budget > 8_500:
             raise RuntimeError("CUDA out of memory.")
         return budget
 
     monkeypatch.setattr(encoder, "_encode_at", encode_at)
-    assert encoder._encode_group(["a text"], [], "") == 8_100
+    assert encoder._encode_groups(["a text"], [], "") == 8_100
     assert tried == [10_000, 9_000, 8_100]
 
 

@@ -15,6 +15,7 @@ one. ``benchmarks/throughput.py`` measures its ceiling with the forward replaced
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -29,22 +30,28 @@ import torch
 from lmk_eval.common import hardware
 from lmk_eval.common.errors import LmkEvalError
 from lmk_eval.config.options import DEFAULT_OPTIONS, MIN_TOKEN_BUDGET, EncodeOptions
-from lmk_eval.config.variants import Variant
+from lmk_eval.config.variants import READING, Variant
 from lmk_eval.model import loading as models
 from lmk_eval.model.batching import (
+    PLAIN,
     SLICE_TOKENS,
+    Input,
     Prepared,
     PreparedBatch,
+    Sharing,
+    Uses,
+    filled,
     pad_windows,
+    shared_inputs,
     text_slices,
     token_budget_batches,
-    unique_windows,
 )
 from lmk_eval.model.tokenisation import Tokenisation, Window
 from lmk_eval.pooling import functions as pooling
 from lmk_eval.pooling import poolers, registry
 from lmk_eval.pooling.registry import PoolInputs, WindowPart, merge_windows
 from lmk_eval.reading import attention, positions
+from lmk_eval.reading.scales import NONE
 from lmk_eval.reading.strategies import Strategy
 
 DEFAULT_TOKEN_BUDGET = hardware.CPU_TOKEN_BUDGET
@@ -56,7 +63,10 @@ class EncodeStats:
 
     texts: int = 0
     windows: int = 0  # windows run through the model
-    reused_windows: int = 0  # windows served from an identical window's forward pass
+    reused_windows: int = 0  # windows served by an identical window of the same cell
+    shared_windows: int = 0  # inputs served by another cell's identical input (length, reading)
+    cell_windows: int = 0  # inputs separate passes per tokenisation would have run
+    cell_tokens: int = 0  # ... and their tokens
     real_tokens: int = 0
     padded_tokens: int = 0
     forward_passes: int = 0
@@ -163,139 +173,186 @@ class TextEncoder:
     def encode_all(
         self, texts: Sequence[str], variants: Sequence[Variant], prompt: str = ""
     ) -> Encoded:
-        """``encode``'s vectors and, for multi-vector poolings, every text's chunk vectors."""
+        """``encode``'s vectors and, for multi-vector poolings, every text's chunk vectors. The
+        variants may read at any length and strategy: each input they have in common (the same
+        tokens, read the same way) runs through the model once and serves them all."""
         started = time.perf_counter()
         concrete, groups = self.tokenisation_groups(variants)
-        vectors: dict[Variant, np.ndarray] = {}
-        chunks: dict[Variant, list[np.ndarray]] = {}
-        for group in groups:
-            got = self._encode_group(texts, group, prompt)
-            vectors.update(got.vectors)
-            chunks.update(got.chunks)
+        got = self._encode_groups(texts, groups, prompt)
         self.stats.texts += len(texts)
         self.stats.encode_seconds += time.perf_counter() - started
         return Encoded(
-            {v: vectors[c] for v, c in concrete.items()},
-            {v: chunks[c] for v, c in concrete.items() if c in chunks},
+            {v: got.vectors[c] for v, c in concrete.items()},
+            {v: got.chunks[c] for v, c in concrete.items() if c in got.chunks},
         )
 
     def tokenisation_groups(
         self, variants: Sequence[Variant]
     ) -> tuple[dict[Variant, Variant], list[list[Variant]]]:
         """Each variant made concrete for this model, and the concrete variants grouped by what they
-        read (``tokenisation_key``): one forward pass per group."""
+        read (``tokenisation_key``): the windows of one group are built once."""
         concrete = {v: self.facts.concrete(v) for v in dict.fromkeys(variants)}
         groups: dict[tuple, list[Variant]] = defaultdict(list)
         for c in dict.fromkeys(concrete.values()):
             groups[c.tokenisation_key()].append(c)
         return concrete, list(groups.values())
 
-    def _encode_group(self, texts: Sequence[str], group: list[Variant], prompt: str) -> Encoded:
+    def route_of(self, variant: Variant, window: Window) -> tuple:
+        """How ``window`` runs through the model: an input that fits the positions runs as plain
+        truncation whatever the reading (``PLAIN``, shared by every length and strategy); a longer
+        one by its variant's reading (strategy, attention scale, SelfExtend, the length the
+        rope-scaled copy is built for)."""
+        if len(window.ids) <= self.max_positions:
+            return PLAIN
+        return ("extended", *(getattr(variant, k) for k in READING), variant.scale)
+
+    def _encode_groups(self, texts: Sequence[str], groups: list[list[Variant]], prompt: str):
         budget = self.token_budget  # sized here, never first on the preparing thread
         if not self.device.startswith("cuda"):
-            return self._encode_at(budget, texts, group, prompt)
+            return self._encode_at(budget, texts, groups, prompt)
         from accelerate.utils import find_executable_batch_size
 
         # the budget from free memory is an estimate: on an out-of-memory error accelerate frees
-        # the cache and runs the group again with 10% fewer tokens per batch, until it fits
+        # the cache and runs the call again with 10% fewer tokens per batch, until it fits
         return find_executable_batch_size(self._encode_at, starting_batch_size=budget)(
-            texts, group, prompt
+            texts, groups, prompt
         )
 
     def _encode_at(
-        self, budget: int, texts: Sequence[str], group: list[Variant], prompt: str
+        self, budget: int, texts: Sequence[str], groups: list[list[Variant]], prompt: str
     ) -> Encoded:
         _, model, _ = self._load()
-        out = _Collected.empty(group, len(texts), model.config.hidden_size)
-        need_layers = any(v.spec.needs_layers for v in group)
-        bar = self._bar(len(texts), group)
-        for prepared in self._prepared_slices(texts, group, prompt, budget):
-            self.stats.reused_windows += prepared.reused
-            pending: dict[Variant, dict[int, list[WindowPart]]] = {
-                v: defaultdict(list) for v in group
-            }
-            remaining = dict(prepared.multi_window)
+        out = _Collected.empty([v for g in groups for v in g], len(texts), model.config.hidden_size)
+        bar = self._bar(len(texts) * len(groups), [v for g in groups for v in g])
+        for prepared in self._prepared_slices(texts, groups, prompt, budget):
+            self._count(prepared.sharing)
+            merging = _Merging(groups, prepared.multi_window)
             for batch in prepared.batches:
-                pooled = self._forward_and_pool(
-                    self._route_model(batch.route, group[0]), batch, group, need_layers
-                )
-                singles = len(batch.single_owners)
-                for v, parts in pooled.items():
-                    host = parts.cpu() if batch.merged or (singles and v in out.chunks) else None
-                    if singles:
-                        out.take_single(v, parts, host, batch, prepared.lo)
-                    for row, owner in batch.merged:
-                        pending[v][owner].append(host.row(row))
-                done = singles
-                for _row, owner in batch.merged:
-                    remaining[owner] -= 1
-                    if remaining[owner] == 0:  # its last window has passed: merge, once per text
-                        for v in group:
-                            out.take_merged(v, pending[v].pop(owner), prepared.lo + owner)
-                        done += 1
+                variants = [v for g in batch.uses for v in groups[g]]
+                pooled = self._forward_and_pool(batch, groups, variants)
+                done = 0
+                for g, use in batch.uses.items():
+                    for v in groups[g]:
+                        parts = pooled[v]
+                        singles = len(use.single_owners)
+                        host = parts.cpu() if use.merged or (singles and v in out.chunks) else None
+                        if singles:
+                            out.take_single(v, parts, host, use, prepared.lo)
+                        for row, owner in use.merged:
+                            merging.add(g, v, owner, host.row(row))
+                    done += len(use.single_owners)
+                    for _row, owner in use.merged:
+                        finished = merging.window_done(g, owner)
+                        if finished is not None:  # its last window has passed: merge, once
+                            for v, text_parts in finished.items():
+                                out.take_merged(v, text_parts, prepared.lo + owner)
+                            done += 1
                 bar.update(done)
         bar.close()
         return Encoded(out.result, out.chunks)
 
+    def _count(self, sharing: Sharing) -> None:
+        self.stats.reused_windows += sharing.reused
+        self.stats.shared_windows += sharing.shared
+        self.stats.cell_windows += sharing.own
+        self.stats.cell_tokens += sharing.own_tokens
+
     def _prepared_slices(
-        self, texts: Sequence[str], group: list[Variant], prompt: str, budget: int
+        self, texts: Sequence[str], groups: list[list[Variant]], prompt: str, budget: int
     ) -> Iterator[Prepared]:
         """The slices of ``texts`` made ready for the model, the next one prepared on a background
         thread while the device computes this one (the Rust tokenizer and numpy release the GIL)."""
         slices = list(text_slices(texts, self.slice_tokens))
         if len(slices) < 2:
-            yield from (self._prepare(texts, lo, hi, group, prompt, budget) for lo, hi in slices)
+            yield from (self.prepare(texts, lo, hi, groups, prompt, budget) for lo, hi in slices)
             return
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmk-eval-prepare")
         try:
-            ahead = pool.submit(self._prepare, texts, *slices[0], group, prompt, budget)
+            ahead = pool.submit(self.prepare, texts, *slices[0], groups, prompt, budget)
             for lo, hi in slices[1:]:
                 current = ahead.result()
-                ahead = pool.submit(self._prepare, texts, lo, hi, group, prompt, budget)
+                ahead = pool.submit(self.prepare, texts, lo, hi, groups, prompt, budget)
                 yield current
             yield ahead.result()
         finally:
             pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C: drop what was not started
 
-    def _prepare(
-        self, texts: Sequence[str], lo: int, hi: int, group: list[Variant], prompt: str, budget: int
-    ) -> Prepared:
-        """Tokenise one slice, share identical windows, cut token-budget batches and pad each one
-        (pinned on CUDA, so the copy to the device overlaps the compute)."""
-        windows = self.tokenisation.windows(texts[lo:hi], group[0], prompt)
-        distinct, users = unique_windows(windows)
-        per_owner = np.bincount(
-            np.fromiter((w.owner for w in windows), dtype=np.int64, count=len(windows)),
-            minlength=hi - lo,
-        )
-        pin = self.device.startswith("cuda")
-        batches = []
-        for route, part in self._routes(distinct, group[0]):
-            for rows in token_budget_batches(part, budget):
-                tensors = pad_windows(rows)
-                if pin:
-                    tensors = tuple(t.pin_memory() for t in tensors)
-                single, merged = [], []
-                for row, u in enumerate(rows):
-                    for w in users[id(u)]:
-                        (single if per_owner[w.owner] == 1 else merged).append((row, w.owner))
-                single_rows = torch.tensor([r for r, _ in single], dtype=torch.long)
-                single_owners = np.array([o for _, o in single], dtype=np.int64)
-                batches.append(
-                    PreparedBatch(route, len(rows), tensors, single_rows, single_owners, merged)
-                )
-        multi = {int(o): int(n) for o, n in enumerate(per_owner) if n > 1}
-        return Prepared(lo, batches, len(windows) - len(distinct), multi)
+    def windows(
+        self, texts: Sequence[str], groups: list[list[Variant]], prompt: str
+    ) -> list[list[Window]]:
+        """Each tokenisation group's windows of ``texts``, the tokenizer run once for all."""
+        split = self.tokenisation.split(texts, prompt)
+        return [self.tokenisation.windows(texts, g[0], prompt, split=split) for g in groups]
 
-    def _forward_and_pool(self, model, batch: PreparedBatch, group, need_layers: bool):
+    def prepare(
+        self,
+        texts: Sequence[str],
+        lo: int,
+        hi: int,
+        groups: list[list[Variant]],
+        prompt: str,
+        budget: int,
+    ) -> Prepared:
+        """Tokenise one slice for every group, share identical inputs across them, cut token-budget
+        batches of one padded width and pad each one (pinned on CUDA, so the copy to the device
+        overlaps the compute)."""
+        per_group = self.windows(texts[lo:hi], groups, prompt)
+        inputs, sharing = shared_inputs(
+            per_group, [functools.partial(self.route_of, g[0]) for g in groups]
+        )
+        counts = [
+            np.bincount(
+                np.fromiter((w.owner for w in ws), dtype=np.int64, count=len(ws)),
+                minlength=hi - lo,
+            )
+            for ws in per_group
+        ]
+        by_route: dict[tuple, list[Input]] = defaultdict(list)
+        for i in inputs:
+            by_route[i.route].append(i)
+        batches = []
+        for route, routed in by_route.items():
+            reader = None if route == PLAIN else routed[0].users[0][0]
+            cap = self.max_positions if reader is None else groups[reader][0].max_length
+            by_window = {id(i.window): i for i in routed}
+            for width, rows in token_budget_batches([i.window for i in routed], budget, cap=cap):
+                inputs = [by_window[id(w)] for w in rows]
+                batches.append(self._batch(route, reader, width, inputs, counts, budget))
+        multi = [{int(o): int(n) for o, n in enumerate(c) if n > 1} for c in counts]
+        return Prepared(lo, batches, sharing, multi)
+
+    def _batch(
+        self, route: tuple, reader: int | None, width: int, rows: list[Input], counts, budget: int
+    ) -> PreparedBatch:
+        tensors = pad_windows(filled([i.window for i in rows], width, budget), width)
+        if self.device.startswith("cuda"):
+            tensors = tuple(t.pin_memory() for t in tensors)
+        single: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        merged: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        for row, i in enumerate(rows):
+            for g, w in i.users:
+                (single if counts[g][w.owner] == 1 else merged)[g].append((row, w.owner))
+        uses = {
+            g: Uses(
+                torch.tensor([r for r, _ in single.get(g, [])], dtype=torch.long),
+                np.array([o for _, o in single.get(g, [])], dtype=np.int64),
+                merged.get(g, []),
+            )
+            for g in sorted({*single, *merged})
+        }
+        return PreparedBatch(route, reader, len(rows), tensors, uses)
+
+    def _forward_and_pool(self, batch: PreparedBatch, groups, variants: list[Variant]):
         ids, mask, markers, prompt = (t.to(self.device, non_blocking=True) for t in batch.tensors)
         width = ids.shape[1]
         started = time.perf_counter()
-        strategy = group[0].strategy_spec  # a group shares its tokenisation, strategy included
+        reader = None if batch.reader is None else groups[batch.reader][0]
+        model = self._route_model(reader)
+        need_layers = any(v.spec.needs_layers for v in variants)
         with (
             torch.inference_mode(),
-            self._positions(model, mask, strategy) as extra,
-            self._attention(model, mask, group[0], batch.route),
+            self._positions(model, mask, reader) as extra,
+            self._attention(model, mask, reader),
         ):
             outputs = model(
                 input_ids=ids, attention_mask=mask, output_hidden_states=need_layers, **extra
@@ -304,14 +361,14 @@ class TextEncoder:
             layers = tuple(h.float() for h in outputs.hidden_states) if need_layers else None
             inputs = PoolInputs(hidden, mask, markers, layers, prompt, shared={})
             pooled = {
-                v: registry.pool_batch(v, inputs._replace(pooler=self.pooler(v))) for v in group
+                v: registry.pool_batch(v, inputs._replace(pooler=self.pooler(v))) for v in variants
             }
         s = self.stats
         s.forward_seconds += time.perf_counter() - started
         s.forward_passes += 1
         s.windows += batch.rows
-        s.real_tokens += int(batch.tensors[1].sum())
-        s.padded_tokens += width * batch.rows
+        s.real_tokens += int(batch.tensors[1][: batch.rows].sum())  # not the filler rows
+        s.padded_tokens += width * ids.shape[0]
         return pooled
 
     def pooler(self, variant: Variant) -> torch.nn.Module | None:
@@ -340,35 +397,25 @@ class TextEncoder:
             self._poolers[variant.pooling] = module.to(self.device).eval()
         return self._poolers[variant.pooling]
 
-    def _routes(self, windows: list[Window], variant: Variant) -> list[tuple[str, list[Window]]]:
-        """(route, windows) pairs: inputs longer than the model's positions go "extended" (to the
-        copy built with the scaled rope config under a rotary strategy, and through the attention
-        plan where the variant scales or self-extends attention); everything else, and every input
-        of a variant that needs neither, to the model as "trained"."""
-        if variant.strategy_spec.rope is None and not variant.changes_attention:
-            return [("trained", windows)]
-        long = [w for w in windows if len(w.ids) > self.max_positions]
-        short = [w for w in windows if len(w.ids) <= self.max_positions]
-        return [(r, ws) for r, ws in (("trained", short), ("extended", long)) if ws]
-
-    def _route_model(self, route: str, variant: Variant):
-        if route == "extended" and variant.strategy_spec.rope:
-            return self._extended(variant.strategy_spec, variant.max_length)
+    def _route_model(self, reader: Variant | None):
+        """The model an extended batch runs on: the rope-scaled copy under a rotary strategy."""
+        if reader is not None and reader.strategy_spec.rope:
+            return self._extended(reader.strategy_spec, reader.max_length)
         return self.model
 
-    def _attention(self, model, mask: torch.Tensor, variant: Variant, route: str):
+    def _attention(self, model, mask: torch.Tensor, reader: Variant | None):
         """The attention plan of one batch of long inputs (log-n or temperature scaling per row,
         SelfExtend); nothing for inputs that fit."""
-        if route != "extended" or not variant.changes_attention:
+        if reader is None or not reader.changes_attention:
             return contextlib.nullcontext()
         scale = None
-        if variant.scale != "none":
-            scale = attention.scale_factors(mask.sum(dim=1), self.max_positions, variant.scale).to(
+        if reader.scale != NONE:
+            scale = attention.scale_factors(mask.sum(dim=1), self.max_positions, reader.scale).to(
                 mask.device
             )
         extend = None
-        if variant.strategy_spec.self_extend:
-            group, window = variant.self_extend_options(self.max_positions)
+        if reader.strategy_spec.self_extend:
+            group, window = reader.self_extend_options(self.max_positions)
             extend = attention.SelfExtend(group, window, attention.global_frequencies(model))
         return attention.planned(model, attention.Plan(mask, scale, extend))
 
@@ -380,10 +427,12 @@ class TextEncoder:
             self._extended_models[key] = model.to(self.device)
         return self._extended_models[key]
 
-    def _positions(self, model, mask: torch.Tensor, strategy: Strategy):
+    def _positions(self, model, mask: torch.Tensor, reader: Variant | None):
         """Position ids (and interpolated embeddings) for inputs longer than the model's positions."""
-        if strategy.absolute:
-            return positions.remapped(model, mask.to(self.device), strategy, self.max_positions)
+        if reader is not None and reader.strategy_spec.absolute:
+            return positions.remapped(
+                model, mask.to(self.device), reader.strategy_spec, self.max_positions
+            )
         return contextlib.nullcontext({})
 
     def _bar(self, total: int, group: list[Variant]):
@@ -410,14 +459,14 @@ class _Collected:
             {v: [None] * n for v in group if v.spec.multi_vector},
         )
 
-    def take_single(self, v: Variant, parts, host, batch, lo: int) -> None:
+    def take_single(self, v: Variant, parts, host, use: Uses, lo: int) -> None:
         """Texts read in one window: their vector is that window's, as it is."""
-        vectors = parts.vector[batch.single_rows]
+        vectors = parts.vector[use.single_rows]
         if v.normalize:
             vectors = pooling.normalize(vectors)
-        self.result[v][lo + batch.single_owners] = vectors.float().cpu().numpy()
+        self.result[v][lo + use.single_owners] = vectors.float().cpu().numpy()
         if v in self.chunks:
-            rows, owners = batch.single_rows.tolist(), batch.single_owners.tolist()
+            rows, owners = use.single_rows.tolist(), use.single_owners.tolist()
             for row, owner in zip(rows, owners, strict=True):
                 at = lo + owner
                 self.chunks[v][at] = _chunk_vectors(v, [host.row(row)], self.result[v][at])
@@ -430,6 +479,24 @@ class _Collected:
         self.result[v][at] = vec.numpy()
         if v in self.chunks:
             self.chunks[v][at] = _chunk_vectors(v, text_parts, self.result[v][at])
+
+
+class _Merging:
+    """The window parts of texts read in several windows, per tokenisation group, until a text's
+    last window has passed."""
+
+    def __init__(self, groups: list[list[Variant]], multi_window: list[dict[int, int]]) -> None:
+        self.groups = groups
+        self.remaining = [dict(m) for m in multi_window]
+        self.parts: list[dict[int, dict[Variant, list[WindowPart]]]] = [{} for _ in groups]
+
+    def add(self, g: int, v: Variant, owner: int, part: WindowPart) -> None:
+        self.parts[g].setdefault(owner, {u: [] for u in self.groups[g]})[v].append(part)
+
+    def window_done(self, g: int, owner: int) -> dict[Variant, list[WindowPart]] | None:
+        """Count one window of ``owner`` done; its parts per variant once it was the last."""
+        self.remaining[g][owner] -= 1
+        return self.parts[g].pop(owner) if self.remaining[g][owner] == 0 else None
 
 
 def _chunk_vectors(variant: Variant, parts: Sequence[WindowPart], vector: np.ndarray) -> np.ndarray:

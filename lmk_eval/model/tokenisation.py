@@ -164,7 +164,7 @@ class Tokenisation:
             ]
         return self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
 
-    def _with_prompt(self, texts: Sequence[str], prompt: str) -> list[tuple[list[int], list[int]]]:
+    def split(self, texts: Sequence[str], prompt: str) -> list[tuple[list[int], list[int]]]:
         """(prompt ids, text ids) per text. Prompt and text are tokenised together, as
         sentence-transformers does (a BPE merge across the seam stays as it would there); the
         prompt's share is its length when tokenised alone."""
@@ -173,16 +173,24 @@ class Tokenisation:
         n = len(self.content_ids([prompt])[0])
         return [(ids[:n], ids[n:]) for ids in self.content_ids([prompt + t for t in texts])]
 
-    def windows(self, texts: Sequence[str], variant: Variant, prompt: str = "") -> list[Window]:
+    def windows(
+        self,
+        texts: Sequence[str],
+        variant: Variant,
+        prompt: str = "",
+        split: list[tuple[list[int], list[int]]] | None = None,
+    ) -> list[Window]:
         """The model inputs for ``texts``. ``truncate`` and the position-extension strategies give
         one input per text of at most max_length tokens (the encoder remaps positions past the
         model's); ``window`` gives windows of max_length tokens over the whole text or, when
         max_length exceeds the model's positions, windows of the model's size over the first
-        max_length text tokens."""
+        max_length text tokens. ``split`` is ``self.split(texts, prompt)`` when the caller reads
+        the same texts several ways (the tokenizer then runs once)."""
         max_length = variant.max_length or self.max_positions
         self.check(variant)
         windowed = variant.strategy_spec.windows
-        split = self._with_prompt(texts, prompt)
+        if split is None:
+            split = self.split(texts, prompt)
         limit = None
         if windowed and max_length > self.max_positions:
             limit = max_length  # the context read: the first max_length text tokens

@@ -52,6 +52,31 @@ def compute_section(records: list[CellRecord], training: dict[str, dict]) -> lis
         "",
         markdown_table(["step", "cells / checkpoints", "wall time"], rows),
         "",
+        *sharing_lines(records),
+    ]
+
+
+def sharing_lines(records: list[CellRecord]) -> list[str]:
+    """How many model inputs the cells of each group (a model on a task, every length and
+    reading) shared: each group's last figures, summed over groups."""
+    last: dict[str, dict] = {}
+    for r in records:
+        group = r.sharing.get("group")
+        if group and r.sharing["asked"] >= last.get(group, {}).get("asked", -1):
+            last[group] = r.sharing
+    if not last:
+        return []
+    asked, run = sum(g["asked"] for g in last.values()), sum(g["run"] for g in last.values())
+    asked_tokens = sum(g["asked_tokens"] for g in last.values())
+    tokens = sum(g["tokens"] for g in last.values())
+    return [
+        f"Inputs shared across lengths and readings: {asked - run:,} of the {asked:,} model inputs"
+        f" the cells' lengths and readings asked for were identical to one already run (a document"
+        f" that fits reads alike at every length and by every strategy), so {run:,} ran;"
+        f" {tokens:,} tokens went through the model, {asked_tokens:,} in a pass per length and"
+        f" reading ({len(last)} group(s) of one model on one task; cells from older runs record"
+        " none).",
+        "",
     ]
 
 

@@ -237,6 +237,8 @@ class VariantSearch:
         self.group, self.variant = group, variant
         self.mteb_model_meta = group.adapters[variant].mteb_model_meta
         self._corpus = None
+        # (task, subset, split) -> the results given to mteb, for per-query scores (no file)
+        self.rankings: dict[tuple[str, str, str], dict[str, dict[str, float]]] = {}
 
     def index(
         self,
@@ -264,7 +266,7 @@ class VariantSearch:
         num_proc: int | None = None,
         **kwargs: Any,
     ):
-        return self.group.search(
+        results = self.group.search(
             self.variant,
             self._corpus,
             queries,
@@ -277,3 +279,5 @@ class VariantSearch:
             num_proc=num_proc,
             **kwargs,
         )
+        self.rankings[(task_metadata.name, hf_subset, hf_split)] = results
+        return results

@@ -11,6 +11,7 @@ token and an assumed utilisation (both printed). Cells already stored are not pl
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from lmk_eval.common.errors import LmkEvalError
 from lmk_eval.common.hardware import ACCELERATORS, flops_per_token
 from lmk_eval.config.options import EncodeOptions
 from lmk_eval.config.sweep import Sweep
-from lmk_eval.model.batching import text_slices, unique_windows
+from lmk_eval.model.batching import shared_inputs, text_slices
 from lmk_eval.model.encoding import Encoded, TextEncoder
 from lmk_eval.reading.strategies import strategy_of
 from lmk_eval.retrieval.mteb_tasks import CHARS_PER_TOKEN, count
@@ -38,18 +39,20 @@ SAMPLE_TOKENS = 8_192  # ... and about this many tokens of them
 
 @dataclass
 class GroupCost:
-    """One cell group: what it encodes once per tokenisation, shared by its cells."""
+    """One cell group (a model on a task, every length and reading the sweep asks for): what its
+    shared pass puts through the model, and what separate passes would."""
 
     model: str
     task: str
-    max_length: int
-    strategy: str
+    lengths: list[int]
+    readings: list[str]
     cells: int
-    tokenisations: int  # forward passes over the corpus, shared between the cells' poolings
+    tokenisations: int  # ways the group's cells read a text (one per length, reading, scheme)
     documents: int
     queries: int
-    tokens: int  # through the model: documents and queries, as windows, once per tokenisation
+    tokens: int  # through the model: distinct inputs of documents and queries, run once
     counted: str  # "counted" (local data) or "estimated" (mteb's statistics)
+    separate: int = 0  # tokens if each length and reading ran its own pass (as before sharing)
     unshared: int = 0  # tokens if every cell ran its own forward pass
     seconds_here: float | None = None
     seconds_on: float | None = None
@@ -124,29 +127,29 @@ def stand_in_texts(characters: float, n: int = SAMPLE_TEXTS) -> list[str]:
 
 class TokenCounter(TextEncoder):
     """The run's encoder without its model: counts the tokens ``encode_all`` would put through the
-    model (identical windows once per slice, as the encoder shares them) and answers with random
-    vectors, so that the run's own path (``work.compute_group``: mteb, the group's search, its
-    corpus chunks and prompts) drives it and the count is exactly the run's. Keeps the texts of
-    its longest call (documents, as a rule) to time the model on."""
+    model (identical inputs once per slice, across lengths and readings, as the encoder shares
+    them) and answers with random vectors, so that the run's own path (``work.compute_group``:
+    mteb, the group's search, its corpus chunks and prompts) drives it and the count is exactly
+    the run's. Keeps the texts of its longest call (documents, as a rule) to time the model on."""
 
     def __init__(self, model: str, options: EncodeOptions, bar) -> None:
         super().__init__(model, options=options, device="cpu")
         self.bar = bar
-        self.by_key: dict[tuple, int] = defaultdict(int)  # tokens per tokenisation (forward pass)
+        self.by_key: dict[tuple, int] = defaultdict(int)  # tokens per tokenisation, run alone
         self.longest: tuple[list[str], str] = ([], "")
         self._random = np.random.default_rng(0)
 
     def encode_all(self, texts, variants, prompt: str = "") -> Encoded:
         concrete, groups = self.tokenisation_groups(variants)
-        for group in groups:
-            for lo, hi in text_slices(texts, self.slice_tokens):
-                windows = self.tokenisation.windows(texts[lo:hi], group[0], prompt)
-                distinct, _users = unique_windows(windows)
-                tokens = sum(len(w.ids) for w in distinct)
+        for lo, hi in text_slices(texts, self.slice_tokens):
+            per_group = self.windows(texts[lo:hi], groups, prompt)
+            routes = [functools.partial(self.route_of, g[0]) for g in groups]
+            _inputs, sharing = shared_inputs(per_group, routes)
+            for group, tokens in zip(groups, sharing.group_tokens, strict=True):
                 self.by_key[group[0].tokenisation_key()] += tokens
-                self.stats.real_tokens += tokens
-                self.stats.windows += len(distinct)
-                self.stats.reused_windows += len(windows) - len(distinct)
+            self._count(sharing)
+            self.stats.real_tokens += sharing.distinct_tokens
+            self.stats.windows += sharing.distinct
         self.stats.texts += len(texts)
         self.bar.update(len(texts))
         if texts and _mean_length(texts) > _mean_length(self.longest[0]):
@@ -217,17 +220,24 @@ def estimate(
         base = sweep.train.base if g.model in checkpoints(sweep) else g.model
         facts = models.inspect_model(models.resolve_model(base), sweep.encode_options())
         concrete = [facts.concrete(c.variant) for c in missing]
-        v = concrete[0]
-        keys = list(dict.fromkeys(c.tokenisation_key() for c in concrete))  # one forward pass each
+        v = max(concrete, key=lambda c: c.max_length)
+        keys = list(dict.fromkeys(c.tokenisation_key() for c in concrete))
+        readings = list(dict.fromkeys((c.max_length, c.strategy) for c in concrete))
         sample: tuple[list[str], str] = ([], "")
         if g.task.source == "mteb":
-            docs, queries, tokens, characters = _hub_counts(g, v.max_length, v.strategy)
-            per_key = dict.fromkeys(keys, tokens)
+            per_reading = {r: _hub_counts(g, *r) for r in readings}
+            docs, queries, _tokens, characters = per_reading[(v.max_length, v.strategy)]
+            per_key = {
+                c.tokenisation_key(): per_reading[(c.max_length, c.strategy)][2] for c in concrete
+            }
+            # the longest reading's inputs hold the shorter ones' where documents fit
+            tokens = max(t for _, _, t, _ in per_reading.values())
             counted, sample = "estimated", (stand_in_texts(characters) if measure else [], "")
         else:
             docs, queries = _local_counts(g)
+            lengths = "/".join(str(n) for n in sorted({c.max_length for c in concrete}))
             with tqdm(
-                desc=f"counting {g.task.name} @{v.max_length} {v.reading()}",
+                desc=f"counting {g.task.name} @{lengths}",
                 unit="text",
                 leave=False,
                 disable=not progress,
@@ -236,17 +246,19 @@ def estimate(
                 for _payload in compute_group(g, missing, counter):
                     pass
             per_key, counted, sample = counter.by_key, "counted", counter.longest
+            tokens = counter.stats.real_tokens
         cost = GroupCost(
             g.model,
             g.task.name,
-            v.max_length,
-            v.reading(),
+            sorted({c.max_length for c in concrete}),
+            list(dict.fromkeys(c.reading() for c in concrete)),
             len(missing),
             len(keys),
             docs,
             queries,
-            sum(per_key[k] for k in keys),
+            tokens,
             counted,
+            separate=sum(per_key[k] for k in keys),
             unshared=sum(per_key[c.tokenisation_key()] for c in concrete),
         )
         config = facts.config
@@ -264,7 +276,7 @@ def estimate(
                 cost.notes.append(f"not measured here: {exc}")
         if on is not None:
             _name, peak = ACCELERATORS[on]
-            length = min(v.max_length, facts.tokenisation.max_positions)
+            length = min(v.max_length, facts.tokenisation.max_positions)  # the longest reading
             cost.seconds_on = cost.tokens * flops_per_token(config, length) / (peak * UTILISATION)
         params = flops_per_token(config, 0) / 2 + config.vocab_size * config.hidden_size
         dtype_bytes = 2 if sweep.dtype in ("bfloat16", "float16") else 4
@@ -299,13 +311,14 @@ def render(
     head = [
         "model",
         "task",
-        "length",
-        "strategy",
+        "lengths",
+        "readings",
         "cells",
-        "corpus passes",
+        "readings x schemes",
         "documents",
         "queries",
         "tokens",
+        "tokens, a pass each",
         "count",
         f"time {here}",
         *([f"time {there}"] if there else []),
@@ -316,13 +329,14 @@ def render(
         row = [
             c.model,
             c.task,
-            str(c.max_length),
-            c.strategy,
+            ", ".join(map(str, c.lengths)),
+            ", ".join(c.readings),
             str(c.cells),
             str(c.tokenisations),
             f"{c.documents:,}",
             f"{c.queries:,}",
             f"{c.tokens:,}",
+            f"{c.separate:,}",
             c.counted,
             _duration(c.seconds_here),
             *([_duration(c.seconds_on)] if there else []),
@@ -337,10 +351,13 @@ def render(
     lines.append(f"{cells} cells to compute in {len(costs)} groups{kept}.")
     if not costs:
         return "\n".join(lines[2:])
+    separate = sum(c.separate for c in costs)
     lines.append(
-        f"Tokens through the model: {total_tokens:,} ({shared:,} if every pooling ran its own pass);"
-        " 'counted' rows tokenised every text as the run will (identical windows once, as the encoder"
-        " shares them), 'estimated' rows come from mteb's statistics."
+        f"Tokens through the model: {total_tokens:,}, each distinct input once across the lengths and"
+        f" readings of a group ({separate:,} if each length and reading ran its own pass, {shared:,}"
+        " if every pooling did); 'counted' rows tokenised every text as the run will (identical"
+        " inputs once, as the encoder shares them), 'estimated' rows come from mteb's statistics"
+        " (there the longest reading's tokens)."
     )
     if all(c.seconds_here is not None for c in costs):
         lines.append(

@@ -33,6 +33,7 @@ from lmk_eval.common.errors import LmkEvalError, first_line
 from lmk_eval.config.options import RayOptions
 from lmk_eval.run.work import (
     ResultSink,
+    Shared,
     checkpoint_trainer,
     compute_group,
     make_encoder,
@@ -119,8 +120,11 @@ def run_groups(
     try:
         for group, missing in todo:
             train_checkpoint(group.model)
+            payload = None
             for payload in compute_group(group, missing, encoders(group.model), sink.started):
                 sink.save(payload)
+            if payload is not None and payload.sharing.get("asked"):
+                log(Shared(**payload.sharing).line())
     finally:
         encoders.close(log)
 

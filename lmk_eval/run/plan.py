@@ -1,6 +1,7 @@
-"""A sweep's plan: every cell (model x pooling variant x task x length x reading), grouped so
-that the variants of one group share one encoding session. Tasks are resolved (and local folders
-validated) here; nothing is loaded."""
+"""A sweep's plan: every cell (model x pooling variant x task x length x reading), grouped by
+model and task so that every length and reading of one group shares one pass over each corpus
+chunk (identical inputs run once). Tasks are resolved (and local folders validated) here; nothing
+is loaded."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from lmk_eval.store.records import Cell, CheckpointRef
 
 @dataclass
 class CellGroup:
-    """Cells whose variants can share one encoding session (same model, task, length, strategy)."""
+    """Cells whose variants share one encoding session: one model on one task, at every length and
+    reading the sweep asks for."""
 
     model: str
     task: TaskRef
@@ -33,7 +35,7 @@ def plan(sweep: Sweep) -> list[CellGroup]:
         path: CheckpointRef(group=sweep.train.output, pooling=p, seed=seed)
         for path, (p, seed) in checkpoints(sweep).items()
     }
-    groups: list[CellGroup] = []
+    groups: dict[tuple[str, str], CellGroup] = {}
     seen: set[str] = set()
     for model, poolings in model_poolings(sweep):
         for grid, refs in zip(sweep.grids, per_grid, strict=True):
@@ -43,7 +45,7 @@ def plan(sweep: Sweep) -> list[CellGroup]:
                     variants = dict.fromkeys(
                         make_variant(**{**p, **reading}) for p in poolings if grid.runs(p)
                     )
-                    cells = []
+                    group = groups.setdefault((model, ref.name), CellGroup(model, ref, []))
                     checkpoint = refs_of.get(model)
                     for v in variants:
                         place = {
@@ -57,10 +59,8 @@ def plan(sweep: Sweep) -> list[CellGroup]:
                         cell = Cell(model, v, ref.name, slot, checkpoint)
                         if cell.key() not in seen:
                             seen.add(cell.key())
-                            cells.append(cell)
-                    if cells:
-                        groups.append(CellGroup(model, ref, cells))
-    return groups
+                            group.cells.append(cell)
+    return [g for g in groups.values() if g.cells]
 
 
 def benchmarks(groups: list[CellGroup]) -> dict[str, list[str]]:

@@ -4,6 +4,8 @@ back to the driver, whose sink alone writes the store."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import tempfile
@@ -20,7 +22,7 @@ from lmk_eval.run.plan import CellGroup
 from lmk_eval.store.records import Cell, Part
 
 if TYPE_CHECKING:
-    from lmk_eval.model.encoding import TextEncoder
+    from lmk_eval.model.encoding import EncodeStats, TextEncoder
 
 
 class ResultSink(Protocol):
@@ -59,30 +61,37 @@ def pytrec_measure(main_score: str) -> str | None:
 
 
 def per_query_scores(
-    task, predictions_file: Path, main_score: str
+    task, rankings: dict[tuple[str, str], dict[str, dict[str, float]]], main_score: str
 ) -> dict[tuple[str, str], dict[str, float]]:
-    """(subset, split) -> per-query main-metric values of mteb's saved rankings, by pytrec_eval
-    (what mteb itself averages), so the mean over a part's queries is its mteb score."""
+    """(subset, split) -> per-query main-metric values of the rankings the search gave mteb, by
+    pytrec_eval (what mteb itself averages), so the mean over a part's queries is its mteb score."""
     import pytrec_eval
 
     key = pytrec_measure(main_score)
-    if key is None or not predictions_file.exists():
+    if key is None:
         return {}
     request = ".".join(key.rsplit("_", 1))  # ndcg_cut_10 -> ndcg_cut.10
-    saved = json.loads(predictions_file.read_text(encoding="utf-8"))
     out: dict[tuple[str, str], dict[str, float]] = {}
-    for subset, splits in saved.items():
-        if subset == "mteb_model_meta":
-            continue
-        for split, results in splits.items():
-            qrels = task.dataset[subset][split]["relevant_docs"]
-            if task.ignore_identical_ids:
-                results = {
-                    q: {d: s for d, s in docs.items() if d != q} for q, docs in results.items()
-                }
-            evaluated = pytrec_eval.RelevanceEvaluator(qrels, {request}).evaluate(results)
-            out[(subset, split)] = {q: m[key] for q, m in evaluated.items()}
+    for (subset, split), results in rankings.items():
+        qrels = task.dataset[subset][split]["relevant_docs"]
+        if task.ignore_identical_ids:
+            results = {q: {d: s for d, s in docs.items() if d != q} for q, docs in results.items()}
+        evaluated = pytrec_eval.RelevanceEvaluator(qrels, {request}).evaluate(results)
+        out[(subset, split)] = {q: m[key] for q, m in evaluated.items()}
     return out
+
+
+def saved_rankings(predictions_file: Path) -> dict[tuple[str, str], dict[str, dict[str, float]]]:
+    """(subset, split) -> rankings from mteb's predictions file (for searches that keep none)."""
+    if not predictions_file.exists():
+        return {}
+    saved = json.loads(predictions_file.read_text(encoding="utf-8"))
+    return {
+        (subset, split): results
+        for subset, splits in saved.items()
+        if subset != "mteb_model_meta"
+        for split, results in splits.items()
+    }
 
 
 def load(task) -> None:
@@ -142,11 +151,17 @@ class Evaluated:
 
 def evaluate_cell(task, encoder) -> Evaluated:
     """One cell as mteb runs it. An aggregate runs its sub-tasks and is scored by its own
-    ``combine_task_results`` (mteb's aggregation, what ``mteb.evaluate`` does with it)."""
+    ``combine_task_results`` (mteb's aggregation, what ``mteb.evaluate`` does with it). Per-query
+    scores come from the rankings a ``VariantSearch`` keeps in memory; any other encoder or search
+    has mteb write its predictions to a temporary file, read back."""
     import mteb
 
     parts = scored_tasks(task)
-    with tempfile.TemporaryDirectory(prefix="lmk-eval-pred-") as folder:
+    kept = getattr(encoder, "rankings", None)
+    with contextlib.ExitStack() as stack:
+        folder = None
+        if kept is None:
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="lmk-eval-pred-"))
         result = mteb.evaluate(
             encoder,
             parts if task.is_aggregate else task,
@@ -156,12 +171,16 @@ def evaluate_cell(task, encoder) -> Evaluated:
             co2_tracker=False,
             raise_error=True,
         )
-        per_query = {
-            p.metadata.name: per_query_scores(
-                p, Path(folder) / f"{p.metadata.name}_predictions.json", p.metadata.main_score
-            )
-            for p in parts
-        }
+        per_query = {}
+        for p in parts:
+            name = p.metadata.name
+            if kept is None:
+                rankings = saved_rankings(Path(folder) / f"{name}_predictions.json")
+            else:
+                rankings = {(sub, split): r for (n, sub, split), r in kept.items() if n == name}
+            per_query[name] = per_query_scores(p, rankings, p.metadata.main_score)
+        if kept is not None:
+            kept.clear()
     results = list(result.task_results)
     if not task.is_aggregate:
         return Evaluated(results[0], [], parts_of(results[0], per_query), [])
@@ -242,6 +261,41 @@ class CellPayload:
     seconds: float
     zero_grade_queries: dict[str, int]
     machine: str  # where it was computed (the seconds' machine): accelerator or CPU
+    sharing: dict[str, int | str]  # the group's inputs so far (``Shared.as_dict``)
+
+
+@dataclass
+class Shared:
+    """What one group put through the model: ``asked`` inputs (and ``asked_tokens``) its lengths
+    and readings would run in separate passes, ``run`` (and ``tokens``) what ran, each distinct
+    input once."""
+
+    group: str
+    asked: int
+    run: int
+    asked_tokens: int
+    tokens: int
+
+    @classmethod
+    def since(cls, group: str, encoder: TextEncoder, before: EncodeStats) -> Shared:
+        now = encoder.stats
+        return cls(
+            group,
+            now.cell_windows - before.cell_windows,
+            now.windows - before.windows,
+            now.cell_tokens - before.cell_tokens,
+            now.real_tokens - before.real_tokens,
+        )
+
+    def as_dict(self) -> dict[str, int | str]:
+        return dataclasses.asdict(self)
+
+    def line(self) -> str:
+        return (
+            f"{self.group}: {self.asked - self.run:,} inputs shared across lengths and readings"
+            f" ({self.run:,} run of {self.asked:,}); {self.tokens:,} tokens through the model"
+            f" ({self.asked_tokens:,} in a pass per length and reading)"
+        )
 
 
 def compute_group(
@@ -262,6 +316,8 @@ def compute_group(
         context = group.task.context or document_context(task)
         zero_grade: dict[str, int] | None = None
         search = GroupSearch(encoder, [c.variant for c in missing])
+        before = dataclasses.replace(encoder.stats)
+        name = f"{group.model} {group.task.name}"
         for cell in missing:
             if on_start:
                 on_start(cell)
@@ -283,6 +339,7 @@ def compute_group(
                 time.perf_counter() - cell_started,
                 zero_grade,
                 machine,
+                Shared.since(name, encoder, before).as_dict(),
             )
     finally:
         unload(task)

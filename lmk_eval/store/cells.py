@@ -319,6 +319,7 @@ class RunStore:
         seconds: float | None = None,
         zero_grade_queries: dict[str, int] | None = None,
         machine: str | None = None,
+        sharing: dict[str, int | str] | None = None,
     ) -> None:
         """Store one cell whole: mteb's JSON (an aggregate's sub-tasks' too), then the record
         with their digests, built aside and renamed into place."""
@@ -336,6 +337,7 @@ class RunStore:
                 subtasks=subtasks or [],
                 seconds=None if seconds is None else round(seconds, 2),
                 zero_grade_queries=zero_grade_queries or {},
+                sharing=sharing or {},
             )
             why = record.inconsistency()
             if why:  # never store numbers the report's statistics would contradict

@@ -126,6 +126,9 @@ class CellRecord(BaseModel):
     digests: dict[str, str] = Field(default_factory=dict)
     # part label -> queries judged only 0
     zero_grade_queries: dict[str, int] = Field(default_factory=dict)
+    # what the cell's group (its model on its task, every length and reading) put through the
+    # model so far: ``work.Shared``'s fields; cells of older runs lack it
+    sharing: dict[str, int | str] = Field(default_factory=dict)
     key: str = Field(default="", exclude=True)  # the cell directory's name, set on reading
 
     @model_validator(mode="after")
