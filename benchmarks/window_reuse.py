@@ -47,7 +47,7 @@ def main() -> None:
             total = forwarded = 0
             for texts in splits:
                 windows = tokenisation.windows(texts, variant)
-                distinct, _ = unique_windows(windows)
+                distinct = unique_windows(windows)
                 total += sum(len(w.ids) for w in windows)
                 forwarded += sum(len(w.ids) for w in distinct)
             rows.append((task, variant.label(), sum(map(len, splits)), total, forwarded))

@@ -38,6 +38,31 @@ def test_plan_counts_exactly_the_tokens_the_run_encodes(tiny_beir):
     assert cost.unshared > cost.tokens and cost.counted == "counted"
 
 
+def test_plan_counts_inputs_shared_across_lengths_and_readings_as_the_run_runs_them(tiny_beir):
+    """One group over three lengths and two strategies: the plan's tokens are the run's, fewer than
+    a pass per length and reading, which it counts beside them."""
+    sweep = Sweep.model_validate(
+        {
+            "name": "t",
+            "poolings": [{"pooling": p} for p in ("mean", "lmk")],
+            "grid": [
+                {
+                    "tasks": [str(tiny_beir)],
+                    "max_length": [128, 256, 512],
+                    "strategy": ["truncate", "window"],
+                }
+            ],
+        }
+    )
+    cost, encoder = planned_and_run(sweep)
+    assert cost.tokens == encoder.stats.real_tokens
+    assert cost.separate == encoder.stats.cell_tokens  # a pass per length and reading
+    assert cost.lengths == [128, 256, 512] and cost.cells == 12 and cost.tokenisations == 12
+    # an abstract that fits 512 is read once for truncate@512 and window@512 (and one that fits
+    # 128 once for all six); here that saves a third
+    assert cost.tokens < 0.75 * cost.separate
+
+
 def test_plan_counts_shared_windows_once_as_the_encoder_runs_them():
     """Passkey haystacks repeat one filler: read in windows, most windows are identical."""
     sweep = Sweep.model_validate(
