@@ -152,7 +152,9 @@ def speed(encoder: TextEncoder, texts: list[str], variant) -> dict:
     """Raw forward and harness tokens/s on the same inputs, and the harness run's peak memory."""
     device = encoder.device
     windows = encoder.tokenisation.windows(texts, variant)
-    batches = [pad_windows(b)[:2] for b in token_budget_batches(windows, encoder.token_budget)]
+    batches = [
+        pad_windows(b, w)[:2] for w, b in token_budget_batches(windows, encoder.token_budget)
+    ]
     encoder.encode(texts[:2], [variant])  # warm-up: kernels, allocator
     raw = max(forward_tokens_per_s(encoder.model, batches, device) for _ in range(2))
     if device.startswith("cuda"):

@@ -58,7 +58,9 @@ def throughput(encoder: TextEncoder, texts: list[str], length: int, repeats: int
     best of ``repeats`` runs after a warm-up pass, alternating so neither runs cold."""
     variant = make_variant("mean", max_length=length)
     windows = encoder.tokenisation.windows(texts, variant)
-    batches = [pad_windows(b)[:2] for b in token_budget_batches(windows, encoder.token_budget)]
+    batches = [
+        pad_windows(b, w)[:2] for w, b in token_budget_batches(windows, encoder.token_budget)
+    ]
     real = sum(int(m.sum()) for _, m in batches)
 
     def raw_pass() -> float:

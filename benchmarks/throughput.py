@@ -105,7 +105,7 @@ def _batches(
     encoder: TextEncoder, texts: list[str], length: int
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     windows = encoder.tokenisation.windows(texts, make_variant("mean", max_length=length))
-    return [pad_windows(b)[:2] for b in token_budget_batches(windows, encoder.token_budget)]
+    return [pad_windows(b, w)[:2] for w, b in token_budget_batches(windows, encoder.token_budget)]
 
 
 def raw_and_harness(
@@ -245,9 +245,9 @@ def quick_suite_padding(encoder: TextEncoder) -> tuple[float, int, int]:
             for texts in (list(split["queries"]["text"]), corpus):
                 for variant in variants.values():
                     windows = encoder.tokenisation.windows(texts, variant)
-                    for batch in token_budget_batches(windows, encoder.token_budget):
+                    for width, batch in token_budget_batches(windows, encoder.token_budget):
                         real += sum(len(w.ids) for w in batch)
-                        padded += len(batch[0].ids) * len(batch)
+                        padded += width * len(batch)
     return 1 - real / padded, real, padded
 
 
