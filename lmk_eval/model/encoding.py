@@ -284,6 +284,15 @@ class TextEncoder:
         split = self.tokenisation.split(texts, prompt)
         return [self.tokenisation.windows(texts, g[0], prompt, split=split) for g in groups]
 
+    def distinct_inputs(
+        self, texts: Sequence[str], groups: list[list[Variant]], prompt: str
+    ) -> tuple[list[list[Window]], list[Input], Sharing]:
+        """Each group's windows of ``texts``, the distinct inputs among them all, and the count
+        (what the run runs and what the plan counts, from one place)."""
+        per_group = self.windows(texts, groups, prompt)
+        routes = [functools.partial(self.route_of, g[0]) for g in groups]
+        return per_group, *shared_inputs(per_group, routes)
+
     def prepare(
         self,
         texts: Sequence[str],
@@ -296,10 +305,7 @@ class TextEncoder:
         """Tokenise one slice for every group, share identical inputs across them, cut token-budget
         batches of one padded width and pad each one (pinned on CUDA, so the copy to the device
         overlaps the compute)."""
-        per_group = self.windows(texts[lo:hi], groups, prompt)
-        inputs, sharing = shared_inputs(
-            per_group, [functools.partial(self.route_of, g[0]) for g in groups]
-        )
+        per_group, inputs, sharing = self.distinct_inputs(texts[lo:hi], groups, prompt)
         counts = [
             np.bincount(
                 np.fromiter((w.owner for w in ws), dtype=np.int64, count=len(ws)),

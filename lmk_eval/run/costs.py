@@ -11,7 +11,6 @@ token and an assumed utilisation (both printed). Cells already stored are not pl
 
 from __future__ import annotations
 
-import functools
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from lmk_eval.common.errors import LmkEvalError
 from lmk_eval.common.hardware import ACCELERATORS, flops_per_token
 from lmk_eval.config.options import EncodeOptions
 from lmk_eval.config.sweep import Sweep
-from lmk_eval.model.batching import shared_inputs, text_slices
+from lmk_eval.model.batching import text_slices
 from lmk_eval.model.encoding import Encoded, TextEncoder
 from lmk_eval.reading.strategies import strategy_of
 from lmk_eval.retrieval.mteb_tasks import CHARS_PER_TOKEN, count
@@ -142,9 +141,7 @@ class TokenCounter(TextEncoder):
     def encode_all(self, texts, variants, prompt: str = "") -> Encoded:
         concrete, groups = self.tokenisation_groups(variants)
         for lo, hi in text_slices(texts, self.slice_tokens):
-            per_group = self.windows(texts[lo:hi], groups, prompt)
-            routes = [functools.partial(self.route_of, g[0]) for g in groups]
-            _inputs, sharing = shared_inputs(per_group, routes)
+            _windows, _inputs, sharing = self.distinct_inputs(texts[lo:hi], groups, prompt)
             for group, tokens in zip(groups, sharing.group_tokens, strict=True):
                 self.by_key[group[0].tokenisation_key()] += tokens
             self._count(sharing)
