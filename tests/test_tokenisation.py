@@ -171,3 +171,22 @@ def test_a_truncated_multi_cls_input_never_ends_with_an_empty_chunk(tok, max_len
     assert len(w.ids) <= max_length and w.ids[-1] == tok.suffix[-1]
     assert not w.markers[-2]  # the token before [SEP] is content, never a chunk [CLS]
     assert sum(w.markers) >= 1
+
+
+def test_a_padded_call_of_the_tokenizer_does_not_pad_ours(tokenizer):
+    """The tokenizer's own call with padding and truncation leaves them set on its Rust backend; a
+    Tokenisation built before or after reads its texts unpadded and uncut all the same."""
+    from transformers import AutoTokenizer
+
+    texts = ["a short claim", "a much longer claim about cells that divide and divide again"]
+    fresh = AutoTokenizer.from_pretrained(tokenizer.name_or_path)
+    fresh.backend_tokenizer.no_padding()  # as most tokenizer.json files ship (MiniLM's pads to 128)
+    fresh.backend_tokenizer.no_truncation()
+    expected = [fresh(t, add_special_tokens=False)["input_ids"] for t in texts]
+    assert len(expected[1]) > 6 and len(expected[0]) < len(expected[1])
+    before = Tokenisation(fresh, 512)
+    fresh(texts, padding=True, truncation=True, max_length=6)
+    assert before.content_ids(texts) == expected  # (its next call of its own resets them)
+    fresh(texts, padding=True, truncation=True, max_length=6)
+    after = Tokenisation(fresh, 512)
+    assert after.content_ids(texts) == expected

@@ -63,15 +63,15 @@ def special_token_template(tokenizer) -> tuple[list[int], list[int]]:
 
 
 def fast_backend(tokenizer):
-    """The fast tokenizer's Rust ``Tokenizer`` without truncation or padding (what the tokenizer's
-    own call disables per call), or None for a slow tokenizer or an old ``tokenizers``."""
+    """A copy of the fast tokenizer's Rust ``Tokenizer`` without truncation or padding, or None for
+    a slow tokenizer or an old ``tokenizers``. A copy: the tokenizer's own call with padding or
+    truncation leaves them set on its backend for every later caller, which would pad our ids."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None or not hasattr(backend, "encode_batch_fast"):
         return None
-    if backend.truncation is not None or backend.padding is not None:
-        backend = type(backend).from_str(backend.to_str())
-        backend.no_truncation()
-        backend.no_padding()
+    backend = type(backend).from_str(backend.to_str())
+    backend.no_truncation()
+    backend.no_padding()
     return backend
 
 
