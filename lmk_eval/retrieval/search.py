@@ -115,14 +115,15 @@ class GroupSearch:
         return self._pass is not None and self._pass.leader == variant
 
     def encode(self, texts: list[str], prompt: str, prompt_type) -> np.ndarray:
-        """The leader's encode call, answered for every pooling of the pass at once."""
+        """The leader's encode call, answered for every pooling of the pass at once; scores and
+        top-k on the model's device."""
         pass_ = self._pass
-        encoded = self.encoder.encode_all(
-            texts, list(dict.fromkeys([pass_.leader, *pass_.ranked])), prompt
-        )
+        variants = list(dict.fromkeys([pass_.leader, *pass_.ranked]))
+        queries = prompt_type is not None and PromptType(prompt_type) is PromptType.query
+        encoded = self.encoder.encode_all(texts, variants, prompt)
         vectors = encoded.vectors
-        if prompt_type is not None and PromptType(prompt_type) is PromptType.query:
-            pass_.queries = {v: vectors[v] for v in pass_.ranked}
+        if queries:
+            pass_.queries = {v: self._on_device(vectors[v]) for v in pass_.ranked}
             pass_.top = {v: TopK.empty(len(texts), pass_.top_k) for v in pass_.ranked}
         else:
             for v in pass_.ranked:
@@ -130,7 +131,7 @@ class GroupSearch:
                     scores = self.best_chunk_scores(v, pass_.queries[v], encoded.chunks[v])
                 else:
                     scores = torch.as_tensor(
-                        self.adapters[v].similarity(pass_.queries[v], vectors[v])
+                        self.adapters[v].similarity(pass_.queries[v], self._on_device(vectors[v]))
                     )
                 pass_.top[v].add(
                     scores, pass_.document_ids[pass_.offset : pass_.offset + len(texts)]
@@ -139,17 +140,20 @@ class GroupSearch:
         return vectors[pass_.leader]
 
     def best_chunk_scores(
-        self, variant: Variant, queries: np.ndarray, chunks: list[np.ndarray]
+        self, variant: Variant, queries: torch.Tensor, chunks: list[np.ndarray]
     ) -> torch.Tensor:
         """(queries, documents): each document's highest similarity over its chunk vectors."""
+        sims = torch.as_tensor(
+            self.adapters[variant].similarity(queries, self._on_device(np.concatenate(chunks)))
+        ).float()
         owners = torch.repeat_interleave(
             torch.arange(len(chunks)), torch.tensor([len(c) for c in chunks])
-        )
-        sims = torch.as_tensor(
-            self.adapters[variant].similarity(queries, np.concatenate(chunks))
-        ).float()
-        best = torch.full((sims.shape[0], len(chunks)), float("-inf"))
+        ).to(sims.device)
+        best = torch.full((sims.shape[0], len(chunks)), float("-inf"), device=sims.device)
         return best.scatter_reduce(1, owners.expand(sims.shape[0], -1), sims, reduce="amax")
+
+    def _on_device(self, vectors: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(vectors).to(self.encoder.device)
 
     def search(
         self,
@@ -196,7 +200,12 @@ class GroupSearch:
             encode_kwargs=encode_kwargs,
             num_proc=num_proc,
         )
-        self._pass = _Pass(variant, ranked, top_k, list(corpus["id"]) if ranked else [])
+        self._pass = _Pass(
+            variant,
+            ranked,
+            top_k,
+            list(corpus["id"]) if ranked else [],
+        )
         try:  # mteb's wrapper drives the pass; its own ranking is used for reranking only (else top_k 1)
             results = wrapper.search(
                 queries,
