@@ -105,3 +105,25 @@ def test_one_pass_gives_each_poolings_own_mteb_results(text_encoder, tiny_beir):
     plain = {alone_tokens[p] for p in ("cls", "mean", "max", "mean_every_k")}
     assert len(plain) == 1
     assert one_pass == plain.pop() + alone_tokens["lmk"] + alone_tokens["multi_cls"]
+
+
+def test_a_wrong_guess_of_the_next_call_is_dropped(text_encoder):
+    """An expected call's prepared slice serves only exactly the texts it was made for."""
+    from lmk_eval.model.encoding import TextEncoder
+
+    texts = [f"claim {i}: " + "cells divide " * (i % 40) for i in range(60)]
+    vs = [make_variant(p, max_length=64) for p in ("mean", "lmk")]
+    ahead = TextEncoder(None, overlap=True, slice_tokens=300)
+    ahead.expect(texts[30:], vs)
+    first = ahead.encode(texts[:30], vs)
+    assert ahead.preparer.ahead_used == 0  # not what was expected
+    second = ahead.encode(texts[30:], vs)
+    assert ahead.preparer.ahead_used == 1
+    ahead.expect(texts[31:], vs)
+    ahead.encode(texts[:30], vs)
+    third = ahead.encode(texts[30:], vs)
+    assert ahead.preparer.ahead_used == 1  # the guess was one text off: prepared afresh
+    for v in vs:
+        assert np.array_equal(first[v], text_encoder.encode(texts[:30], [v])[v])
+        assert np.array_equal(second[v], third[v])
+        assert np.array_equal(second[v], text_encoder.encode(texts[30:], [v])[v])

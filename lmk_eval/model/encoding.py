@@ -7,9 +7,10 @@ states. Windows of one text are combined as they stream past, so memory holds on
 at a time.
 
 The host side is built to keep a fast device busy: the Rust tokenizer's batch API, one array
-operation per padded batch, texts read in one window written as one normalised block, and the
-next slice of texts tokenised and padded on a background thread while the device computes this
-one. ``benchmarks/throughput.py`` measures its ceiling with the forward replaced by zeros.
+operation per padded batch, texts read in one window written as one normalised block, and, on an
+accelerator, the next slice of texts (and the next call's first, when ``expect`` names it)
+tokenised and padded on a background thread while the device computes this one (``ahead``).
+``benchmarks/throughput.py`` measures its ceiling with the forward replaced by zeros.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import functools
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -31,7 +31,9 @@ from lmk_eval.common import hardware
 from lmk_eval.common.errors import LmkEvalError
 from lmk_eval.config.options import DEFAULT_OPTIONS, MIN_TOKEN_BUDGET, EncodeOptions
 from lmk_eval.config.variants import READING, Variant
+from lmk_eval.model import ahead
 from lmk_eval.model import loading as models
+from lmk_eval.model.ahead import Preparer
 from lmk_eval.model.batching import (
     PLAIN,
     SLICE_TOKENS,
@@ -98,7 +100,10 @@ class TextEncoder:
         token_budget: int | None = None,
         progress: bool = False,
         slice_tokens: int = SLICE_TOKENS,
+        overlap: bool | None = None,
     ) -> None:
+        """``overlap``: prepare inputs on a thread beside the forward (None: where that saves
+        time, see ``ahead.overlaps_forward``)."""
         if token_budget is not None and token_budget < MIN_TOKEN_BUDGET:
             raise LmkEvalError(
                 f"token_budget must be at least {MIN_TOKEN_BUDGET} padded tokens, got {token_budget}"
@@ -115,6 +120,9 @@ class TextEncoder:
         self._loaded = None
         self._extended_models: dict[tuple[str, int], torch.nn.Module] = {}
         self._poolers: dict[str, torch.nn.Module] = {}
+        self.preparer = Preparer(
+            self.prepare, ahead.overlaps_forward(self.device) if overlap is None else overlap
+        )
 
     @property
     def loaded(self) -> bool:
@@ -197,12 +205,12 @@ class TextEncoder:
             groups[c.tokenisation_key()].append(c)
         return concrete, list(groups.values())
 
-    def route_of(self, variant: Variant, window: Window) -> tuple:
+    def route_of(self, variant: Variant, window: Window, positions: int | None = None) -> tuple:
         """How ``window`` runs through the model: an input that fits the positions runs as plain
         truncation whatever the reading (``PLAIN``, shared by every length and strategy); a longer
         one by its variant's reading (strategy, attention scale, SelfExtend, the length the
-        rope-scaled copy is built for)."""
-        if len(window.ids) <= self.max_positions:
+        rope-scaled copy is built for). ``positions``: the model's, when the caller has read them."""
+        if len(window.ids) <= (positions or self.max_positions):
             return PLAIN
         return ("extended", *(getattr(variant, k) for k in READING), variant.scale)
 
@@ -260,22 +268,19 @@ class TextEncoder:
     def _prepared_slices(
         self, texts: Sequence[str], groups: list[list[Variant]], prompt: str, budget: int
     ) -> Iterator[Prepared]:
-        """The slices of ``texts`` made ready for the model, the next one prepared on a background
-        thread while the device computes this one (the Rust tokenizer and numpy release the GIL)."""
-        slices = list(text_slices(texts, self.slice_tokens))
-        if len(slices) < 2:
-            yield from (self.prepare(texts, lo, hi, groups, prompt, budget) for lo, hi in slices)
+        """The slices of ``texts`` made ready for the model, each prepared ahead on a background
+        thread while the device computes the one before where that saves time (``ahead``)."""
+        bounds = list(text_slices(texts, self.slice_tokens))
+        return self.preparer.slices(texts, _frozen(groups), prompt, budget, bounds)
+
+    def expect(self, texts: Sequence[str], variants: Sequence[Variant], prompt: str = "") -> None:
+        """Say what the next encode call will (probably) bring, so that its first slice is
+        prepared while this call's last one runs; a wrong guess costs that preparation only."""
+        if not self.preparer.overlap or not texts:
             return
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmk-eval-prepare")
-        try:
-            ahead = pool.submit(self.prepare, texts, *slices[0], groups, prompt, budget)
-            for lo, hi in slices[1:]:
-                current = ahead.result()
-                ahead = pool.submit(self.prepare, texts, lo, hi, groups, prompt, budget)
-                yield current
-            yield ahead.result()
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C: drop what was not started
+        _, groups = self.tokenisation_groups(variants)
+        first = next(text_slices(texts, self.slice_tokens))
+        self.preparer.expect(texts, _frozen(groups), prompt, self.token_budget, first)
 
     def windows(
         self, texts: Sequence[str], groups: list[list[Variant]], prompt: str
@@ -290,7 +295,8 @@ class TextEncoder:
         """Each group's windows of ``texts``, the distinct inputs among them all, and the count
         (what the run runs and what the plan counts, from one place)."""
         per_group = self.windows(texts, groups, prompt)
-        routes = [functools.partial(self.route_of, g[0]) for g in groups]
+        positions = self.max_positions  # read once: a lookup per window costs more than the rest
+        routes = [functools.partial(self.route_of, g[0], positions=positions) for g in groups]
         return per_group, *shared_inputs(per_group, routes)
 
     def prepare(
@@ -514,3 +520,7 @@ def _chunk_vectors(variant: Variant, parts: Sequence[WindowPart], vector: np.nda
     if variant.normalize:
         vectors = pooling.normalize(vectors)
     return vectors.float().numpy()
+
+
+def _frozen(groups: Sequence[Sequence[Variant]]) -> tuple[tuple[Variant, ...], ...]:
+    return tuple(tuple(g) for g in groups)
