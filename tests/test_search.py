@@ -107,6 +107,26 @@ def test_one_pass_gives_each_poolings_own_mteb_results(text_encoder, tiny_beir):
     assert one_pass == plain.pop() + alone_tokens["lmk"] + alone_tokens["multi_cls"]
 
 
+def test_the_next_chunk_is_prepared_while_this_one_runs(text_encoder, tiny_beir):
+    """With preparation beside the forward (forced here: a CPU prepares in turn by default), each
+    corpus chunk after the first was tokenised while the one before ran, from mteb's texts guessed
+    off the corpus rows (SciFact's titles and abstracts), and every score is what the pass gives
+    without it."""
+    from lmk_eval.model.encoding import TextEncoder
+
+    task = _folder(str(tiny_beir), "test").build()
+    task.load_data()
+    vs = [make_variant(p, max_length=128) for p in ("mean", "lmk")]
+    budget = 2 * text_encoder.facts.config.hidden_size * 4 * 6  # six documents a chunk
+    ahead = TextEncoder(None, overlap=True)
+    group, plain = GroupSearch(ahead, vs, chunk_bytes=budget), GroupSearch(text_encoder, vs, budget)
+    for v in vs:
+        found, expected = evaluate_cell(task, group.view(v)), evaluate_cell(task, plain.view(v))
+        assert found.scores == expected.scores, v.key()
+    corpus = len(task.dataset["default"]["test"]["corpus"])
+    assert ahead.preparer.ahead_used == -(-corpus // 6) - 1
+
+
 def test_a_wrong_guess_of_the_next_call_is_dropped(text_encoder):
     """An expected call's prepared slice serves only exactly the texts it was made for."""
     from lmk_eval.model.encoding import TextEncoder

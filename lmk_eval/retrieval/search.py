@@ -120,6 +120,8 @@ class GroupSearch:
         pass_ = self._pass
         variants = list(dict.fromkeys([pass_.leader, *pass_.ranked]))
         queries = prompt_type is not None and PromptType(prompt_type) is PromptType.query
+        if not queries:
+            self._expect_next_chunk(texts, variants, prompt)
         encoded = self.encoder.encode_all(texts, variants, prompt)
         vectors = encoded.vectors
         if queries:
@@ -154,6 +156,20 @@ class GroupSearch:
 
     def _on_device(self, vectors: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(vectors).to(self.encoder.device)
+
+    def _expect_next_chunk(self, texts: list[str], variants: list[Variant], prompt: str) -> None:
+        """Tell the encoder which texts mteb's next corpus chunk will bring, so that they are
+        tokenised while this chunk runs: mteb's document text guessed from the corpus rows and
+        used only once it has matched what this chunk brought."""
+        pass_ = self._pass
+        if not self.encoder.preparer.overlap or pass_.corpus is None:
+            return
+        lo, hi = pass_.offset, pass_.offset + len(texts)
+        if pass_.guessed is None:
+            pass_.guessed = mteb_document_texts(pass_.corpus, lo, hi) == texts
+        if pass_.guessed and hi < len(pass_.corpus):
+            upcoming = mteb_document_texts(pass_.corpus, hi, hi + len(texts))
+            self.encoder.expect(upcoming, variants, prompt)
 
     def search(
         self,
@@ -205,6 +221,7 @@ class GroupSearch:
             ranked,
             top_k,
             list(corpus["id"]) if ranked else [],
+            corpus=corpus if ranked else None,
         )
         try:  # mteb's wrapper drives the pass; its own ranking is used for reranking only (else top_k 1)
             results = wrapper.search(
@@ -235,8 +252,23 @@ class _Pass:
     top_k: int
     document_ids: list[str]
     offset: int = 0
+    corpus: Any = None  # the rows mteb cuts its chunks from (to guess the next chunk's texts)
     queries: dict | None = None
     top: dict | None = None
+    guessed: bool | None = None  # whether mteb's texts are what mteb_document_texts gives
+
+
+def mteb_document_texts(corpus, lo: int, hi: int) -> list[str] | None:
+    """The texts mteb (2.x) makes of corpus rows lo..hi for the encoder: title and text joined by a
+    space and stripped, or the text alone; None for a corpus without text. A guess, checked
+    against what mteb brings before it is used."""
+    if "text" not in getattr(corpus, "column_names", ()):
+        return None
+    rows = corpus[lo:hi]
+    titles = rows.get("title") or [None] * len(rows["text"])
+    return [
+        (t + " " + x).strip() if t else x.strip() for t, x in zip(titles, rows["text"], strict=True)
+    ]
 
 
 class VariantSearch:
