@@ -72,6 +72,8 @@ def test_ray_executor_gives_the_local_executors_scores(how, local_scores, tiny_b
     assert proc.returncode == 0, err
     assert "ray: 1 node(s)" in err and "'num_cpus': 1" in err
     assert (out / "scores.csv").read_text() == local_scores
+    # each of the two groups (a model on a task, both lengths) says what it shared
+    assert err.count("inputs shared across lengths and readings") == 2, err
 
 
 def test_a_killed_worker_is_retried_and_the_scores_are_the_same(local_scores, tiny_beir, tmp_path):

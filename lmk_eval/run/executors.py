@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from lmk_eval.common.errors import LmkEvalError, first_line
 from lmk_eval.config.options import RayOptions
 from lmk_eval.run.work import (
+    CellPayload,
     ResultSink,
     Shared,
     checkpoint_trainer,
@@ -123,10 +124,15 @@ def run_groups(
             payload = None
             for payload in compute_group(group, missing, encoders(group.model), sink.started):
                 sink.save(payload)
-            if payload is not None and payload.sharing.get("asked"):
-                log(Shared(**payload.sharing).line())
+            log_sharing(payload, log)
     finally:
         encoders.close(log)
+
+
+def log_sharing(last: CellPayload | None, log: Callable[[str], None]) -> None:
+    """Say what a group shared across lengths and readings (its last cell carries the figures)."""
+    if last is not None and last.sharing.get("asked"):
+        log(Shared(**last.sharing).line())
 
 
 class RayExecutor:
@@ -293,13 +299,13 @@ def run_on_ray(sweep, todo, sink, log: Callable[[str], None], options: RayOption
         if options.encoders:
             _run_sharded(sweep, todo, sink, log, options.encoders, resources)
         else:
-            _run_grid(sweep, todo, sink, resources)
+            _run_grid(sweep, todo, sink, log, resources)
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _run_grid(sweep, todo, sink, resources: dict[str, float]) -> None:
+def _run_grid(sweep, todo, sink, log, resources: dict[str, float]) -> None:
     """Every group a task (a checkpoint's groups wait for its training task); results are stored
     as they arrive, whichever worker finishes first."""
     import ray
@@ -325,8 +331,10 @@ def _run_grid(sweep, todo, sink, resources: dict[str, float]) -> None:
         group = pending.pop(ref)
         for cell in group.cells:
             sink.started(cell)
+        payload = None
         for payload in ray.get(ref):
             sink.save(payload)
+        log_sharing(payload, log)
 
 
 def _run_sharded(sweep, todo, sink, log, n: int, resources: dict[str, float]) -> None:
