@@ -15,6 +15,7 @@ import pytest
 
 from lmk_eval.config.variants import make_variant
 from lmk_eval.model.encoding import TextEncoder
+from lmk_eval.report.sections import sharing_lines
 from lmk_eval.run.runner import run_sweep
 from lmk_eval.run.sweeps import sweep_from_dict
 from lmk_eval.store.cells import RunStore
@@ -103,6 +104,9 @@ def test_a_sweep_over_lengths_is_one_group_with_each_lengths_own_scores(tiny_bei
     assert len(shared) == 1 and shared[0] > 0  # one group, and it shared inputs
     records = RunStore(tmp_path / "all").records()
     assert {r.sharing["asked"] - r.sharing["run"] for r in records} >= {shared[0]}
+    # the report's Compute section says the same figure (the group's last, not a sum over cells)
+    said = " ".join(sharing_lines(records))
+    assert f"Inputs shared across lengths and readings: {shared[0]:,} of the" in said
     together = {r.key: r.main for r in records}
     alone = {}
     for n in (64, 128, 256):
