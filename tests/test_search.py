@@ -108,23 +108,27 @@ def test_one_pass_gives_each_poolings_own_mteb_results(text_encoder, tiny_beir):
 
 
 def test_the_next_chunk_is_prepared_while_this_one_runs(text_encoder, tiny_beir):
-    """With preparation beside the forward (forced here: a CPU prepares in turn by default), each
-    corpus chunk after the first was tokenised while the one before ran, from mteb's texts guessed
-    off the corpus rows (SciFact's titles and abstracts), and every score is what the pass gives
-    without it."""
+    """Each corpus chunk was tokenised before mteb brought it (the first during the queries'
+    call), from mteb's texts guessed off the corpus rows (SciFact's titles and abstracts): after
+    the forward on a busy CPU, beside it where the encoder overlaps (forced here). Every score is
+    what each pooling searched alone by mteb's wrapper gives."""
     from lmk_eval.model.encoding import TextEncoder
 
     task = _folder(str(tiny_beir), "test").build()
     task.load_data()
     vs = [make_variant(p, max_length=128) for p in ("mean", "lmk")]
     budget = 2 * text_encoder.facts.config.hidden_size * 4 * 6  # six documents a chunk
-    ahead = TextEncoder(None, overlap=True)
-    group, plain = GroupSearch(ahead, vs, chunk_bytes=budget), GroupSearch(text_encoder, vs, budget)
+    chunks = -(-len(task.dataset["default"]["test"]["corpus"]) // 6)
+    expected = {}
     for v in vs:
-        found, expected = evaluate_cell(task, group.view(v)), evaluate_cell(task, plain.view(v))
-        assert found.scores == expected.scores, v.key()
-    corpus = len(task.dataset["default"]["test"]["corpus"])
-    assert ahead.preparer.ahead_used == -(-corpus // 6) - 1
+        alone = LmkEncoder(text_encoder, v, model_meta(text_encoder, v))
+        expected[v] = evaluate_cell(task, SearchEncoderWrapper(alone, corpus_chunk_size=6)).scores
+    for encoder in (text_encoder, TextEncoder(None, overlap=True)):
+        used = encoder.preparer.ahead_used
+        group = GroupSearch(encoder, vs, chunk_bytes=budget)
+        for v in vs:
+            assert evaluate_cell(task, group.view(v)).scores == expected[v], v.key()
+        assert encoder.preparer.ahead_used - used == chunks
 
 
 def test_a_wrong_guess_of_the_next_call_is_dropped(text_encoder):

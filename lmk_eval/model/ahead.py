@@ -9,7 +9,9 @@ made for.
 
 On a CPU, where the forward already keeps every core torch uses busy, a thread beside it slows it
 down more than it saves (measured on 2 cores: the forward 40% slower, the whole call slower), so
-there everything is prepared in turn unless torch leaves cores free.
+there a call's slices are prepared in turn unless torch leaves cores free; the next call's first
+slice is then prepared once this call's forward is done, while the caller works on one core
+(mteb scoring this chunk and turning the next chunk's rows into texts).
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ class _Call:
 
 class Preparer:
     """Runs ``prepare(texts, lo, hi, groups, prompt, budget)`` for each slice of a call, ahead of
-    its use where that saves time (``overlap``), and the next call's first slice when expected."""
+    its use beside the forward where that saves time (``overlap``), and the next call's first
+    slice when expected (beside this call's last slice, or after its forward)."""
 
     def __init__(self, prepare: Callable[..., Prepared], overlap: bool) -> None:
         self.prepare = prepare
@@ -89,9 +92,8 @@ class Preparer:
         bounds: tuple[int, int],
     ) -> None:
         """The next call will (probably) bring ``texts``: prepare its first slice (``bounds``)
-        beside the last slice of the call running now. Ignored where nothing overlaps the forward."""
-        if self.overlap:
-            self._expected = _Call(texts, groups, prompt, budget, tuple(bounds))
+        beside the last slice of the call running now (``overlap``), or once its forward is done."""
+        self._expected = _Call(texts, groups, prompt, budget, tuple(bounds))
 
     def slices(
         self,
@@ -101,14 +103,16 @@ class Preparer:
         budget: int,
         bounds: Sequence[tuple[int, int]],
     ) -> Iterator[Prepared]:
-        if not self.overlap or not bounds:
-            for lo, hi in bounds:
-                yield self._prepare(texts, lo, hi, groups, prompt, budget)
+        if not bounds:
             return
-        pool = self._pool = self._pool or ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="lmk-eval-prepare"
-        )
         ahead = self._take_ahead(_Call(texts, groups, prompt, budget, tuple(bounds[0])))
+        if not self.overlap:
+            for i, (lo, hi) in enumerate(bounds):
+                ready = ahead.result() if i == 0 and ahead is not None else None
+                yield ready or self._prepare(texts, lo, hi, groups, prompt, budget)
+            self._start_expected()  # this call's forward is done: beside what the caller does next
+            return
+        pool = self._thread()
         if ahead is None:
             ahead = pool.submit(self._prepare, texts, *bounds[0], groups, prompt, budget)
         try:
@@ -132,10 +136,15 @@ class Preparer:
             found[1].cancel()  # a wrong guess: its work is dropped
         return None
 
+    def _thread(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmk-eval-prepare")
+        return self._pool
+
     def _start_expected(self) -> None:
         call, self._expected = self._expected, None
-        if call is not None and self._pool is not None:
-            future = self._pool.submit(
+        if call is not None:
+            future = self._thread().submit(
                 self._prepare, call.texts, *call.bounds, call.groups, call.prompt, call.budget
             )
             self._ahead = (call, future)

@@ -7,7 +7,10 @@ the queries) is encoded once for *every* pooling of the group, one forward pass 
 Every pooling, the leader too, is ranked by one path here (``TopK``): its queries scored against
 each chunk and folded into its top-k (per chunk ``torch.topk`` of top_k + 1, then the top_k
 largest (score, document id) pairs overall), which gives what mteb's own search gives; a test holds
-the two equal on a corpus full of ties. mteb's wrapper ranks nothing that is used. Peak memory is
+the two equal on a corpus full of ties. mteb's wrapper ranks nothing that is used. Scores and
+top-k run on the model's device, the queries kept there for the pass. Each encode call tells the
+encoder the next chunk's texts, guessed from the corpus rows, so that they are tokenised ahead
+(``model.ahead``); a guess is used only if it is exactly what mteb then brings. Peak memory is
 the model, one chunk of vectors and queries x poolings x top_k results, never documents x
 poolings x dim. Reranking tasks (a given ``top_ranked``) go through mteb's wrapper alone.
 """
@@ -120,8 +123,7 @@ class GroupSearch:
         pass_ = self._pass
         variants = list(dict.fromkeys([pass_.leader, *pass_.ranked]))
         queries = prompt_type is not None and PromptType(prompt_type) is PromptType.query
-        if not queries:
-            self._expect_next_chunk(texts, variants, prompt)
+        self._expect_next_chunk(texts if not queries else None, variants)
         encoded = self.encoder.encode_all(texts, variants, prompt)
         vectors = encoded.vectors
         if queries:
@@ -157,19 +159,22 @@ class GroupSearch:
     def _on_device(self, vectors: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(vectors).to(self.encoder.device)
 
-    def _expect_next_chunk(self, texts: list[str], variants: list[Variant], prompt: str) -> None:
-        """Tell the encoder which texts mteb's next corpus chunk will bring, so that they are
-        tokenised while this chunk runs: mteb's document text guessed from the corpus rows and
-        used only once it has matched what this chunk brought."""
+    def _expect_next_chunk(self, texts: list[str] | None, variants: list[Variant]) -> None:
+        """Tell the encoder which texts mteb's next corpus chunk will bring (after the queries, the
+        first), so that they are tokenised ahead: mteb's document text guessed from the corpus
+        rows, given up once a chunk has come other than guessed."""
         pass_ = self._pass
-        if not self.encoder.preparer.overlap or pass_.corpus is None:
+        if pass_.corpus is None:
             return
-        lo, hi = pass_.offset, pass_.offset + len(texts)
-        if pass_.guessed is None:
-            pass_.guessed = mteb_document_texts(pass_.corpus, lo, hi) == texts
-        if pass_.guessed and hi < len(pass_.corpus):
-            upcoming = mteb_document_texts(pass_.corpus, hi, hi + len(texts))
-            self.encoder.expect(upcoming, variants, prompt)
+        lo = pass_.offset
+        if texts is not None:  # a chunk of documents has come: was it the guess?
+            if pass_.guessed is None:
+                pass_.guessed = mteb_document_texts(pass_.corpus, lo, lo + len(texts)) == texts
+            lo += len(texts)
+        if pass_.guessed is not False and lo < len(pass_.corpus):
+            upcoming = mteb_document_texts(pass_.corpus, lo, lo + pass_.chunk)
+            if upcoming:
+                self.encoder.expect(upcoming, variants, pass_.document_prompt)
 
     def search(
         self,
@@ -204,10 +209,8 @@ class GroupSearch:
         ranked = list(dict.fromkeys([variant, *self.adapters])) if top_ranked is None else []
         dim = self.encoder.facts.config.hidden_size
         per_document = sum(vectors_per_document(v) for v in ranked or [variant])
-        wrapper = SearchEncoderWrapper(
-            self.adapters[variant],
-            corpus_chunk_size=chunk_documents(per_document, dim, self.chunk_bytes),
-        )
+        chunk = chunk_documents(per_document, dim, self.chunk_bytes)
+        wrapper = SearchEncoderWrapper(self.adapters[variant], corpus_chunk_size=chunk)
         wrapper.index(
             corpus,
             task_metadata=task_metadata,
@@ -222,6 +225,8 @@ class GroupSearch:
             top_k,
             list(corpus["id"]) if ranked else [],
             corpus=corpus if ranked else None,
+            chunk=chunk,
+            document_prompt=self.adapters[variant].prompt(task_metadata, PromptType.document),
         )
         try:  # mteb's wrapper drives the pass; its own ranking is used for reranking only (else top_k 1)
             results = wrapper.search(
@@ -253,6 +258,8 @@ class _Pass:
     document_ids: list[str]
     offset: int = 0
     corpus: Any = None  # the rows mteb cuts its chunks from (to guess the next chunk's texts)
+    chunk: int = 0  # documents a chunk
+    document_prompt: str = ""
     queries: dict | None = None
     top: dict | None = None
     guessed: bool | None = None  # whether mteb's texts are what mteb_document_texts gives
