@@ -43,6 +43,7 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/window_reuse.py
 	$(BIN)/python benchmarks/precision.py
+	$(BIN)/python benchmarks/end_to_end.py --profile
 
 scifact: $(STAMP)
 	$(BIN)/lmk-eval run --tasks scifact --pooling mean --max-length 256 --output results/scifact-mean
