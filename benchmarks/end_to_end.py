@@ -1,9 +1,11 @@
 """Where a whole run's time goes, against the raw forward over the same texts.
 
-Run with ``.venv/bin/python benchmarks/end_to_end.py [--documents N] [--profile]``; prints a table
-and writes ``reports/end-to-end.md``. One machine, one process, the model loaded once before every
-timing: a random 1-layer BERT of width 384 with MiniLM's tokenizer (``benchmarks/memory.py``'s),
-N synthetic documents of 64 tokens and 100 queries (a BEIR folder), truncated at 64 tokens.
+Run with ``.venv/bin/python benchmarks/end_to_end.py [--documents N] [--profile] [--before DIR]``;
+prints a table and writes ``reports/end-to-end.md``. One machine; each measurement a fresh process
+with the model loaded before any timing: a random 1-layer BERT of width 384 with MiniLM's tokenizer
+(``benchmarks/memory.py``'s), N synthetic documents of 64 tokens and 100 queries (a BEIR folder),
+truncated at 64 tokens. ``--before`` an older checkout (``git worktree add``) measures it in turn
+with this one.
 
 - raw forward: the texts pre-tokenised (not timed), sorted by length, in batches of the harness's
   token budget, through ``AutoModel`` alone in the run's dtype: the best a run could do;
@@ -19,6 +21,7 @@ import cProfile
 import json
 import pstats
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +32,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+if "--code" in sys.argv:  # a measuring child: lmk_eval from the checkout it was given
+    sys.path.insert(0, sys.argv[sys.argv.index("--code") + 1])
 
 from benchmarks.memory import POOLINGS, build_corpus, build_model  # noqa: E402
 from benchmarks.timing import forward_tokens_per_s  # noqa: E402
@@ -152,95 +157,135 @@ def stages(profiler: cProfile.Profile) -> dict[str, float]:
     return found
 
 
+def measure(args) -> dict:
+    """In this (fresh) process, on the code it imported: the raw forward, a whole run of one
+    pooling set, the raw forward again; with ``--profile`` a second, profiled run."""
+    model, corpus, k = Path(args.one[0]), Path(args.one[1]), int(args.one[2])
+    s = sweep(model, corpus, POOLINGS[k], args.dtype)
+    encoders = LocalEncoders(s, progress=False)
+    encoder = encoders(s.models[0])
+    encoder.load()
+    import mteb  # noqa: F401  (a one-off ~3 s, like the model load: outside every timing)
+
+    texts = texts_of(corpus)
+    raw_forward(encoder, texts[:2000])  # warm up kernels
+    # the machine's speed drifts (shared cores): the raw forward just before and after
+    raw = [raw_forward(encoder, texts)]
+    with tempfile.TemporaryDirectory(prefix="lmk-e2e-run-") as out:
+        found = whole_run(s, encoders, Path(out) / "run", profile=False)
+        raw.append(raw_forward(encoder, texts))
+        found.update(poolings=k, raw=raw, ratio=found["tokens_per_s"] / statistics.mean(raw))
+        if args.profile:  # a second run, profiled: profiling slows what it watches
+            again = whole_run(s, encoders, Path(out) / "profiled", profile=True)
+            found.update(profiled_seconds=again["seconds"], stages=again["stages"])
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--documents", type=int, default=80_000)
     parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--profile", action="store_true", help="say where the run's time went")
+    parser.add_argument(
+        "--profile", action="store_true", help="say where this code's run time went"
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="another checkout (a worktree of an older commit) measured in turn with this one",
+    )
     parser.add_argument("--report", type=Path, default=ROOT / "reports" / "end-to-end.md")
+    parser.add_argument("--code", type=Path, default=ROOT, help=argparse.SUPPRESS)
+    parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(args)))
+        return
     torch.manual_seed(0)
     rows = []
+    codes = [("after", ROOT)] if args.before is None else [("before", args.before), ("after", ROOT)]
     with tempfile.TemporaryDirectory(prefix="lmk-e2e-") as tmp:
         model = build_model(Path(tmp) / "model")
         corpus = build_corpus(Path(tmp) / "corpus", args.documents)
-        first = sweep(model, corpus, POOLINGS[6], args.dtype)
-        encoders = LocalEncoders(first, progress=False)
-        encoder = encoders(first.models[0])
-        encoder.load()
-        import mteb  # noqa: F401  (a one-off ~3 s, like the model load: outside every timing)
-
-        texts = texts_of(corpus)
-        raw_forward(encoder, texts[:2000])  # warm up kernels
-        as_used = transformers_as_used(encoder, texts)
-        for k, poolings in POOLINGS.items():
-            s = sweep(model, corpus, poolings, args.dtype)
-            # the machine's speed drifts (shared cores): the raw forward just before and after
-            raw = [raw_forward(encoder, texts)]
-            found = whole_run(s, encoders, Path(tmp) / f"run-{k}", profile=False)
-            raw.append(raw_forward(encoder, texts))
-            found.update(poolings=k, raw=raw, ratio=found["tokens_per_s"] / statistics.mean(raw))
-            found["ratio_as_used"] = found["tokens_per_s"] / as_used
-            if args.profile:  # a second run, profiled: profiling slows what it watches
-                again = whole_run(s, encoders, Path(tmp) / f"profiled-{k}", profile=True)
-                found.update(profiled_seconds=again["seconds"], stages=again["stages"])
-            rows.append(found)
-            print(json.dumps(found), flush=True)
+        s = sweep(model, corpus, POOLINGS[1], args.dtype)
+        encoder = LocalEncoders(s, progress=False)(s.models[0]).load()
+        as_used = transformers_as_used(encoder, texts_of(corpus))
+        del encoder
+        for k in POOLINGS:
+            for label, code in codes:  # in turn, so that both see the machine as it is then
+                command = [sys.executable, __file__, "--code", str(code), "--dtype", args.dtype]
+                command += ["--one", str(model), str(corpus), str(k)]
+                if args.profile and label == "after":
+                    command.append("--profile")
+                done = subprocess.run(command, capture_output=True, text=True, check=True)
+                found = json.loads(done.stdout.strip().splitlines()[-1])
+                found.update(code=label, ratio_as_used=found["tokens_per_s"] / as_used)
+                rows.append(found)
+                print(json.dumps(found), flush=True)
     write_report(args, as_used, rows)
 
 
 def write_report(args, as_used: float, rows: list[dict]) -> None:
+    before = f" --before {args.before}" if args.before else ""
     lines = [
         "# A whole run against the raw forward",
         "",
         f"`.venv/bin/python benchmarks/end_to_end.py --documents {args.documents}"
-        f"{' --profile' if args.profile else ''}` on {datetime.now(UTC):%Y-%m-%d}; CPU:"
+        f"{' --profile' if args.profile else ''}{before}` on {datetime.now(UTC):%Y-%m-%d}; CPU:"
         f" {cpu_description()}; dtype {args.dtype}, torch threads {torch.get_num_threads()}."
         f" A random 1-layer BERT of width 384 (MiniLM's tokenizer), {args.documents:,} synthetic"
-        f" documents of {LENGTH} tokens and 100 queries; the model loaded (and mteb imported) once before every timing."
-        " Raw forward: the same texts tokenised beforehand (not timed), sorted by length, in"
-        " batches of the harness's token budget, through the model alone. Transformers as used:"
-        " the same batches of texts, each tokenised (padding, truncation) and then forwarded,"
-        " tokenisation timed. A whole run:"
-        " `run_sweep` (mteb's search and metrics, every cell stored), its tokens through the model"
-        " over its wall time. Bar: a whole run at least"
-        f" {BAR} x the raw forward's tokens per second.",
+        f" documents of {LENGTH} tokens and 100 queries. Each measurement is a fresh process"
+        " (the model loaded and mteb imported before any timing): the raw forward, a whole run,"
+        " the raw forward again. Raw forward: the same texts tokenised beforehand (not timed),"
+        " sorted by length, in batches of the harness's token budget, through the model alone;"
+        " this machine's speed drifts (its cores are shared), so each run is held against the"
+        " mean of the raw forward just before and just after it. A whole run: `run_sweep`"
+        " (mteb's search and metrics, every cell stored), its tokens through the model over its"
+        " wall time; the forward's share is the model's forward and pooling (the encoder's own"
+        " clock) over that wall time. Transformers as used: the same batches of texts, each"
+        " tokenised (padding, truncation) and then forwarded, tokenisation timed:"
+        f" **{as_used:,.0f} tokens/s** (measured once, first). Bar: a whole run at least {BAR} x"
+        " the raw forward's tokens per second."
+        + (
+            f" `before` is the checkout at {args.before}, measured in turn with this one"
+            " (`after`) for each pooling set."
+            if args.before
+            else ""
+        ),
         "",
-        "The raw forward is timed just before and just after each whole run (this machine's"
-        " speed drifts: its cores are shared) and the run is held against their mean; the"
-        " forward's share is the model's forward and pooling (the encoder's own clock) over the"
-        f" run's wall time. Transformers as used: **{as_used:,.0f} tokens/s**.",
-        "",
-        "| poolings | tokens through the model | wall (s) | tokens/s | raw forward before, after"
-        " (tokens/s) | x raw forward | bar | forward's share of the run | x transformers as used |",
-        "|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| code | poolings | tokens through the model | wall (s) | tokens/s | raw forward before,"
+        " after (tokens/s) | x raw forward | bar | forward's share of the run |"
+        " x transformers as used |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['poolings']} | {r['tokens']:,} | {r['seconds']:.1f} | {r['tokens_per_s']:,.0f}"
-            f" | {r['raw'][0]:,.0f}, {r['raw'][1]:,.0f} | {r['ratio']:.2f}"
-            f" | {'met' if r['ratio'] >= BAR else 'not met'} | {r['forward_share']:.0%}"
-            f" | {r['ratio_as_used']:.2f} |"
+            f"| {r['code']} | {r['poolings']} | {r['tokens']:,} | {r['seconds']:.1f}"
+            f" | {r['tokens_per_s']:,.0f} | {r['raw'][0]:,.0f}, {r['raw'][1]:,.0f}"
+            f" | {r['ratio']:.2f} | {'met' if r['ratio'] >= BAR else 'not met'}"
+            f" | {r['forward_share']:.0%} | {r['ratio_as_used']:.2f} |"
         )
-    if all("stages" in r for r in rows):
+    profiled = [r for r in rows if "stages" in r]
+    if profiled:
         lines += [
             "",
-            "Where the time went: a second run of each, under cProfile (which slows what it"
-            " watches: its wall time is given), cumulative seconds of each stage's functions on"
-            " the main thread; the rest is everything else (loading the corpus, mteb's own"
-            " bookkeeping):",
+            "Where this code's time went: a second run of each, under cProfile (which slows what"
+            " it watches: its wall time is given), cumulative seconds of each stage's functions"
+            " on the main thread (work on the preparing thread is not counted); the rest is"
+            " everything else (reading and checking the corpus, mteb's own bookkeeping):",
             "",
-            "| stage | " + " | ".join(f"{r['poolings']} pooling(s)" for r in rows) + " |",
-            "|---|" + "---:|" * len(rows),
+            "| stage | " + " | ".join(f"{r['poolings']} pooling(s)" for r in profiled) + " |",
+            "|---|" + "---:|" * len(profiled),
         ]
         for stage in STAGES:
             lines.append(
-                f"| {stage} | " + " | ".join(f"{r['stages'][stage]:.1f}" for r in rows) + " |"
+                f"| {stage} | " + " | ".join(f"{r['stages'][stage]:.1f}" for r in profiled) + " |"
             )
-        rest = [r["profiled_seconds"] - sum(r["stages"].values()) for r in rows]
+        rest = [r["profiled_seconds"] - sum(r["stages"].values()) for r in profiled]
         lines.append("| the rest | " + " | ".join(f"{x:.1f}" for x in rest) + " |")
         lines.append(
-            "| wall, profiled | " + " | ".join(f"{r['profiled_seconds']:.1f}" for r in rows) + " |"
+            "| wall, profiled | "
+            + " | ".join(f"{r['profiled_seconds']:.1f}" for r in profiled)
+            + " |"
         )
     atomic_write_text(args.report, "\n".join(lines) + "\n")
     print("\n".join(lines))
