@@ -21,7 +21,7 @@ import functools
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import NamedTuple
 
@@ -79,6 +79,17 @@ class EncodeStats:
     @property
     def padding_waste(self) -> float:
         return 1 - self.real_tokens / self.padded_tokens if self.padded_tokens else 0.0
+
+    def since(self, before: EncodeStats) -> EncodeStats:
+        """What was counted after ``before`` (a copy taken then)."""
+        return EncodeStats(
+            **{f.name: getattr(self, f.name) - getattr(before, f.name) for f in fields(self)}
+        )
+
+    def add(self, other: EncodeStats) -> None:
+        """Count in what another encoder counted (a replica's part of a call)."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 class Encoded(NamedTuple):

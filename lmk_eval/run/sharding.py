@@ -3,6 +3,7 @@ and a TextEncoder whose forward passes they run. Imported only when a sharded ru
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -11,7 +12,7 @@ import numpy as np
 
 from lmk_eval.config.variants import Variant
 from lmk_eval.model.batching import SLICE_TOKENS, text_slices
-from lmk_eval.model.encoding import Encoded, TextEncoder
+from lmk_eval.model.encoding import Encoded, EncodeStats, TextEncoder
 
 
 class _EncoderActor:
@@ -22,8 +23,13 @@ class _EncoderActor:
 
         self.encoder = make_encoder(sweep, model, slice_tokens=slice_tokens)
 
-    def encode(self, texts: list[str], variants: list[Variant], prompt: str) -> Encoded:
-        return self.encoder.encode_all(texts, variants, prompt)
+    def encode(
+        self, texts: list[str], variants: list[Variant], prompt: str
+    ) -> tuple[Encoded, EncodeStats]:
+        """The slice's vectors and what encoding it counted (inputs shared, tokens run)."""
+        before = dataclasses.replace(self.encoder.stats)
+        encoded = self.encoder.encode_all(texts, variants, prompt)
+        return encoded, self.encoder.stats.since(before)
 
     def pid(self) -> int:
         return os.getpid()
@@ -52,8 +58,10 @@ class ShardedTextEncoder(TextEncoder):
             self.actors[i % len(self.actors)].encode.remote(list(texts[lo:hi]), variants, prompt)
             for i, (lo, hi) in enumerate(slices)
         ]
-        parts = ray.get(refs)
-        self.stats.texts += len(texts)
+        parts = []
+        for encoded, counted in ray.get(refs):
+            parts.append(encoded)
+            self.stats.add(counted)  # the texts, inputs shared and tokens run, on the replicas
         if not parts:
             return Encoded({v: np.zeros((0, 0), np.float32) for v in variants}, {})
         return Encoded(
