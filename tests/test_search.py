@@ -108,10 +108,10 @@ def test_one_pass_gives_each_poolings_own_mteb_results(text_encoder, tiny_beir):
 
 
 def test_the_next_chunk_is_prepared_while_this_one_runs(text_encoder, tiny_beir):
-    """Each corpus chunk was tokenised before mteb brought it (the first during the queries'
-    call), from mteb's texts guessed off the corpus rows (SciFact's titles and abstracts): after
-    the forward on a busy CPU, beside it where the encoder overlaps (forced here). Every score is
-    what each pooling searched alone by mteb's wrapper gives."""
+    """Where the encoder prepares beside the forward (forced here), each corpus chunk was
+    tokenised before mteb brought it (the first during the queries' call), from mteb's texts
+    guessed off the corpus rows (SciFact's titles and abstracts); where it prepares in turn,
+    nothing is guessed. Every score is what each pooling searched alone by mteb's wrapper gives."""
     from lmk_eval.model.encoding import TextEncoder
 
     task = _folder(str(tiny_beir), "test").build()
@@ -123,12 +123,12 @@ def test_the_next_chunk_is_prepared_while_this_one_runs(text_encoder, tiny_beir)
     for v in vs:
         alone = LmkEncoder(text_encoder, v, model_meta(text_encoder, v))
         expected[v] = evaluate_cell(task, SearchEncoderWrapper(alone, corpus_chunk_size=6)).scores
-    for encoder in (text_encoder, TextEncoder(None, overlap=True)):
-        used = encoder.preparer.ahead_used
+    for overlap, ahead in ((True, chunks), (False, 0)):
+        encoder = TextEncoder(None, overlap=overlap)
         group = GroupSearch(encoder, vs, chunk_bytes=budget)
         for v in vs:
             assert evaluate_cell(task, group.view(v)).scores == expected[v], v.key()
-        assert encoder.preparer.ahead_used - used == chunks
+        assert encoder.preparer.ahead_used == ahead
 
 
 def test_a_wrong_guess_of_the_next_call_is_dropped(text_encoder):

@@ -7,10 +7,9 @@ states. Windows of one text are combined as they stream past, so memory holds on
 at a time.
 
 The host side is built to keep a fast device busy: the Rust tokenizer's batch API, one array
-operation per padded batch, texts read in one window written as one normalised block, the next
-call's first slice prepared ahead when ``expect`` names it, and, on an accelerator, the next slice
-of texts tokenised and padded on a background thread while the device computes this one
-(``ahead``).
+operation per padded batch, texts read in one window written as one normalised block, and, on an
+accelerator, the next slice of texts (and the next call's first, when ``expect`` names it)
+tokenised and padded on a background thread while the device computes this one (``ahead``).
 ``benchmarks/throughput.py`` measures its ceiling with the forward replaced by zeros.
 """
 
@@ -288,7 +287,7 @@ class TextEncoder:
     def expect(self, texts: Sequence[str], variants: Sequence[Variant], prompt: str = "") -> None:
         """Say what the next encode call will (probably) bring, so that its first slice is
         prepared while this call's last one runs; a wrong guess costs that preparation only."""
-        if not texts:
+        if not self.preparer.overlap or not texts:
             return
         _, groups = self.tokenisation_groups(variants)
         first = next(text_slices(texts, self.slice_tokens))

@@ -8,9 +8,10 @@ Every pooling, the leader too, is ranked by one path here (``TopK``): its querie
 each chunk and folded into its top-k (per chunk ``torch.topk`` of top_k + 1, then the top_k
 largest (score, document id) pairs overall), which gives what mteb's own search gives; a test holds
 the two equal on a corpus full of ties. mteb's wrapper ranks nothing that is used. Scores and
-top-k run on the model's device, the queries kept there for the pass. Each encode call tells the
-encoder the next chunk's texts, guessed from the corpus rows, so that they are tokenised ahead
-(``model.ahead``); a guess is used only if it is exactly what mteb then brings. Peak memory is
+top-k run on the model's device, the queries kept there for the pass. Where the encoder prepares
+inputs beside the forward (an accelerator), each encode call tells it the next chunk's texts,
+guessed from the corpus rows, so that they are tokenised while this chunk runs (``model.ahead``);
+a guess is used only if it is exactly what mteb then brings. Peak memory is
 the model, one chunk of vectors and queries x poolings x top_k results, never documents x
 poolings x dim. Reranking tasks (a given ``top_ranked``) go through mteb's wrapper alone.
 """
@@ -164,7 +165,7 @@ class GroupSearch:
         first), so that they are tokenised ahead: mteb's document text guessed from the corpus
         rows, given up once a chunk has come other than guessed."""
         pass_ = self._pass
-        if pass_.corpus is None:
+        if pass_.corpus is None or not self.encoder.preparer.overlap:
             return
         lo = pass_.offset
         if texts is not None:  # a chunk of documents has come: was it the guess?
