@@ -122,12 +122,14 @@ class Preparer:
             self._start_expected()
             yield current
         except BaseException:  # Ctrl-C or an error: drop what was not started
-            self._ahead = None
+            ahead.cancel()
+            self._take_ahead(None)
             raise
 
-    def _take_ahead(self, call: _Call) -> Future | None:
+    def _take_ahead(self, call: _Call | None) -> Future | None:
+        """The expected call's prepared slice if ``call`` is it; else it is dropped."""
         found, self._ahead = self._ahead, None
-        if found is not None and found[0].same(call):
+        if found is not None and call is not None and found[0].same(call):
             self.ahead_used += 1
             return found[1]
         if found is not None:
