@@ -133,6 +133,25 @@ def test_encoder_satisfies_mteb_protocol_and_runs_end_to_end(tiny_beir):
     assert all(0.0 < s <= 1.0 for s in scores.values())
 
 
+def test_mteb_loaders_texts_are_read_whole_in_the_order_their_batches_give():
+    from datasets import Dataset
+    from torch.utils.data import DataLoader
+
+    from lmk_eval.retrieval.mteb_adapter import _texts
+
+    data = Dataset.from_dict({"id": [str(i) for i in range(len(TEXTS))], "text": TEXTS})
+    assert _texts(DataLoader(data, batch_size=3)) == TEXTS
+
+    def shuffled():
+        return DataLoader(
+            data, batch_size=3, shuffle=True, generator=torch.Generator().manual_seed(1)
+        )
+
+    in_batches = [t for batch in shuffled() for t in batch["text"]]
+    assert sorted(in_batches) == sorted(TEXTS) and in_batches != TEXTS
+    assert _texts(shuffled()) == in_batches  # a loader that reorders is read batch by batch
+
+
 def test_encoder_accepts_hub_ids_and_local_dirs_without_loading(tmp_path):
     from lmk_eval.model.loading import packaged_model_path, resolve_model
 

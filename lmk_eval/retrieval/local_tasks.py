@@ -33,14 +33,18 @@ class LocalRetrievalTask(AbsTaskRetrieval):
         for split in self.metadata.eval_splits:
             data = loaded[split]
             self.dataset["default"][split] = {
-                "corpus": Dataset.from_list(
-                    [
-                        {"id": d["id"], "title": d.get("title", ""), "text": d["text"]}
-                        for d in data.corpus
-                    ]
+                "corpus": Dataset.from_dict(
+                    {
+                        "id": [d["id"] for d in data.corpus],
+                        "title": [d.get("title", "") for d in data.corpus],
+                        "text": [d["text"] for d in data.corpus],
+                    }
                 ),
-                "queries": Dataset.from_list(
-                    [{"id": q["id"], "text": q["text"]} for q in data.queries]
+                "queries": Dataset.from_dict(
+                    {
+                        "id": [q["id"] for q in data.queries],
+                        "text": [q["text"] for q in data.queries],
+                    }
                 ),
                 "relevant_docs": {q: dict(docs) for q, docs in data.qrels.items()},
                 "top_ranked": None,

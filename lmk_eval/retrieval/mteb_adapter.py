@@ -10,6 +10,7 @@ from mteb.models.abs_encoder import AbsEncoder
 from mteb.models.model_meta import ModelMeta, ScoringFunction
 from mteb.types import PromptType
 from pydantic import ValidationError
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 from lmk_eval.common.errors import schema_error
 from lmk_eval.config.options import OPTION_KEYS, EncodeOptions
@@ -30,6 +31,9 @@ class SharedPass(Protocol):
 
 def _texts(inputs: Iterable) -> list[str]:
     """Strings from mteb's DataLoader of ``{"text": [...]}`` batches, or from a plain list."""
+    column = _text_column(inputs)
+    if column is not None:
+        return column
     texts: list[str] = []
     for item in inputs:
         if isinstance(item, str):
@@ -37,6 +41,19 @@ def _texts(inputs: Iterable) -> list[str]:
         else:
             texts.extend(item["text"])
     return texts
+
+
+def _text_column(inputs: Iterable) -> list[str] | None:
+    """The texts of a DataLoader that reads a dataset's text column in order, read as one column:
+    what its batches give, without formatting every row one at a time (about 1 s per 100,000
+    rows, on the host path of every encode call); None for anything else."""
+    if not isinstance(inputs, DataLoader) or not isinstance(inputs.batch_sampler, BatchSampler):
+        return None
+    sampler, dataset = inputs.batch_sampler.sampler, inputs.dataset
+    if type(sampler) is not SequentialSampler or "text" not in getattr(dataset, "column_names", ()):
+        return None
+    texts = dataset["text"][:]
+    return texts if all(isinstance(t, str) for t in texts) else None
 
 
 def model_meta(encoder: TextEncoder, variant: Variant) -> ModelMeta:
