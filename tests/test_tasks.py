@@ -26,6 +26,13 @@ def test_valid_folder_loads(folder):
     assert split.qrels == {"q1": {"d1": 1}, "q2": {"d2": 1}}
 
 
+def test_a_folder_read_again_unchanged_is_served_from_memory_and_a_change_is_read(folder):
+    first = read_beir_folder(folder)
+    assert read_beir_folder(folder) is first  # checked before model work, loaded for mteb: one read
+    append(folder / "corpus.jsonl", json.dumps({"_id": "d3", "title": "", "text": "gamma"}))
+    assert [d["id"] for d in read_beir_folder(folder).corpus] == ["d1", "d2", "d3"]
+
+
 def append(path, line):
     with path.open("a") as f:
         f.write(line + "\n")

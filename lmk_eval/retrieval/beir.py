@@ -6,6 +6,7 @@ duplicate id is reported with its file and line number.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import lzma
@@ -191,10 +192,24 @@ def available_splits(folder: Path) -> list[str]:
 
 
 def read_beir_folder(folder: str | Path, split: str = "test") -> RetrievalSplit:
-    """Load and validate one split; raise LmkEvalError listing the problems found."""
+    """Load and validate one split; raise LmkEvalError listing the problems found.
+
+    The split read last is kept while its files stay as they were (path, size, modification
+    time): a sweep checks a folder before any model work and mteb loads it again to score, and
+    the second read is then free. Callers treat the split as read-only.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise LmkEvalError(f"BEIR folder '{folder}' does not exist")
+    stamps = tuple(
+        (str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in beir_files(folder, split)
+    )
+    return _read_split(folder, split, stamps)
+
+
+@functools.lru_cache(maxsize=1)
+def _read_split(folder: Path, split: str, stamps: tuple) -> RetrievalSplit:
+    """One split read and checked, for ``read_beir_folder`` (``stamps`` key the cache only)."""
     corpus_path = find_file(folder, "corpus.jsonl")
     queries_path = find_file(folder, "queries.jsonl")
     qrels_path = find_file(folder / "qrels", f"{split}.tsv")
