@@ -201,9 +201,8 @@ def read_beir_folder(folder: str | Path, split: str = "test") -> RetrievalSplit:
     folder = Path(folder)
     if not folder.is_dir():
         raise LmkEvalError(f"BEIR folder '{folder}' does not exist")
-    stamps = tuple(
-        (str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in beir_files(folder, split)
-    )
+    stats = [(str(p), p.stat()) for p in beir_files(folder, split)]
+    stamps = tuple((name, st.st_size, st.st_mtime_ns) for name, st in stats)
     return _read_split(folder, split, stamps)
 
 

@@ -30,7 +30,7 @@ from mteb.types import PromptType
 from lmk_eval.common.errors import LmkEvalError
 from lmk_eval.config.variants import Variant
 from lmk_eval.model.encoding import TextEncoder
-from lmk_eval.retrieval.mteb_adapter import LmkEncoder, model_meta
+from lmk_eval.retrieval.mteb_adapter import LmkEncoder, column, model_meta
 
 CHUNK_BYTES = 64 * 2**20  # one corpus chunk's vectors, all poolings together (float32)
 
@@ -264,12 +264,6 @@ class _Pass:
     queries: dict | None = None
     top: dict | None = None
     guessed: bool | None = None  # whether mteb's texts are what mteb_document_texts gives
-
-
-def column(rows, name: str) -> list:
-    """One column of mteb's rows as a list, read whole (``list()`` of a datasets column formats
-    every row one at a time: about 1 s per 100,000 ids)."""
-    return list(rows[name][:])
 
 
 def mteb_document_texts(corpus, lo: int, hi: int) -> list[str] | None:
