@@ -286,8 +286,9 @@ class TextEncoder:
 
     def expect(self, texts: Sequence[str], variants: Sequence[Variant], prompt: str = "") -> None:
         """Say what the next encode call will (probably) bring, so that its first slice is
-        prepared while this call's last one runs; a wrong guess costs that preparation only."""
-        if not self.preparer.overlap or not texts:
+        prepared while this call's last one runs (``Preparer.expect`` ignores it where nothing
+        overlaps the forward); a wrong guess costs that preparation only."""
+        if not texts:
             return
         _, groups = self.tokenisation_groups(variants)
         first = next(text_slices(texts, self.slice_tokens))
