@@ -1,5 +1,6 @@
 """The command line: every bad option is one clear line and a non-zero exit."""
 
+import os
 import subprocess
 import sys
 
@@ -165,3 +166,18 @@ def test_help_explains_the_run_options(capsys):
     out = capsys.readouterr().out
     for flag in ["--config", "--pooling", "--tasks", "--max-length", "--strategy", "--output"]:
         assert flag in out
+
+
+def test_the_cli_leaves_the_tokenizer_its_cores(tmp_path):
+    """A CLI run tokenises on every core (the forward waits for it on a CPU), unless the user says
+    TOKENIZERS_PARALLELISM: the CLI used to set it to false for every run."""
+    probe = (
+        "import os; from lmk_eval.cli import main; main(['list']);"
+        " print(os.environ.get('TOKENIZERS_PARALLELISM', 'unset'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TOKENIZERS_PARALLELISM"}
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "unset"

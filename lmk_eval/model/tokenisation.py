@@ -153,8 +153,10 @@ class Tokenisation:
             )
 
     def content_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text, no special tokens: the Rust tokenizer's batch API (all cores,
-        outside the GIL, no offsets or masks built) where there is one, else the tokenizer's call."""
+        """Token ids of each text, no special tokens: the Rust tokenizer's batch API (outside the
+        GIL, no offsets or masks built; on every core unless ``TOKENIZERS_PARALLELISM=false``,
+        which lmk-eval leaves to the user: on a CPU the forward waits for it, and one core took
+        twice as long) where there is one, else the tokenizer's call."""
         if not texts:
             return []
         if self._backend is not None:
