@@ -71,7 +71,9 @@ def bpe_tokenizer(specials: list[str], roberta: bool):
     )
 
 
-def build_modernbert(folder: Path, positions: int = 4096) -> Path:
+def build_modernbert(folder: Path, positions: int = 4096, base_sized: bool = False) -> Path:
+    """Tiny by default; ``base_sized``: ModernBERT-base's shape (its config's defaults: 22 layers
+    of width 768, local attention 128), for benchmarks whose time must be a real model's."""
     from transformers import BertTokenizerFast, ModernBertConfig, ModernBertModel
 
     from lmk_eval.model.loading import packaged_model_path
@@ -85,8 +87,7 @@ def build_modernbert(folder: Path, positions: int = 4096) -> Path:
         sep_token_id=102,
         bos_token_id=101,
         eos_token_id=102,
-        local_attention=64,
-        **SIZE,
+        **({} if base_sized else {**SIZE, "local_attention": 64}),
     )
     return _save(folder, ModernBertModel(config), tokenizer)
 
