@@ -15,7 +15,6 @@ sampled others), beside ``lmk-eval plan``'s own count of the tokens the same swe
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -29,12 +28,13 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from lmk_eval.common.hardware import cpu_description  # noqa: E402
-from lmk_eval.retrieval.beir import RetrievalSplit, read_beir_folder  # noqa: E402
+from lmk_eval.retrieval.beir import read_beir_folder  # noqa: E402
 from lmk_eval.retrieval.task_registry import data_dir, subset  # noqa: E402
 from lmk_eval.run.executors import LocalEncoders, LocalExecutor  # noqa: E402
 from lmk_eval.run.runner import pending, resolve_sweep, run_sweep  # noqa: E402
 from lmk_eval.run.sweeps import sweep_from_dict  # noqa: E402
 from lmk_eval.store.cells import RunStore, atomic_write_text  # noqa: E402
+from tests.conftest import write_beir  # noqa: E402
 
 POOLINGS = ["mean", "lmk"]
 CASES = [  # (name, strategy, lengths)
@@ -101,15 +101,12 @@ def planned(s, work: Path) -> tuple[int, int]:
     return sum(c.tokens for c in costs), sum(c.separate for c in costs)
 
 
-def write_beir(split: RetrievalSplit, folder: Path) -> Path:
-    """``split`` as a BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv)."""
-    (folder / "qrels").mkdir(parents=True)
-    for name, rows in (("corpus", split.corpus), ("queries", split.queries)):
-        text = "".join(json.dumps({"_id": r["id"], **r}) + "\n" for r in rows)
-        (folder / f"{name}.jsonl").write_text(text, encoding="utf-8")
-    judged = [f"{q}\t{d}\t{g}\n" for q, docs in split.qrels.items() for d, g in docs.items()]
-    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(judged))
-    return folder
+def scifact_subset(n_queries: int, n_docs: int, folder: Path) -> Path:
+    """The first ``n_queries`` SciFact test claims, their abstracts and sampled others up to
+    ``n_docs`` (the bundled tasks' ``subset``), as a BEIR folder."""
+    chosen = subset(read_beir_folder(data_dir("scifact"), "test"), n_queries, n_docs)
+    judged = [(q, d, g) for q, docs in chosen.qrels.items() for d, g in docs.items()]
+    return write_beir(folder, chosen.corpus, chosen.queries, judged)
 
 
 def long_context_case(n_queries: int, n_docs: int, dtype: str, work: Path) -> dict:
@@ -119,8 +116,7 @@ def long_context_case(n_queries: int, n_docs: int, dtype: str, work: Path) -> di
 
     torch.manual_seed(0)
     model = build_modernbert(work / "modernbert-base-8192", positions=8192, base_sized=True)
-    scifact = read_beir_folder(data_dir("scifact"), "test")
-    folder = write_beir(subset(scifact, n_queries, n_docs), work / "scifact-subset")
+    folder = scifact_subset(n_queries, n_docs, work / "scifact-subset")
     return run_case(str(folder), "truncate", LONG_LENGTHS, dtype, work / "long", str(model))
 
 
