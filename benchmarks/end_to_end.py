@@ -234,6 +234,16 @@ def main() -> None:
     write_report(args, as_used, rows)
 
 
+def commit_of(checkout: Path) -> str:
+    """The commit a checkout is at, so that a report names what it measured, not a folder."""
+    done = subprocess.run(
+        ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip() or "unknown: not a git checkout"
+
+
 def write_report(args, as_used: float, rows: list[dict]) -> None:
     before = f" --before {args.before}" if args.before else ""
     lines = [
@@ -266,7 +276,8 @@ def write_report(args, as_used: float, rows: list[dict]) -> None:
             else "every core (`TOKENIZERS_PARALLELISM` unset, as the CLI leaves it)."
         )
         + (
-            f" `before` is the checkout at {args.before}, measured in turn with this one"
+            f" `before` is the checkout at {args.before} (commit {commit_of(args.before)}),"
+            " measured in turn with this one"
             " (`after`) for each pooling set."
             if args.before
             else ""
